@@ -1,0 +1,1 @@
+//! igb/igbvf advanced descriptor layouts (filled in with the ring code).

@@ -1,0 +1,1 @@
+//! igbvf BAR0 registers and mailbox.

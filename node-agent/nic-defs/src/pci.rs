@@ -1,0 +1,1 @@
+//! PCI ids and config-space offsets.

@@ -1,0 +1,2 @@
+//! igbvf (82576 VF) device model.
+pub mod rings;

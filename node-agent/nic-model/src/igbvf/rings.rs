@@ -1,0 +1,1 @@
+//! igbvf TX/RX ring processing.

@@ -1,0 +1,1 @@
+//! VMDq pool filters and switching decisions.
