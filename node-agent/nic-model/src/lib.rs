@@ -6,6 +6,8 @@
 //! ignored, descriptors are bounds-checked and dropped with a reason.
 #![forbid(unsafe_code)]
 
-pub mod mem;
+pub mod igb_pf;
 pub mod igbvf;
+pub mod mem;
+pub mod pci;
 pub mod vmdq;

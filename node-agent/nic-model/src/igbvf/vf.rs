@@ -1,0 +1,649 @@
+//! The igbvf register model. Every method is pure: it updates state and returns an
+//! [`Effects`] value that says which MSI-X vectors to fire and what the PF must handle.
+
+use crate::pci::{ConfigLayout, ConfigSpace, MsixLayout};
+use emu_nic_defs::igbvf as r;
+use emu_nic_defs::pci as p;
+
+/// Free-running statistics the dataplane keeps for a VF; register reads report them
+/// (the driver keeps its own base and handles wrap, so they are never cleared on read).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct HwCounters {
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    pub rx_multicast: u64,
+    pub rx_loopback_packets: u64,
+    pub rx_loopback_bytes: u64,
+    pub tx_loopback_packets: u64,
+    pub tx_loopback_bytes: u64,
+}
+
+/// What the caller must do after a register access.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct Effects {
+    /// Bit n set: fire MSI-X vector n.
+    pub fire: u32,
+    /// The VF posted a mailbox message (REQ): hand these words to the PF model, then call
+    /// [`IgbVf::pf_reply`].
+    pub mailbox: Option<[u32; r::VMBMEM_WORDS]>,
+    /// The VF reset itself (CTRL.RST): the PF must forget the VF's filters and clear CTS.
+    pub vf_reset: bool,
+    /// Queue configuration, enables or doorbells changed: the dataplane should look.
+    pub queues_changed: bool,
+}
+
+impl Effects {
+    fn merge(&mut self, o: Effects) {
+        self.fire |= o.fire;
+        if o.mailbox.is_some() {
+            self.mailbox = o.mailbox;
+        }
+        self.vf_reset |= o.vf_reset;
+        self.queues_changed |= o.queues_changed;
+    }
+}
+
+/// One queue's registers (RX: SRRCTL in `ctl`; TX: TXCTL in `ctl`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct QueueRegs {
+    pub bal: u32,
+    pub bah: u32,
+    pub len: u32,
+    pub head: u32,
+    pub tail: u32,
+    pub ctl: u32,
+    pub dctl: u32,
+}
+
+impl QueueRegs {
+    pub fn enabled(&self) -> bool {
+        self.dctl & r::XDCTL_ENABLE != 0
+    }
+}
+
+/// Interrupt sources of a VF, mapped to vectors through IVAR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IrqSource {
+    Rx(usize),
+    Tx(usize),
+    Mailbox,
+}
+
+/// The VF's BAR0 state and config space.
+#[derive(Debug, Clone)]
+pub struct IgbVf {
+    config: ConfigSpace,
+    link_up: bool,
+    mbx: [u32; r::VMBMEM_WORDS],
+    /// Sticky mailbox bits (VFU, PFU, RSTI) and the read-to-clear ones (PFSTS, PFACK, RSTD).
+    v2p: u32,
+    /// The VF has not yet ACKed the PF's last message; unsolicited messages wait.
+    pf_msg_unread: bool,
+    /// An unsolicited PF message waiting for the buffer.
+    pending_pf_msg: Option<u32>,
+    eicr: u32,
+    eims: u32,
+    eiac: u32,
+    eiam: u32,
+    eitr: [u32; r::MSIX_VECTORS as usize],
+    ivar0: u32,
+    ivar_misc: u32,
+    psrtype: u32,
+    pbacl: u32,
+    pub rxq: [QueueRegs; r::QUEUES],
+    pub txq: [QueueRegs; r::QUEUES],
+}
+
+/// The PCI identity and capabilities of an igbvf function (as QEMU's `igbvf.c`).
+pub fn config_layout() -> ConfigLayout {
+    ConfigLayout {
+        vendor: p::VENDOR_INTEL,
+        device: p::DEVICE_IGBVF,
+        revision: 1,
+        class: p::CLASS_ETHERNET,
+        subsystem_vendor: p::VENDOR_INTEL,
+        subsystem: 0,
+        bars: vec![
+            (0, r::BAR0_SIZE, p::BAR_MEM64 | p::BAR_PREFETCH),
+            (3, r::BAR3_SIZE, p::BAR_MEM64 | p::BAR_PREFETCH),
+        ],
+        msix: Some(MsixLayout {
+            cap_offset: 0x70,
+            vectors: r::MSIX_VECTORS,
+            table_bir: 3,
+            table_offset: r::MSIX_TABLE_OFFSET,
+            pba_bir: 3,
+            pba_offset: r::MSIX_PBA_OFFSET,
+        }),
+        pcie_cap: Some(0xA0),
+        ext_caps: vec![
+            (0x100, p::EXT_CAP_ID_AER, 2, 0x48),
+            (0x150, p::EXT_CAP_ID_ARI, 1, 8),
+        ],
+    }
+}
+
+impl Default for IgbVf {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl IgbVf {
+    /// A VF at power-on: the PF is still in reset (RSTI) until [`IgbVf::pf_reset_done`].
+    pub fn new() -> Self {
+        IgbVf {
+            config: ConfigSpace::new(&config_layout()),
+            link_up: false,
+            mbx: [0; r::VMBMEM_WORDS],
+            v2p: r::V2P_RSTI,
+            pf_msg_unread: false,
+            pending_pf_msg: None,
+            eicr: 0,
+            eims: 0,
+            eiac: 0,
+            eiam: 0,
+            eitr: [0; r::MSIX_VECTORS as usize],
+            ivar0: 0,
+            ivar_misc: 0,
+            psrtype: 0,
+            pbacl: 0,
+            rxq: [QueueRegs::default(); r::QUEUES],
+            txq: [QueueRegs::default(); r::QUEUES],
+        }
+    }
+
+    pub fn config(&self) -> &ConfigSpace {
+        &self.config
+    }
+
+    pub fn config_read(&self, offset: u64, buf: &mut [u8]) {
+        self.config.read(offset, buf);
+    }
+
+    pub fn config_write(&mut self, offset: u64, data: &[u8]) {
+        self.config.write(offset, data);
+    }
+
+    /// Whether the guest has enabled bus mastering (the dataplane may DMA).
+    pub fn bus_master(&self) -> bool {
+        self.config.bus_master()
+    }
+
+    /// Link state as the PF reports it in STATUS.LU.
+    pub fn set_link(&mut self, up: bool) {
+        self.link_up = up;
+    }
+
+    pub fn link_up(&self) -> bool {
+        self.link_up
+    }
+
+    /// The PF driver is up: clear RSTI, present RSTD (devices.md §2.4 step 1).
+    pub fn pf_reset_done(&mut self) -> Effects {
+        self.v2p = (self.v2p & !r::V2P_RSTI) | r::V2P_RSTD;
+        self.raise(IrqSource::Mailbox)
+    }
+
+    /// Function-level reset (vfio DEVICE_RESET): power-on state, but the PF stays up so RSTD
+    /// is presented again. The caller also resets the PF's view of this VF.
+    pub fn device_reset(&mut self) {
+        let link = self.link_up;
+        *self = IgbVf::new();
+        self.link_up = link;
+        self.v2p = r::V2P_RSTD;
+    }
+
+    /// VF software reset (CTRL.RST): queues and interrupts off, mailbox reset presented.
+    fn soft_reset(&mut self) -> Effects {
+        for q in self.rxq.iter_mut().chain(self.txq.iter_mut()) {
+            *q = QueueRegs::default();
+        }
+        self.eicr = 0;
+        self.eims = 0;
+        self.eiac = 0;
+        self.eiam = 0;
+        self.eitr = [0; r::MSIX_VECTORS as usize];
+        self.ivar0 = 0;
+        self.ivar_misc = 0;
+        self.pending_pf_msg = None;
+        self.pf_msg_unread = false;
+        self.v2p = r::V2P_RSTD;
+        Effects {
+            vf_reset: true,
+            queues_changed: true,
+            ..Effects::default()
+        }
+    }
+
+    /// Vector assigned to `src` through IVAR, if valid.
+    pub fn vector_of(&self, src: IrqSource) -> Option<u32> {
+        let byte = match src {
+            IrqSource::Rx(q) if q < r::QUEUES => (self.ivar0 >> (16 * q)) as u8,
+            IrqSource::Tx(q) if q < r::QUEUES => (self.ivar0 >> (16 * q + 8)) as u8,
+            IrqSource::Mailbox => self.ivar_misc as u8,
+            _ => return None,
+        };
+        if byte & r::IVAR_VALID == 0 {
+            return None;
+        }
+        let v = u32::from(byte & 0x1F);
+        (v < u32::from(r::MSIX_VECTORS)).then_some(v)
+    }
+
+    /// Raises the cause of `src`: sets its EICR bit and fires it if unmasked.
+    pub fn raise(&mut self, src: IrqSource) -> Effects {
+        match self.vector_of(src) {
+            Some(v) => self.raise_causes(1 << v),
+            None => Effects::default(),
+        }
+    }
+
+    /// 82576 MSI-X semantics: a set cause whose EIMS bit is set sends its vector; then EIAC
+    /// clears the cause and EIAM clears the mask bit (auto-mask).
+    fn raise_causes(&mut self, causes: u32) -> Effects {
+        self.eicr |= causes & r::EICR_VALID_MASK;
+        self.deliver_pending()
+    }
+
+    fn deliver_pending(&mut self) -> Effects {
+        let fire = self.eicr & self.eims;
+        if fire != 0 {
+            self.eicr &= !(fire & self.eiac);
+            self.eims &= !(fire & self.eiam);
+        }
+        Effects {
+            fire,
+            ..Effects::default()
+        }
+    }
+
+    /// EITR interval (in the register's units) of vector `v`, for interrupt moderation.
+    pub fn eitr(&self, v: usize) -> u32 {
+        self.eitr.get(v).copied().unwrap_or(0)
+    }
+
+    /// Posts the PF's reply to the VF's request: reply words into VMBMEM, PFACK|PFSTS, vector.
+    pub fn pf_reply(&mut self, words: &[u32]) -> Effects {
+        for (i, w) in self.mbx.iter_mut().enumerate() {
+            *w = words.get(i).copied().unwrap_or(0);
+        }
+        self.v2p |= r::V2P_PFACK | r::V2P_PFSTS;
+        self.pf_msg_unread = true;
+        self.raise(IrqSource::Mailbox)
+    }
+
+    /// An unsolicited one-word PF message (PF_CONTROL_MSG|CTS on link changes). It waits while
+    /// the VF holds the buffer or has not consumed the previous PF message.
+    pub fn pf_post(&mut self, word0: u32) -> Effects {
+        self.pending_pf_msg = Some(word0);
+        self.try_post_pending()
+    }
+
+    fn try_post_pending(&mut self) -> Effects {
+        if self.v2p & r::V2P_VFU != 0 || self.pf_msg_unread {
+            return Effects::default();
+        }
+        match self.pending_pf_msg.take() {
+            Some(w) => {
+                self.mbx = [0; r::VMBMEM_WORDS];
+                self.mbx[0] = w;
+                self.v2p |= r::V2P_PFSTS;
+                self.pf_msg_unread = true;
+                self.raise(IrqSource::Mailbox)
+            }
+            None => Effects::default(),
+        }
+    }
+
+    /// A 32-bit BAR0 read. `counters` feeds the statistics registers.
+    pub fn bar0_read(&mut self, offset: u64, counters: &HwCounters) -> u32 {
+        let Ok(off) = u32::try_from(offset) else {
+            return 0;
+        };
+        if off >= r::VMBMEM && off < r::VMBMEM + 4 * r::VMBMEM_WORDS as u32 {
+            return self.mbx[((off - r::VMBMEM) / 4) as usize];
+        }
+        if let Some((q, reg)) = queue_reg(off, r::RDBAL0) {
+            let s = &self.rxq[q];
+            return match reg {
+                0x00 => s.bal,
+                0x04 => s.bah,
+                0x08 => s.len,
+                0x0C => s.ctl,
+                0x10 => s.head,
+                0x18 => s.tail,
+                0x28 => s.dctl,
+                _ => 0,
+            };
+        }
+        if let Some((q, reg)) = queue_reg(off, r::TDBAL0) {
+            let s = &self.txq[q];
+            return match reg {
+                0x00 => s.bal,
+                0x04 => s.bah,
+                0x08 => s.len,
+                0x10 => s.head,
+                0x14 => s.ctl,
+                0x18 => s.tail,
+                0x28 => s.dctl,
+                _ => 0,
+            };
+        }
+        match off {
+            r::CTRL => 0,
+            r::STATUS => {
+                if self.link_up {
+                    r::STATUS_LU | r::STATUS_FD | r::STATUS_SPEED_1000
+                } else {
+                    0
+                }
+            }
+            r::V2PMAILBOX => {
+                let v = self.v2p;
+                self.v2p &= !r::V2P_R2C_BITS;
+                v
+            }
+            r::PBACL => self.pbacl,
+            r::PSRTYPE => self.psrtype,
+            r::VFGPRC => counters.rx_packets as u32,
+            r::VFGPTC => counters.tx_packets as u32,
+            r::VFGORC => counters.rx_bytes as u32,
+            r::VFGOTC => counters.tx_bytes as u32,
+            r::VFMPRC => counters.rx_multicast as u32,
+            r::VFGPRLBC => counters.rx_loopback_packets as u32,
+            r::VFGPTLBC => counters.tx_loopback_packets as u32,
+            r::VFGORLBC => counters.rx_loopback_bytes as u32,
+            r::VFGOTLBC => counters.tx_loopback_bytes as u32,
+            r::EICS => 0,
+            r::EIMS => self.eims,
+            r::EIAC => self.eiac,
+            r::EIAM => self.eiam,
+            r::EICR => {
+                let v = self.eicr;
+                self.eicr = 0;
+                v
+            }
+            o if (r::EITR0..r::EITR0 + 4 * u32::from(r::MSIX_VECTORS)).contains(&o) => {
+                self.eitr[((o - r::EITR0) / 4) as usize]
+            }
+            r::IVAR0 => self.ivar0,
+            r::IVAR_MISC => self.ivar_misc,
+            _ => 0,
+        }
+    }
+
+    /// A 32-bit BAR0 write.
+    pub fn bar0_write(&mut self, offset: u64, value: u32) -> Effects {
+        let Ok(off) = u32::try_from(offset) else {
+            return Effects::default();
+        };
+        if off >= r::VMBMEM && off < r::VMBMEM + 4 * r::VMBMEM_WORDS as u32 {
+            self.mbx[((off - r::VMBMEM) / 4) as usize] = value;
+            return Effects::default();
+        }
+        if let Some((q, reg)) = queue_reg(off, r::RDBAL0) {
+            let s = &mut self.rxq[q];
+            match reg {
+                0x00 => s.bal = value & !0xF,
+                0x04 => s.bah = value,
+                0x08 => s.len = value & 0x000F_FF80,
+                0x0C => s.ctl = value,
+                0x10 => s.head = value & 0xFFFF,
+                0x18 => s.tail = value & 0xFFFF,
+                0x28 => s.dctl = value,
+                _ => return Effects::default(),
+            }
+            return Effects {
+                queues_changed: true,
+                ..Effects::default()
+            };
+        }
+        if let Some((q, reg)) = queue_reg(off, r::TDBAL0) {
+            let s = &mut self.txq[q];
+            match reg {
+                0x00 => s.bal = value & !0xF,
+                0x04 => s.bah = value,
+                0x08 => s.len = value & 0x000F_FF80,
+                0x10 => s.head = value & 0xFFFF,
+                0x14 => s.ctl = value,
+                0x18 => s.tail = value & 0xFFFF,
+                0x28 => s.dctl = value,
+                _ => return Effects::default(),
+            }
+            return Effects {
+                queues_changed: true,
+                ..Effects::default()
+            };
+        }
+        match off {
+            r::CTRL if value & r::CTRL_RST != 0 => self.soft_reset(),
+            r::V2PMAILBOX => self.mailbox_write(value),
+            r::PBACL => {
+                self.pbacl = value;
+                Effects::default()
+            }
+            r::PSRTYPE => {
+                self.psrtype = value;
+                Effects::default()
+            }
+            r::EICS => self.raise_causes(value),
+            r::EIMS => {
+                self.eims |= value & r::EICR_VALID_MASK;
+                self.deliver_pending()
+            }
+            r::EIMC => {
+                self.eims &= !value;
+                Effects::default()
+            }
+            r::EIAC => {
+                self.eiac = value & r::EICR_VALID_MASK;
+                Effects::default()
+            }
+            r::EIAM => {
+                self.eiam = value & r::EICR_VALID_MASK;
+                Effects::default()
+            }
+            r::EICR => {
+                self.eicr &= !value;
+                Effects::default()
+            }
+            o if (r::EITR0..r::EITR0 + 4 * u32::from(r::MSIX_VECTORS)).contains(&o) => {
+                self.eitr[((o - r::EITR0) / 4) as usize] =
+                    value & (r::EITR_INTERVAL_MASK | r::EITR_CNT_IGNR);
+                Effects::default()
+            }
+            r::IVAR0 => {
+                self.ivar0 = value;
+                Effects::default()
+            }
+            r::IVAR_MISC => {
+                self.ivar_misc = value & 0xFF;
+                Effects::default()
+            }
+            _ => Effects::default(),
+        }
+    }
+
+    fn mailbox_write(&mut self, value: u32) -> Effects {
+        let mut fx = Effects::default();
+        if value & r::V2P_VFU != 0 && self.v2p & r::V2P_PFU == 0 {
+            self.v2p |= r::V2P_VFU;
+        }
+        if value & r::V2P_ACK != 0 {
+            // The VF consumed the PF's message; the buffer is free for the next one.
+            self.v2p &= !r::V2P_VFU;
+            self.pf_msg_unread = false;
+        }
+        if value & r::V2P_REQ != 0 {
+            self.v2p &= !r::V2P_VFU;
+            fx.mailbox = Some(self.mbx);
+        }
+        if value & (r::V2P_VFU | r::V2P_ACK | r::V2P_REQ) == 0 {
+            // Writing 0 releases the lock (e1000_release_mbx_lock_vf).
+            self.v2p &= !r::V2P_VFU;
+        }
+        if fx.mailbox.is_none() {
+            fx.merge(self.try_post_pending());
+        }
+        fx
+    }
+
+    /// Called after the PF handled a request (and posted its reply): a held unsolicited
+    /// message may go now if the buffer is free.
+    pub fn mailbox_idle(&mut self) -> Effects {
+        self.try_post_pending()
+    }
+}
+
+/// Decodes a queue register: (queue index, register offset within the queue block).
+fn queue_reg(off: u32, base: u32) -> Option<(usize, u32)> {
+    let rel = off.checked_sub(base)?;
+    let q = (rel / r::QUEUE_STRIDE) as usize;
+    (q < r::QUEUES).then_some((q, rel % r::QUEUE_STRIDE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn up_vf() -> IgbVf {
+        let mut vf = IgbVf::new();
+        vf.set_link(true);
+        let _ = vf.pf_reset_done();
+        vf
+    }
+
+    fn rd(vf: &mut IgbVf, off: u32) -> u32 {
+        vf.bar0_read(u64::from(off), &HwCounters::default())
+    }
+
+    #[test]
+    fn power_on_presents_rsti_then_rstd_and_r2c_clears() {
+        let mut vf = IgbVf::new();
+        assert_eq!(rd(&mut vf, r::V2PMAILBOX) & r::V2P_RSTI, r::V2P_RSTI);
+        assert_eq!(
+            rd(&mut vf, r::V2PMAILBOX) & r::V2P_RSTI,
+            r::V2P_RSTI,
+            "RSTI is not R2C"
+        );
+        let _ = vf.pf_reset_done();
+        assert_eq!(rd(&mut vf, r::V2PMAILBOX), r::V2P_RSTD);
+        assert_eq!(rd(&mut vf, r::V2PMAILBOX), 0, "RSTD is read-to-clear");
+    }
+
+    #[test]
+    fn mailbox_request_and_reply() {
+        let mut vf = up_vf();
+        let _ = vf.bar0_write(u64::from(r::IVAR_MISC), 0x82);
+        let _ = vf.bar0_write(u64::from(r::EIMS), 0x7);
+        let _ = vf.bar0_write(u64::from(r::V2PMAILBOX), r::V2P_VFU);
+        assert_ne!(rd(&mut vf, r::V2PMAILBOX) & r::V2P_VFU, 0, "lock granted");
+        let _ = vf.bar0_write(u64::from(r::VMBMEM), r::MSG_VF_RESET);
+        let fx = vf.bar0_write(u64::from(r::V2PMAILBOX), r::V2P_REQ);
+        let msg = fx.mailbox.expect("request surfaced");
+        assert_eq!(msg[0], r::MSG_VF_RESET);
+        assert_eq!(rd(&mut vf, r::V2PMAILBOX) & r::V2P_VFU, 0, "REQ drops VFU");
+        let fx = vf.pf_reply(&[r::MSG_VF_RESET | r::MSG_ACK, 0x0100_0002, 0x0302]);
+        assert_eq!(fx.fire, 1 << 2, "mailbox vector fired");
+        let v = rd(&mut vf, r::V2PMAILBOX);
+        assert_eq!(
+            v & (r::V2P_PFACK | r::V2P_PFSTS),
+            r::V2P_PFACK | r::V2P_PFSTS
+        );
+        assert_eq!(rd(&mut vf, r::V2PMAILBOX) & r::V2P_R2C_BITS, 0);
+        assert_eq!(rd(&mut vf, r::VMBMEM), r::MSG_VF_RESET | r::MSG_ACK);
+    }
+
+    #[test]
+    fn unsolicited_message_waits_for_ack() {
+        let mut vf = up_vf();
+        let _ = vf.pf_reply(&[r::MSG_VF_RESET | r::MSG_ACK]);
+        let fx = vf.pf_post(r::MSG_PF_CONTROL | r::MSG_CTS);
+        assert_eq!(fx.fire, 0);
+        assert_eq!(
+            rd(&mut vf, r::VMBMEM),
+            r::MSG_VF_RESET | r::MSG_ACK,
+            "reply intact"
+        );
+        let _ = vf.bar0_write(u64::from(r::V2PMAILBOX), r::V2P_VFU);
+        let _ = vf.bar0_write(u64::from(r::V2PMAILBOX), r::V2P_ACK);
+        assert_eq!(rd(&mut vf, r::VMBMEM), r::MSG_PF_CONTROL | r::MSG_CTS);
+    }
+
+    #[test]
+    fn msix_auto_clear_auto_mask_and_eics() {
+        let mut vf = up_vf();
+        let _ = vf.bar0_write(u64::from(r::IVAR0), 0x8081); // RX q0 → 1, TX q0 → 0
+        let _ = vf.bar0_write(u64::from(r::EIAC), 7);
+        let _ = vf.bar0_write(u64::from(r::EIAM), 7);
+        let _ = vf.bar0_write(u64::from(r::EIMS), 7);
+        assert_eq!(vf.raise(IrqSource::Rx(0)).fire, 0b10);
+        assert_eq!(rd(&mut vf, r::EIMS), 0b101, "auto-masked");
+        assert_eq!(vf.raise(IrqSource::Rx(0)).fire, 0, "masked: pending");
+        let fx = vf.bar0_write(u64::from(r::EIMS), 0b10);
+        assert_eq!(fx.fire, 0b10, "unmask delivers the pending cause");
+        let _ = vf.bar0_write(u64::from(r::EIMS), 0b10);
+        assert_eq!(
+            vf.bar0_write(u64::from(r::EICS), 0b10).fire,
+            0b10,
+            "EICS fires"
+        );
+        assert_eq!(
+            vf.bar0_write(u64::from(r::EICS), 0xFFFF_FFF8).fire,
+            0,
+            "invalid bits"
+        );
+    }
+
+    #[test]
+    fn ctrl_rst_resets_queues_and_presents_rstd() {
+        let mut vf = up_vf();
+        let _ = rd(&mut vf, r::V2PMAILBOX);
+        let _ = vf.bar0_write(u64::from(r::RXDCTL0), r::XDCTL_ENABLE);
+        let _ = vf.bar0_write(u64::from(r::TDLEN0), 4096);
+        assert!(vf.rxq[0].enabled());
+        let fx = vf.bar0_write(u64::from(r::CTRL), r::CTRL_RST);
+        assert!(fx.vf_reset);
+        assert!(!vf.rxq[0].enabled());
+        assert_eq!(vf.txq[0].len, 0);
+        assert_eq!(rd(&mut vf, r::V2PMAILBOX) & r::V2P_RSTD, r::V2P_RSTD);
+    }
+
+    #[test]
+    fn status_reports_link() {
+        let mut vf = IgbVf::new();
+        assert_eq!(rd(&mut vf, r::STATUS) & r::STATUS_LU, 0);
+        vf.set_link(true);
+        assert_eq!(rd(&mut vf, r::STATUS) & r::STATUS_LU, r::STATUS_LU);
+    }
+
+    #[test]
+    fn hostile_register_accesses_never_panic() {
+        let mut vf = up_vf();
+        let c = HwCounters::default();
+        let mut seed = 0x1234_5678_9abc_def0u64;
+        for _ in 0..200_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let off = if seed & 1 == 0 {
+                seed >> 40
+            } else {
+                (seed >> 20) & 0x3FFC
+            };
+            let val = (seed >> 3) as u32;
+            if seed & 2 == 0 {
+                let _ = vf.bar0_read(off, &c);
+            } else {
+                let _ = vf.bar0_write(off, val);
+            }
+            let _ = vf.vector_of(IrqSource::Rx((seed >> 50) as usize));
+        }
+        let _ = vf.bar0_read(u64::MAX, &c);
+        let _ = vf.bar0_write(u64::MAX, 1);
+    }
+}
