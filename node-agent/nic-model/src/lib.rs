@@ -6,6 +6,6 @@
 //! ignored, descriptors are bounds-checked and dropped with a reason.
 #![forbid(unsafe_code)]
 
-pub mod igbvf;
 pub mod mem;
+pub mod igbvf;
 pub mod vmdq;
