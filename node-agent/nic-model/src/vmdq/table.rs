@@ -137,7 +137,7 @@ impl SwitchTable {
             }
         }
         // Merge duplicates (one MAC on several pools: RAH POOLSEL with several bits).
-        self.mac_index.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        self.mac_index.sort_unstable_by_key(|e| e.0);
         self.mac_index.dedup_by(|later, kept| {
             if later.0 == kept.0 {
                 kept.1.union_with(&later.1);
