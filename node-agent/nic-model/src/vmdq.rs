@@ -1,1 +1,0 @@
-//! VMDq pool filters and switching decisions.
