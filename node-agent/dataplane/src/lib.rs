@@ -1,1 +1,15 @@
-//! placeholder
+//! The packet path: a dataplane thread that polls every VF's TX ring, switches each frame with
+//! VMDq rules ([`emu_nic_model::vmdq`]) and writes it into the receiving VFs' RX rings, raising
+//! interrupts at most once per vector per poll pass.
+//!
+//! This crate never links tokio, kube or tonic. Guest memory and interrupt delivery come in
+//! through the [`DmaMemory`] and [`IrqSink`] traits, implemented by the vfio-user server.
+#![forbid(unsafe_code)]
+
+pub mod counters;
+pub mod engine;
+pub mod port;
+
+pub use counters::{CounterSnapshot, VfCounters};
+pub use engine::{Dataplane, DataplaneConfig, Mode};
+pub use port::{DmaMemory, IrqSink, VfPort, VfState};

@@ -8,6 +8,7 @@
 //!   any SET_MAC_ADDR once the admin set a MAC and logs a warning); a different MAC gets NACK.
 //! - Multicast filters are kept per pool (no cross-VF leak through the shared MTA).
 
+use crate::vmdq::{MtaSet, PoolFilter, VlanSet};
 use emu_nic_defs::igbvf as r;
 
 pub type MacAddr = [u8; 6];
@@ -36,7 +37,7 @@ pub struct PoolState {
     pub mc_hashes: Vec<u16>,
     /// VLAN IDs the VF joined (SET_VLAN), always including 0 after reset.
     pub vlans: Vec<u16>,
-    /// Largest frame accepted, FCS excluded, VLAN tag allowed.
+    /// Largest frame accepted (RLPML), FCS and one VLAN tag included, as igbvf sends it.
     pub max_frame: u32,
     pub uc_promisc: bool,
     pub mc_promisc: bool,
@@ -150,6 +151,32 @@ impl IgbPf {
         self.pools.get(vf)
     }
 
+    /// The pool's VMDq filter as the switch applies it (what RAR/MTA/VLVF/VMOLR/VMVIR/DTXSWC
+    /// and VFRE/VFTE would hold for this pool on a real 82576).
+    pub fn pool_filter(&self, vf: usize) -> Option<PoolFilter> {
+        let p = self.pools.get(vf)?;
+        let mut macs = Vec::with_capacity(1 + p.extra_macs.len());
+        macs.push(p.mac);
+        macs.extend_from_slice(&p.extra_macs);
+        Some(PoolFilter {
+            macs,
+            mc_hashes: p.mc_hashes.iter().copied().collect::<MtaSet>(),
+            mc_addrs: Vec::new(),
+            vlans: p.vlans.iter().copied().collect::<VlanSet>(),
+            port_vlan: p.admin.port_vlan,
+            // igb_set_vmolr: AUPE unless a port VLAN is set; BAM always; STRVLAN always.
+            accept_untagged: p.admin.port_vlan.is_none(),
+            broadcast: true,
+            uc_promisc: p.uc_promisc,
+            mc_promisc: p.mc_promisc,
+            strip_vlan: true,
+            max_frame: p.max_frame,
+            spoofchk: p.admin.spoofchk,
+            rx_enabled: p.rx_enabled,
+            tx_enabled: p.tx_enabled,
+        })
+    }
+
     /// The VF reset itself (CTRL.RST) or was function-level reset: close its pool.
     pub fn vf_reset(&mut self, vf: usize) {
         if let Some(p) = self.pools.get_mut(vf) {
@@ -209,12 +236,11 @@ impl IgbPf {
                 }
             }
             r::MSG_SET_LPE => {
-                // The VF sends MTU + ETH_HLEN + ETH_FCS_LEN; leave room for a VLAN tag.
+                // igbvf_set_rlpml sends MTU + ETH_HLEN + ETH_FCS_LEN + VLAN_TAG_SIZE.
                 let size = msg[1] & 0x3FFF;
                 if size > r::MAX_JUMBO_FRAME {
                     Err(MailboxError::FrameTooLarge(size))
                 } else {
-                    // Without FCS a VLAN-tagged frame of that MTU is exactly `size` bytes.
                     pool.max_frame = size.max(r::DEFAULT_MAX_FRAME);
                     Ok(())
                 }
