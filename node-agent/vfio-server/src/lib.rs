@@ -14,6 +14,26 @@
 //! - [`Server`]: listens on a unix socket path and serves one client at a time on its own
 //!   thread; a malformed message gets an error reply (or closes that connection only).
 
+#![deny(unsafe_code)]
+
+mod dma;
+mod irq;
+mod server;
+#[allow(unsafe_code)]
+mod sys;
+pub mod wire;
+
+pub use dma::{DmaError, DmaGuard, DmaProt, DmaTable};
+pub use irq::IrqSet;
+pub use server::{
+    Server, ServerError, ServerHandle, ServerStats, StatsSnapshot, DEFAULT_MESSAGE_TIMEOUT,
+};
+
+/// Safe fd helpers for device models (memfd-backed BARs) and tests.
+pub mod fdutil {
+    pub use crate::sys::{eventfd, eventfd_read, eventfd_write, memfd};
+}
+
 /// PCI region indexes as vfio numbers them.
 pub mod region {
     pub const BAR0: u32 = 0;
@@ -37,9 +57,17 @@ pub mod irq_index {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AccessError {
     #[error("access to region {region} at {offset:#x}+{len} is out of bounds")]
-    OutOfBounds { region: u32, offset: u64, len: usize },
+    OutOfBounds {
+        region: u32,
+        offset: u64,
+        len: usize,
+    },
     #[error("region {region} does not support {len}-byte accesses at {offset:#x}")]
-    BadWidth { region: u32, offset: u64, len: usize },
+    BadWidth {
+        region: u32,
+        offset: u64,
+        len: usize,
+    },
 }
 
 /// One region as the device describes it (for GET_REGION_INFO).

@@ -1,0 +1,389 @@
+//! The client's DMA regions: DMA_MAP/DMA_UNMAP bookkeeping plus the mmapped memory the
+//! dataplane reads and writes as [`GuestMemory`].
+//!
+//! Locking: one `RwLock` around the table. Dataplane accesses take the read lock (per call,
+//! or once per poll pass via [`DmaTable::lock`]); map/unmap/clear take the write lock, so an
+//! unmap returns only after every reader that might use the mapping has finished.
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::{RwLock, RwLockReadGuard};
+
+use emu_nic_model::mem::{GuestMemory, MemError};
+
+use crate::sys::{self, Mmap};
+use crate::wire::MAX_DMA_MAPS;
+
+/// Why a DMA_MAP / DMA_UNMAP was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum DmaError {
+    #[error("DMA range {address:#x}+{size:#x} is empty or wraps around")]
+    BadRange { address: u64, size: u64 },
+    #[error("DMA range {address:#x}+{size:#x} overlaps an existing map")]
+    Overlap { address: u64, size: u64 },
+    #[error("DMA map flags {0:#x} are invalid (need READ and/or WRITE, nothing else)")]
+    BadFlags(u32),
+    #[error("too many DMA maps (limit {0})")]
+    TooMany(u32),
+    #[error("DMA map {address:#x}+{size:#x}: fd range at offset {offset:#x} exceeds the file ({file_size:#x} bytes)")]
+    BeyondFile {
+        address: u64,
+        size: u64,
+        offset: u64,
+        file_size: u64,
+    },
+    #[error("DMA map {address:#x}+{size:#x}: the fd is not a regular (memfd/shm) file")]
+    NotRegularFile { address: u64, size: u64 },
+    #[error("DMA map {address:#x}+{size:#x}: mmap failed")]
+    Mmap {
+        address: u64,
+        size: u64,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no DMA map is exactly {address:#x}+{size:#x}")]
+    NotFound { address: u64, size: u64 },
+}
+
+impl DmaError {
+    /// The errno for the vfio-user error reply.
+    pub fn errno(&self) -> i32 {
+        match self {
+            DmaError::BadRange { .. } | DmaError::BadFlags(_) => libc::EINVAL,
+            DmaError::BeyondFile { .. } | DmaError::NotRegularFile { .. } => libc::EINVAL,
+            DmaError::Overlap { .. } => libc::EEXIST,
+            DmaError::TooMany(_) => libc::ENOSPC,
+            DmaError::Mmap { source, .. } => source.raw_os_error().unwrap_or(libc::EFAULT),
+            DmaError::NotFound { .. } => libc::ENOENT,
+        }
+    }
+}
+
+/// Access rights of a DMA map (DMA_MAP flags READ 1, WRITE 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DmaProt {
+    pub read: bool,
+    pub write: bool,
+}
+
+impl DmaProt {
+    pub fn from_flags(flags: u32) -> Result<DmaProt, DmaError> {
+        use crate::wire::vfio::{DMA_MAP_FLAG_READ, DMA_MAP_FLAG_WRITE};
+        if flags & !(DMA_MAP_FLAG_READ | DMA_MAP_FLAG_WRITE) != 0 {
+            return Err(DmaError::BadFlags(flags));
+        }
+        Ok(DmaProt {
+            read: flags & DMA_MAP_FLAG_READ != 0,
+            write: flags & DMA_MAP_FLAG_WRITE != 0,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Region {
+    address: u64,
+    size: u64,
+    prot: DmaProt,
+    /// `None` for a map without fd: recorded (overlaps, unmap) but not DMA-able.
+    mem: Option<Mmap>,
+}
+
+impl Region {
+    fn end(&self) -> u64 {
+        // Checked at insertion: address + size does not overflow.
+        self.address.saturating_add(self.size)
+    }
+}
+
+/// The DMA regions of one client, sorted by address, non-overlapping.
+#[derive(Debug, Default)]
+pub struct DmaTable {
+    regions: RwLock<Vec<Region>>,
+}
+
+impl DmaTable {
+    pub fn new() -> DmaTable {
+        DmaTable::default()
+    }
+
+    fn write_lock(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Region>> {
+        // A poisoned lock only means a reader panicked; the table itself is consistent.
+        self.regions.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read_lock(&self) -> RwLockReadGuard<'_, Vec<Region>> {
+        self.regions.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// DMA_MAP: records `[address, address+size)`; with an fd, maps it shared at `offset`.
+    pub fn map(
+        &self,
+        address: u64,
+        size: u64,
+        offset: u64,
+        flags: u32,
+        fd: Option<OwnedFd>,
+    ) -> Result<(), DmaError> {
+        let prot = DmaProt::from_flags(flags)?;
+        let end = address.checked_add(size);
+        if size == 0 || end.is_none() {
+            return Err(DmaError::BadRange { address, size });
+        }
+        // Check overlap and limits before the (costly) mmap, and again under the lock.
+        self.check_insert(&self.read_lock(), address, size)?;
+        let mem = match fd {
+            None => None,
+            Some(fd) => {
+                if !prot.read && !prot.write {
+                    return Err(DmaError::BadFlags(flags));
+                }
+                let len =
+                    usize::try_from(size).map_err(|_| DmaError::BadRange { address, size })?;
+                // Mapping past the end of the file would turn a later access into SIGBUS
+                // for the whole agent; refuse it up front.
+                let file_size = sys::regular_file_size(fd.as_fd())
+                    .map_err(|source| DmaError::Mmap {
+                        address,
+                        size,
+                        source,
+                    })?
+                    .ok_or(DmaError::NotRegularFile { address, size })?;
+                if offset.checked_add(size).is_none_or(|e| e > file_size) {
+                    return Err(DmaError::BeyondFile {
+                        address,
+                        size,
+                        offset,
+                        file_size,
+                    });
+                }
+                let m = Mmap::map_shared(fd.as_fd(), offset, len, prot.read, prot.write).map_err(
+                    |source| DmaError::Mmap {
+                        address,
+                        size,
+                        source,
+                    },
+                )?;
+                // The mapping keeps the memory alive; the fd itself is closed here.
+                Some(m)
+            }
+        };
+        let mut t = self.write_lock();
+        let pos = self.check_insert(&t, address, size)?;
+        t.insert(
+            pos,
+            Region {
+                address,
+                size,
+                prot,
+                mem,
+            },
+        );
+        Ok(())
+    }
+
+    /// Returns the insertion index if `[address, address+size)` overlaps nothing.
+    fn check_insert(&self, t: &[Region], address: u64, size: u64) -> Result<usize, DmaError> {
+        if t.len() >= MAX_DMA_MAPS as usize {
+            return Err(DmaError::TooMany(MAX_DMA_MAPS));
+        }
+        let end = address.saturating_add(size);
+        let pos = t.partition_point(|r| r.address < address);
+        let prev_overlaps = pos > 0 && t.get(pos - 1).is_some_and(|r| r.end() > address);
+        let next_overlaps = t.get(pos).is_some_and(|r| r.address < end);
+        if prev_overlaps || next_overlaps {
+            return Err(DmaError::Overlap { address, size });
+        }
+        Ok(pos)
+    }
+
+    /// DMA_UNMAP: removes the map that is exactly `[address, address+size)`. Returns after
+    /// every dataplane access that could use it has finished (write lock).
+    pub fn unmap(&self, address: u64, size: u64) -> Result<(), DmaError> {
+        let removed = {
+            let mut t = self.write_lock();
+            let pos = t
+                .iter()
+                .position(|r| r.address == address && r.size == size)
+                .ok_or(DmaError::NotFound { address, size })?;
+            t.remove(pos)
+        };
+        drop(removed);
+        Ok(())
+    }
+
+    /// Unmaps everything (client disconnect, DMA_UNMAP with the ALL flag).
+    pub fn clear(&self) {
+        let old = std::mem::take(&mut *self.write_lock());
+        drop(old);
+    }
+
+    /// Number of maps (with or without fd).
+    pub fn map_count(&self) -> usize {
+        self.read_lock().len()
+    }
+
+    /// Holds the read lock for a whole dataplane pass; unmaps wait until it is dropped.
+    pub fn lock(&self) -> DmaGuard<'_> {
+        DmaGuard {
+            regions: self.read_lock(),
+        }
+    }
+}
+
+/// A read-locked view of the DMA table; implements [`GuestMemory`] without further locking.
+#[derive(Debug)]
+pub struct DmaGuard<'a> {
+    regions: RwLockReadGuard<'a, Vec<Region>>,
+}
+
+/// Finds the mapping holding all of `[addr, addr+len)`, with the access right needed.
+fn locate<'r>(
+    t: &'r [Region],
+    addr: u64,
+    len: usize,
+    write: bool,
+) -> Result<(&'r Mmap, usize), MemError> {
+    let unmapped = MemError::Unmapped { addr, len };
+    let len64 = u64::try_from(len).map_err(|_| unmapped)?;
+    let end = addr.checked_add(len64).ok_or(unmapped)?;
+    let pos = t.partition_point(|r| r.address <= addr);
+    let r = pos.checked_sub(1).and_then(|i| t.get(i)).ok_or(unmapped)?;
+    if end > r.end() {
+        return Err(unmapped);
+    }
+    let mem = r.mem.as_ref().ok_or(unmapped)?;
+    let (allowed, access) = if write {
+        (r.prot.write, "write")
+    } else {
+        (r.prot.read, "read")
+    };
+    if !allowed {
+        return Err(MemError::Denied { addr, len, access });
+    }
+    let off = usize::try_from(addr - r.address).map_err(|_| unmapped)?;
+    Ok((mem, off))
+}
+
+fn read_in(t: &[Region], addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+    let (m, off) = locate(t, addr, buf.len(), false)?;
+    m.read(off, buf).ok_or(MemError::Unmapped {
+        addr,
+        len: buf.len(),
+    })
+}
+
+fn write_in(t: &[Region], addr: u64, data: &[u8]) -> Result<(), MemError> {
+    let (m, off) = locate(t, addr, data.len(), true)?;
+    m.write(off, data).ok_or(MemError::Unmapped {
+        addr,
+        len: data.len(),
+    })
+}
+
+impl GuestMemory for DmaGuard<'_> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        read_in(&self.regions, addr, buf)
+    }
+    fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemError> {
+        write_in(&self.regions, addr, data)
+    }
+}
+
+impl GuestMemory for DmaTable {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        read_in(&self.read_lock(), addr, buf)
+    }
+    fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemError> {
+        write_in(&self.read_lock(), addr, data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RW: u32 = 3;
+
+    #[test]
+    fn map_rejects_overlap_empty_and_wrapping() {
+        let t = DmaTable::new();
+        t.map(0x1000, 0x1000, 0, RW, None).unwrap();
+        assert_eq!(
+            t.map(0x1800, 0x1000, 0, RW, None).unwrap_err().errno(),
+            libc::EEXIST
+        );
+        assert_eq!(
+            t.map(0x0800, 0x1000, 0, RW, None).unwrap_err().errno(),
+            libc::EEXIST
+        );
+        assert_eq!(
+            t.map(0x0, 0x10000, 0, RW, None).unwrap_err().errno(),
+            libc::EEXIST
+        );
+        t.map(0x2000, 0x1000, 0, RW, None).unwrap(); // adjacent is fine
+        t.map(0x0, 0x1000, 0, RW, None).unwrap();
+        assert_eq!(
+            t.map(0x9000, 0, 0, RW, None).unwrap_err().errno(),
+            libc::EINVAL
+        );
+        assert_eq!(
+            t.map(u64::MAX, 2, 0, RW, None).unwrap_err().errno(),
+            libc::EINVAL
+        );
+        assert_eq!(
+            t.map(0x9000, 1, 0, 4, None).unwrap_err().errno(),
+            libc::EINVAL
+        );
+        assert_eq!(t.map_count(), 3);
+        assert_eq!(t.unmap(0x1000, 0x800).unwrap_err().errno(), libc::ENOENT);
+        t.unmap(0x1000, 0x1000).unwrap();
+        assert_eq!(t.map_count(), 2);
+        t.clear();
+        assert_eq!(t.map_count(), 0);
+    }
+
+    #[test]
+    fn memfd_map_is_guest_memory_with_bounds() {
+        let fd = sys::memfd("dma-test", 0x3000).unwrap();
+        let t = DmaTable::new();
+        t.map(0x10_0000, 0x2000, 0x1000, RW, Some(fd)).unwrap();
+        t.write_u32(0x10_1ffc, 0xdead_beef).unwrap();
+        assert_eq!(t.read_u32(0x10_1ffc).unwrap(), 0xdead_beef);
+        let g = t.lock();
+        assert!(g.read_u32(0x10_1ffd).is_err()); // crosses the end
+        assert!(g.read_u32(0x0f_fffe).is_err()); // starts before
+        assert!(g.read(u64::MAX - 1, &mut [0; 4]).is_err()); // wraps
+        drop(g);
+        // Read-only map refuses writes with Denied.
+        let fd2 = sys::memfd("dma-ro", 0x1000).unwrap();
+        t.map(0x20_0000, 0x1000, 0, 1, Some(fd2)).unwrap();
+        assert!(matches!(
+            t.write_u32(0x20_0000, 1),
+            Err(MemError::Denied {
+                access: "write",
+                ..
+            })
+        ));
+        assert_eq!(t.read_u32(0x20_0000).unwrap(), 0);
+        // Past the end of the file: refused instead of a later SIGBUS.
+        let fd3 = sys::memfd("dma-small", 0x1000).unwrap();
+        assert_eq!(
+            t.map(0x30_0000, 0x2000, 0, RW, Some(fd3))
+                .unwrap_err()
+                .errno(),
+            libc::EINVAL
+        );
+    }
+
+    #[test]
+    fn fdless_map_is_recorded_but_not_accessible() {
+        let t = DmaTable::new();
+        t.map(0xc0000, 0x20000, 0, RW, None).unwrap();
+        assert_eq!(
+            t.read_u32(0xc0000),
+            Err(MemError::Unmapped {
+                addr: 0xc0000,
+                len: 4
+            })
+        );
+    }
+}
