@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs every check CI runs, in order, and prints a summary with timings:
+#   1. the guest environment (QEMU 11.1 with vfio-user-pci + the Debian trixie kernel), built
+#      once into ~/.cache/emu-sriov/guest (~40 s cold, ~1 s cached; needs root and the Debian
+#      mirrors the first time),
+#   2. cargo fmt --check and clippy with -D warnings,
+#   3. all unit and integration tests, including the real-driver guest tests (#[ignore]d in a
+#      plain `cargo test` because they boot TCG guests).
+# Usage: tests/run-all.sh            (as root)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+declare -a SUMMARY=()
+step() {
+  local name=$1; shift
+  printf '\n==> %s\n' "$name"
+  local t0=$SECONDS
+  "$@"
+  SUMMARY+=("$(printf '%-28s %4ds' "$name" $((SECONDS - t0)))")
+}
+
+if [ "$(id -u)" != 0 ]; then
+  echo "run-all: the guest tests need root (debootstrap for the guest root, QEMU, sockets in /tmp)." >&2
+  exit 1
+fi
+command -v cargo >/dev/null || { echo "run-all: cargo not found; install Rust (rustup) first" >&2; exit 1; }
+
+step "guest environment" tests/guest/prepare.sh
+step "cargo fmt --check" cargo fmt --all --check
+step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+step "build (agent binary)" cargo build --workspace
+step "tests (incl. guest tests)" cargo test --workspace -- --include-ignored --nocapture
+
+printf '\n==> summary\n'
+printf '  %s\n' "${SUMMARY[@]}"
+echo "run-all: all checks passed"
