@@ -73,7 +73,10 @@ pub enum Command {
     /// Creates the emulated PFs and their VFs, serves each VF as a vfio-user socket in the run
     /// dir, answers `list` on RUN_DIR/control.sock, and prints how to attach each VF to QEMU.
     /// Runs until interrupted.
-    #[command(after_long_help = run_after_help())]
+    #[command(
+        after_help = "The config file reference and the built-in default: emu-sriov-agent run --help",
+        after_long_help = run_after_help()
+    )]
     Run(RunArgs),
     /// Show the VFs of the running agent: MAC, state, counters, socket.
     #[command(after_help = LIST_AFTER_HELP)]
