@@ -1,0 +1,361 @@
+//! The command line. `--help` is the user documentation: every flag says what it does and
+//! what it defaults to, and each command ends with examples.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use emu_sriov_agent::config::{self, AgentConfig, ConfigError, ConfigFile, NicModel};
+
+const ABOUT: &str = "Emulated SR-IOV NICs: Intel 82576 (igb) PFs carved into igbvf VFs, each \
+                     served as a vfio-user socket that QEMU (>= 10.1) attaches with vfio-user-pci.";
+
+const AFTER_HELP: &str = "\
+Examples:
+  emu-sriov-agent run                        # one igb PF with 4 VFs, default run dir
+  emu-sriov-agent run --pf igb:2 --pf igb:7  # two PFs: igb0 (2 VFs), igb1 (7 VFs)
+  emu-sriov-agent list                       # VFs of the running agent, with counters
+  emu-sriov-agent qemu-args igb0-vf0         # the QEMU -device argument for one VF";
+
+const LIST_AFTER_HELP: &str = "\
+Examples:
+  emu-sriov-agent list
+  emu-sriov-agent list --run-dir /run/emu-sriov --output json | jq '.vfs[] | {id, mac, socket}'
+
+JSON output: {\"vfs\":[{\"id\",\"pf\",\"index\",\"model\",\"vendor_id\",\"device_id\",\"mac\",\"socket\",
+\"state\":\"free\"|\"attached\",\"counters\":{\"tx_packets\",\"tx_bytes\",\"rx_packets\",\"rx_bytes\",
+\"tx_drops\",\"rx_drops\",\"traps\",\"interrupts\"}}]}";
+
+const QEMU_ARGS_AFTER_HELP: &str = "\
+Example:
+  qemu-system-x86_64 -m 1G -object memory-backend-memfd,id=mem,size=1G,share=on \\
+    -machine q35,memory-backend=mem ... \\
+    -device \"$(emu-sriov-agent qemu-args igb0-vf0)\"";
+
+fn run_after_help() -> String {
+    format!(
+        "Precedence: flags override the config file, which overrides the built-in default.\n\
+         \n\
+         Built-in default (used without --config):\n{}\n\
+         Config file reference (YAML; unknown keys are errors):\n{}\n\
+         Examples:\n  \
+         emu-sriov-agent run\n  \
+         emu-sriov-agent run --pf igb:2 --pf igb:2 --run-dir /tmp/sriov\n  \
+         emu-sriov-agent run --config /etc/emu-sriov/agent.yaml --log-level debug",
+        indent(config::DEFAULT_CONFIG_YAML),
+        indent(config::CONFIG_REFERENCE_YAML)
+    )
+}
+
+fn indent(text: &str) -> String {
+    text.lines().map(|l| format!("  {l}\n")).collect()
+}
+
+/// `emu-sriov-agent`: the node agent.
+#[derive(Debug, Parser)]
+#[command(name = "emu-sriov-agent", version, about = ABOUT, after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Log filter for stderr, e.g. `debug` or `info,emu_vfio_server=trace`.
+    /// [default: $RUST_LOG, else `info`]
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log_level: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent standalone from a local config (no cluster needed).
+    ///
+    /// Creates the emulated PFs and their VFs, serves each VF as a vfio-user socket in the run
+    /// dir, answers `list` on RUN_DIR/control.sock, and prints how to attach each VF to QEMU.
+    /// Runs until interrupted.
+    #[command(
+        after_help = "The config file reference and the built-in default: emu-sriov-agent run --help",
+        after_long_help = run_after_help()
+    )]
+    Run(RunArgs),
+    /// Show the VFs of the running agent: MAC, state, counters, socket.
+    #[command(after_help = LIST_AFTER_HELP)]
+    List(ListArgs),
+    /// Print the QEMU `-device` argument (JSON) that attaches one VF of the running agent.
+    #[command(after_help = QEMU_ARGS_AFTER_HELP)]
+    QemuArgs(QemuArgsArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// YAML config file (see the reference below). [default: the built-in config]
+    #[arg(long, short = 'c', value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Directory for the control socket and the VF sockets; overrides the config's `runDir`.
+    /// [default: /run/emu-sriov as root, else $XDG_RUNTIME_DIR/emu-sriov or /tmp/emu-sriov-$UID]
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+
+    /// Add a PF of MODEL with VFS VFs, e.g. `igb:4` (igb: 1..=7 VFs). Repeatable; PFs are named
+    /// igb0, igb1, ... in order. Any --pf replaces the config's whole `pfs` list, per-VF
+    /// settings included.
+    #[arg(long = "pf", value_name = "MODEL:VFS")]
+    pub pfs: Vec<PfSpec>,
+
+    /// Node name; seeds the generated VF MACs (same name and config ⇒ same MACs).
+    /// Overrides the config's `nodeName`. [default: the host name]
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Run dir of the agent to ask. [default: as for `run`]
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct QemuArgsArgs {
+    /// Run dir of the agent to ask. [default: as for `run`]
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+
+    /// The VF, as `list` shows it, e.g. igb0-vf0.
+    #[arg(value_name = "VF_ID")]
+    pub vf_id: String,
+}
+
+/// How `list` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns, for people.
+    Table,
+    /// The control socket's JSON, one line, for scripts.
+    Json,
+}
+
+/// `--pf MODEL:VFS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PfSpec {
+    pub model: NicModel,
+    pub vfs: u8,
+}
+
+impl FromStr for PfSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let Some((model, vfs)) = s.split_once(':') else {
+            return Err(format!(
+                "expected MODEL:VFS, e.g. igb:4 (supported models: {})",
+                NicModel::supported()
+            ));
+        };
+        let model: NicModel = model.parse().map_err(|e: ConfigError| e.to_string())?;
+        let max = model.max_vfs();
+        let vfs = vfs
+            .parse::<u8>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| format!("VFS must be 1..={max} for model {model}, got `{vfs}`"))?;
+        Ok(PfSpec { model, vfs })
+    }
+}
+
+impl fmt::Display for PfSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.model, self.vfs)
+    }
+}
+
+/// A directory given on the command line, made absolute against the current directory
+/// (socket paths in status and banners are absolute).
+pub fn absolute_dir(flag: &str, dir: &Path) -> Result<PathBuf, ConfigError> {
+    std::path::absolute(dir).map_err(|e| ConfigError::Invalid {
+        field: flag.to_owned(),
+        value: dir.display().to_string(),
+        allowed: format!("a directory path ({e})"),
+    })
+}
+
+/// The run dir `list`/`qemu-args` talk to: the flag, else the same default as `run`.
+pub fn run_dir_or_default(flag: Option<&Path>) -> Result<PathBuf, ConfigError> {
+    match flag {
+        Some(dir) => absolute_dir("--run-dir", dir),
+        None => Ok(config::default_run_dir()),
+    }
+}
+
+impl RunArgs {
+    /// The config file (or built-in default) with the flags applied, not yet validated.
+    pub fn config_file(&self) -> Result<ConfigFile, ConfigError> {
+        let mut file = match &self.config {
+            Some(path) => ConfigFile::load(path)?,
+            None => ConfigFile::builtin(),
+        };
+        if let Some(dir) = &self.run_dir {
+            file.run_dir = Some(absolute_dir("--run-dir", dir)?);
+        }
+        if !self.pfs.is_empty() {
+            file.set_pfs(self.pfs.iter().map(|pf| (pf.model, pf.vfs)));
+        }
+        if let Some(name) = &self.node_name {
+            file.node_name = Some(name.clone());
+        }
+        Ok(file)
+    }
+}
+
+impl TryFrom<&RunArgs> for AgentConfig {
+    type Error = ConfigError;
+
+    fn try_from(args: &RunArgs) -> Result<Self, Self::Error> {
+        args.config_file()?.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, String> {
+        Cli::try_parse_from(std::iter::once("emu-sriov-agent").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())
+    }
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        match parse(args).unwrap().command {
+            Command::Run(run) => run,
+            other => panic!("not run: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_without_flags_uses_builtin() {
+        let args = run_args(&["run"]);
+        assert_eq!(args.config_file().unwrap(), ConfigFile::builtin());
+    }
+
+    #[test]
+    fn pf_flags_replace_pfs_in_order() {
+        let args = run_args(&[
+            "run",
+            "--pf",
+            "igb:2",
+            "--pf",
+            "igb:7",
+            "--node-name",
+            "n",
+            "--run-dir",
+            "rel",
+        ]);
+        assert_eq!(
+            args.pfs,
+            [
+                PfSpec {
+                    model: NicModel::Igb,
+                    vfs: 2
+                },
+                PfSpec {
+                    model: NicModel::Igb,
+                    vfs: 7
+                }
+            ]
+        );
+        let config = AgentConfig::try_from(&args).unwrap();
+        let shape: Vec<_> = config
+            .pfs
+            .iter()
+            .map(|p| (p.name.as_str(), p.vfs.len()))
+            .collect();
+        assert_eq!(shape, [("igb0", 2), ("igb1", 7)]);
+        assert_eq!(config.node_name, "n");
+        assert!(config.run_dir.is_absolute() && config.run_dir.ends_with("rel"));
+    }
+
+    #[test]
+    fn bad_pf_flags_explain_themselves() {
+        let cases: &[(&str, &[&str])] = &[
+            ("igb:9", &["igb:9", "1..=7", "igb"]),
+            ("igb:0", &["1..=7"]),
+            ("igb:x", &["1..=7", "`x`"]),
+            (
+                "foo:1",
+                &["unknown NIC model `foo`", "supported models are igb"],
+            ),
+            ("avf:1", &["`avf`", "supported models are igb"]),
+            ("igb", &["expected MODEL:VFS", "igb:4"]),
+        ];
+        for (value, needles) in cases {
+            let e = parse(&["run", "--pf", value]).unwrap_err();
+            assert!(e.contains("--pf"), "{e}");
+            for needle in *needles {
+                assert!(
+                    e.contains(needle),
+                    "--pf {value}: {needle:?} missing from: {e}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn list_and_qemu_args_parse() {
+        let Command::List(list) = parse(&["list"]).unwrap().command else {
+            panic!("not list")
+        };
+        assert_eq!(list.output, OutputFormat::Table);
+        assert!(list.run_dir.is_none());
+        let Command::List(list) = parse(&[
+            "--log-level",
+            "debug",
+            "list",
+            "-o",
+            "json",
+            "--run-dir",
+            "/x",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not list")
+        };
+        assert_eq!(list.output, OutputFormat::Json);
+        assert_eq!(list.run_dir.as_deref(), Some(Path::new("/x")));
+        let Command::QemuArgs(q) = parse(&["qemu-args", "igb0-vf1"]).unwrap().command else {
+            panic!("not qemu-args")
+        };
+        assert_eq!(q.vf_id, "igb0-vf1");
+        assert!(parse(&["list", "--output", "yaml"]).is_err());
+    }
+
+    #[test]
+    fn run_help_documents_the_config() {
+        let help = Cli::command()
+            .find_subcommand_mut("run")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("Built-in default"), "{help}");
+        assert!(help.contains("vfs: 4"));
+        assert!(help.contains("spoofchk"));
+    }
+
+    #[test]
+    fn missing_config_file_names_it() {
+        let args = run_args(&["run", "--config", "/nonexistent/agent.yaml"]);
+        let e = args.config_file().unwrap_err().to_string();
+        assert!(e.contains("/nonexistent/agent.yaml"), "{e}");
+    }
+}

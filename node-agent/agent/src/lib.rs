@@ -1,0 +1,11 @@
+//! Library half of `emu-sriov-agent`: configuration, naming, status types, the control socket
+//! and the ready banner. The binary (`main.rs`) parses the command line and wires devices.
+//! Other crates (tests, the device plugin) use [`status`] and [`control`] to read an agent.
+
+pub mod banner;
+pub mod config;
+pub mod control;
+pub mod mac;
+pub mod naming;
+pub mod status;
+mod sys;
