@@ -8,4 +8,5 @@ pub mod control;
 pub mod mac;
 pub mod naming;
 pub mod status;
-mod sys;
+pub mod device;
+pub mod sys;

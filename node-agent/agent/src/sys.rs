@@ -14,3 +14,40 @@ pub fn hostname() -> Option<String> {
         .map(|name| name.trim().to_owned())
         .find(|name| !name.is_empty())
 }
+
+/// Blocks SIGINT and SIGTERM in the calling thread and every thread it starts afterwards, so
+/// that [`wait_termination_signal`] can take them synchronously. Call before spawning threads.
+pub fn block_termination_signals() -> std::io::Result<()> {
+    let set = termination_set();
+    // SAFETY: `set` is an initialised sigset_t; a null old-set pointer is allowed.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(std::io::Error::from_raw_os_error(rc));
+    }
+    Ok(())
+}
+
+/// Waits for SIGINT or SIGTERM (blocked beforehand) and returns its number.
+pub fn wait_termination_signal() -> i32 {
+    let set = termination_set();
+    loop {
+        let mut sig: libc::c_int = 0;
+        // SAFETY: `set` is initialised and `sig` is a valid out pointer for the call.
+        let rc = unsafe { libc::sigwait(&set, &mut sig) };
+        if rc == 0 {
+            return sig;
+        }
+    }
+}
+
+fn termination_set() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it before any use, and
+    // sigaddset only adds valid signal numbers to it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        set
+    }
+}

@@ -1,0 +1,247 @@
+//! Glue between the vfio-user server and the device models: one [`IgbVfDevice`] per VF turns
+//! trapped config/BAR accesses into model calls, hands mailbox messages to the PF model,
+//! republishes the VF's switch filter when the PF changed it, fires MSI-X vectors and kicks the
+//! dataplane on doorbells.
+
+use emu_dataplane::engine::DataplaneControl;
+use emu_dataplane::{DmaMemory, IrqSink, VfPort};
+use emu_nic_defs::igbvf as r;
+use emu_nic_model::igb_pf::IgbPf;
+use emu_nic_model::igbvf::vf::Effects;
+use emu_nic_model::mem::GuestMemory;
+use emu_vfio_server::{
+    irq_index, region, AccessError, DeviceSpec, DmaTable, IrqSet, RegionSpec, VfioDevice,
+};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A PF model shared by its VFs' server threads.
+pub struct PfShared {
+    pub name: String,
+    pub model: Mutex<IgbPf>,
+    /// Switch port of each VF, by VF index.
+    pub ports: Vec<usize>,
+}
+
+impl PfShared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, IgbPf> {
+        self.model.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// DMA regions of a VF as the dataplane sees them.
+pub struct DmaAdapter(pub Arc<DmaTable>);
+
+impl DmaMemory for DmaAdapter {
+    fn with_memory(&self, f: &mut dyn FnMut(&dyn GuestMemory)) {
+        let guard = self.0.lock();
+        f(&guard);
+    }
+}
+
+/// MSI-X eventfds of a VF as the dataplane sees them.
+pub struct IrqAdapter(pub Arc<IrqSet>);
+
+impl IrqSink for IrqAdapter {
+    fn fire(&self, vector: u32) -> bool {
+        self.0.fire(vector)
+    }
+}
+
+/// One igbvf VF served over vfio-user.
+pub struct IgbVfDevice {
+    pub port: Arc<VfPort>,
+    pub vf_index: usize,
+    pub pf: Arc<PfShared>,
+    pub dataplane: DataplaneControl,
+    pub attached: AtomicBool,
+    /// Mailbox requests the PF refused (NACK), for the logs and `list`.
+    pub mailbox_nacks: AtomicU64,
+}
+
+impl IgbVfDevice {
+    fn switch_port(&self) -> usize {
+        self.pf.ports[self.vf_index]
+    }
+
+    /// Publishes the PF's current filter for this VF's pool.
+    fn republish(&self, pf: &IgbPf) {
+        let port = self.switch_port();
+        let filter = pf.pool_filter(self.vf_index);
+        self.dataplane.update(|t| {
+            if let Err(e) = t.set_port(port, filter) {
+                tracing::error!(vf = %self.port.id, error = %e, "cannot publish pool filter");
+            }
+        });
+    }
+
+    /// Carries out what a BAR0 write asked for. Called with the VF state locked (`vf`).
+    fn apply(&self, vf: &mut emu_dataplane::VfState, fx: Effects) {
+        let mut fire = fx.fire;
+        if fx.vf_reset {
+            vf.txq.reset();
+            let mut pf = self.pf.lock();
+            pf.vf_reset(self.vf_index);
+            self.republish(&pf);
+            tracing::debug!(vf = %self.port.id, "VF reset (CTRL.RST)");
+        }
+        if let Some(msg) = fx.mailbox {
+            let mut pf = self.pf.lock();
+            let (reply, err) = pf.handle(self.vf_index, &msg);
+            if let Some(e) = err {
+                self.mailbox_nacks.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(vf = %self.port.id, msg = format_args!("{:#x}", msg[0]), error = %e, "mailbox request refused");
+            }
+            fire |= vf.vf.pf_reply(&reply.words[..reply.len]).fire;
+            if reply.filters_changed {
+                self.republish(&pf);
+            }
+            if reply.post_cts {
+                fire |= vf.vf.pf_post(r::MSG_PF_CONTROL | r::MSG_CTS).fire;
+                tracing::info!(vf = %self.port.id, "VF reset handshake done, clear to send");
+            }
+        }
+        self.port.fire_now(fire);
+        if fx.queues_changed {
+            self.dataplane.kick();
+        }
+    }
+}
+
+fn check(region: u32, offset: u64, len: usize, size: u64) -> Result<(), AccessError> {
+    let end = offset.checked_add(len as u64);
+    match end {
+        Some(e) if e <= size => Ok(()),
+        _ => Err(AccessError::OutOfBounds {
+            region,
+            offset,
+            len,
+        }),
+    }
+}
+
+impl VfioDevice for IgbVfDevice {
+    fn spec(&self) -> DeviceSpec {
+        let mut regions = vec![RegionSpec::default(); region::COUNT as usize];
+        regions[region::BAR0 as usize] = RegionSpec {
+            size: r::BAR0_SIZE,
+            readable: true,
+            writable: true,
+            ..RegionSpec::default()
+        };
+        regions[region::BAR3 as usize] = RegionSpec {
+            size: r::BAR3_SIZE,
+            readable: true,
+            writable: true,
+            ..RegionSpec::default()
+        };
+        regions[region::CONFIG as usize] = RegionSpec {
+            size: emu_nic_defs::pci::CONFIG_SIZE as u64,
+            readable: true,
+            writable: true,
+            ..RegionSpec::default()
+        };
+        let mut irq_counts = [0; irq_index::COUNT as usize];
+        irq_counts[irq_index::MSIX as usize] = u32::from(r::MSIX_VECTORS);
+        DeviceSpec {
+            regions,
+            irq_counts,
+        }
+    }
+
+    fn region_read(&self, region: u32, offset: u64, data: &mut [u8]) -> Result<(), AccessError> {
+        match region {
+            region::CONFIG => {
+                check(region, offset, data.len(), emu_nic_defs::pci::CONFIG_SIZE as u64)?;
+                self.port.lock().vf.config_read(offset, data);
+                Ok(())
+            }
+            region::BAR0 => {
+                check(region, offset, data.len(), r::BAR0_SIZE)?;
+                if offset % 4 != 0 || (data.len() != 4 && data.len() != 8) {
+                    return Err(AccessError::BadWidth {
+                        region,
+                        offset,
+                        len: data.len(),
+                    });
+                }
+                let counters = self.port.hw_counters();
+                let mut st = self.port.lock();
+                for (i, chunk) in data.chunks_exact_mut(4).enumerate() {
+                    let v = st.vf.bar0_read(offset + 4 * i as u64, &counters);
+                    chunk.copy_from_slice(&v.to_le_bytes());
+                }
+                Ok(())
+            }
+            region::BAR3 => {
+                // MSI-X table is emulated by QEMU; PBA reads are forwarded: report nothing
+                // pending (devices.md §1.4).
+                check(region, offset, data.len(), r::BAR3_SIZE)?;
+                data.fill(0);
+                Ok(())
+            }
+            _ => Err(AccessError::OutOfBounds {
+                region,
+                offset,
+                len: data.len(),
+            }),
+        }
+    }
+
+    fn region_write(&self, region: u32, offset: u64, data: &[u8]) -> Result<(), AccessError> {
+        match region {
+            region::CONFIG => {
+                check(region, offset, data.len(), emu_nic_defs::pci::CONFIG_SIZE as u64)?;
+                self.port.lock().vf.config_write(offset, data);
+                // Bus mastering may just have been enabled.
+                self.dataplane.kick();
+                Ok(())
+            }
+            region::BAR0 => {
+                check(region, offset, data.len(), r::BAR0_SIZE)?;
+                if offset % 4 != 0 || (data.len() != 4 && data.len() != 8) {
+                    return Err(AccessError::BadWidth {
+                        region,
+                        offset,
+                        len: data.len(),
+                    });
+                }
+                let mut guard = self.port.lock();
+                for (i, chunk) in data.chunks_exact(4).enumerate() {
+                    let v = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
+                    let fx = guard.vf.bar0_write(offset + 4 * i as u64, v);
+                    self.apply(&mut guard, fx);
+                }
+                Ok(())
+            }
+            region::BAR3 => check(region, offset, data.len(), r::BAR3_SIZE),
+            _ => Err(AccessError::OutOfBounds {
+                region,
+                offset,
+                len: data.len(),
+            }),
+        }
+    }
+
+    fn reset(&self) {
+        let mut st = self.port.lock();
+        st.vf.device_reset();
+        st.txq.reset();
+        let mut pf = self.pf.lock();
+        pf.vf_reset(self.vf_index);
+        self.republish(&pf);
+        tracing::info!(vf = %self.port.id, "device reset");
+    }
+
+    fn client_connected(&self) {
+        self.attached.store(true, Ordering::Release);
+        self.port.set_active(true);
+        tracing::info!(vf = %self.port.id, "client attached");
+    }
+
+    fn client_disconnected(&self) {
+        self.port.set_active(false);
+        self.attached.store(false, Ordering::Release);
+        tracing::info!(vf = %self.port.id, "client detached; device state kept");
+    }
+}
