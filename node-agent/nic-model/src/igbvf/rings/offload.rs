@@ -1,0 +1,363 @@
+//! Transmit offloads applied to an assembled frame held in a caller-provided buffer:
+//! IPv4 header checksum, TCP/UDP checksum, SCTP CRC32c, TCP segmentation and VLAN insertion.
+//!
+//! The checksums follow hardware semantics rather than recomputing from parsed headers:
+//! the device sums what lies in the frame, **including** the value the driver seeded into the
+//! checksum field, and stores the complement. Linux seeds the L4 field with the pseudo-header
+//! sum (CHECKSUM_PARTIAL; under TSO the pseudo-header without the length) and the IPv4 field with
+//! a value that cancels whatever lies between the IP header and IPLEN (GSO_PARTIAL). Doing the
+//! same makes tunnels (HW_CSUM with the inner L4 at MACLEN+IPLEN) and GSO_PARTIAL correct
+//! without this code ever parsing an outer header.
+//!
+//! Buffers carry [`HEADROOM`] spare bytes in front of the frame so that an 802.1Q tag can be
+//! inserted by moving only the 12 MAC address bytes.
+
+use emu_nic_defs::igb_desc::tx as d;
+
+/// Spare bytes before the frame in every TX buffer: room for one 802.1Q tag.
+pub(super) const HEADROOM: usize = 4;
+/// Ethernet header length without tags; also the smallest frame we emit.
+pub(super) const ETH_HLEN: usize = 14;
+const TPID_8021Q: u16 = 0x8100;
+const IPV4_MIN_HLEN: usize = 20;
+const IPV6_HLEN: usize = 40;
+const TCP_MIN_HLEN: usize = 20;
+const TCP_FLAG_FIN: u8 = 0x01;
+const TCP_FLAG_PSH: u8 = 0x08;
+const TCP_FLAG_CWR: u8 = 0x80;
+
+/// The L4 type of a context descriptor (TUCMD.L4T).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) enum L4Type {
+    #[default]
+    Udp,
+    Tcp,
+    Sctp,
+    Reserved,
+}
+
+impl L4Type {
+    /// Offset of the checksum field inside the L4 header and its width.
+    fn csum_field(self) -> Option<(usize, usize)> {
+        match self {
+            L4Type::Udp => Some((6, 2)),
+            L4Type::Tcp => Some((16, 2)),
+            L4Type::Sctp => Some((8, 4)),
+            L4Type::Reserved => None,
+        }
+    }
+}
+
+/// A decoded advanced TX context descriptor.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct TxContext {
+    pub vlan: u16,
+    pub maclen: usize,
+    pub iplen: usize,
+    pub ipv4: bool,
+    pub l4: L4Type,
+    pub l4len: usize,
+    pub mss: usize,
+}
+
+impl TxContext {
+    /// Decodes the three meaningful dwords of a context descriptor. Every field is masked to
+    /// its width, so any guest value decodes; consistency is checked where it is used.
+    pub fn decode(vlan_macip_lens: u32, type_tucmd_mlhl: u32, mss_l4len_idx: u32) -> Self {
+        let l4 = match type_tucmd_mlhl & d::TUCMD_L4T_MASK {
+            0 => L4Type::Udp,
+            d::TUCMD_L4T_TCP => L4Type::Tcp,
+            d::TUCMD_L4T_SCTP => L4Type::Sctp,
+            _ => L4Type::Reserved,
+        };
+        TxContext {
+            // Truncation intended: the VLAN field is the upper half of the dword.
+            vlan: (vlan_macip_lens >> d::VLAN_SHIFT) as u16,
+            maclen: ((vlan_macip_lens >> d::MACLEN_SHIFT) & d::MACLEN_MASK) as usize,
+            iplen: (vlan_macip_lens & d::IPLEN_MASK) as usize,
+            ipv4: type_tucmd_mlhl & d::TUCMD_IPV4 != 0,
+            l4,
+            l4len: ((mss_l4len_idx >> d::L4LEN_SHIFT) & d::L4LEN_MASK) as usize,
+            mss: (mss_l4len_idx >> d::MSS_SHIFT) as usize,
+        }
+    }
+
+    /// Offset of the L4 header.
+    fn l4_start(&self) -> usize {
+        self.maclen + self.iplen
+    }
+}
+
+/// Offload requests of one packet (from its first data descriptor).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Offloads {
+    pub ixsm: bool,
+    pub txsm: bool,
+    pub tse: bool,
+    pub vle: bool,
+}
+
+/// The context and frame disagree: a header would lie outside the frame, a length is
+/// impossible, or TSO was asked of something that is not TCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Malformed;
+
+/// Ones-complement sum of `data` as big-endian 16-bit words (odd tail padded with zero),
+/// not yet folded. A u64 cannot overflow for any slice that fits in memory.
+pub(super) fn sum16(data: &[u8]) -> u64 {
+    let mut chunks = data.chunks_exact(2);
+    let mut s: u64 = 0;
+    for c in &mut chunks {
+        s += u64::from(u16::from_be_bytes([c[0], c[1]]));
+    }
+    if let [last] = chunks.remainder() {
+        s += u64::from(*last) << 8;
+    }
+    s
+}
+
+/// Folds a ones-complement accumulator into 16 bits.
+pub(super) fn fold(mut s: u64) -> u16 {
+    while s >> 16 != 0 {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    // Fits after folding.
+    s as u16
+}
+
+const fn crc32c_table() -> [u32; 256] {
+    let mut t = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 {
+                (c >> 1) ^ 0x82f6_3b78
+            } else {
+                c >> 1
+            };
+            k += 1;
+        }
+        t[i] = c;
+        i += 1;
+    }
+    t
+}
+
+static CRC32C: [u32; 256] = crc32c_table();
+
+/// CRC32c (Castagnoli) as SCTP uses it: reflected, initial and final XOR all-ones.
+pub(super) fn crc32c(data: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &b in data {
+        c = CRC32C[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
+    }
+    !c
+}
+
+fn put_be16(frame: &mut [u8], at: usize, v: u16) -> Result<(), Malformed> {
+    frame
+        .get_mut(at..at + 2)
+        .ok_or(Malformed)?
+        .copy_from_slice(&v.to_be_bytes());
+    Ok(())
+}
+
+fn get_be16(frame: &[u8], at: usize) -> Result<u16, Malformed> {
+    let b = frame.get(at..at + 2).ok_or(Malformed)?;
+    Ok(u16::from_be_bytes([b[0], b[1]]))
+}
+
+/// IXSM: IPv4 header checksum over the IPLEN bytes at MACLEN, including the seeded field.
+/// Ignored for IPv6 contexts (there is no IPv6 header checksum).
+pub(super) fn insert_ipv4_checksum(frame: &mut [u8], ctx: &TxContext) -> Result<(), Malformed> {
+    if !ctx.ipv4 {
+        return Ok(());
+    }
+    if ctx.maclen < ETH_HLEN || ctx.iplen < IPV4_MIN_HLEN {
+        return Err(Malformed);
+    }
+    let hdr = frame.get(ctx.maclen..ctx.l4_start()).ok_or(Malformed)?;
+    let c = !fold(sum16(hdr));
+    put_be16(frame, ctx.maclen + 10, c)
+}
+
+/// TXSM without TSO: L4 checksum from MACLEN+IPLEN to the end of the frame.
+pub(super) fn insert_l4_checksum(frame: &mut [u8], ctx: &TxContext) -> Result<(), Malformed> {
+    let (field, width) = ctx.l4.csum_field().ok_or(Malformed)?;
+    let start = ctx.l4_start();
+    if ctx.maclen < ETH_HLEN || start + field + width > frame.len() {
+        return Err(Malformed);
+    }
+    if ctx.l4 == L4Type::Sctp {
+        frame[start + field..start + field + 4].fill(0);
+        let crc = crc32c(&frame[start..]);
+        // SCTP stores the CRC in little-endian byte order (RFC 3309 / Linux sctp_compute_cksum).
+        frame[start + field..start + field + 4].copy_from_slice(&crc.to_le_bytes());
+        return Ok(());
+    }
+    let mut c = !fold(sum16(&frame[start..]));
+    if ctx.l4 == L4Type::Udp && c == 0 {
+        // A zero UDP checksum means "none"; send the equivalent all-ones.
+        c = 0xffff;
+    }
+    put_be16(frame, start + field, c)
+}
+
+/// Moves the MAC addresses into the headroom and writes an 802.1Q tag after them.
+/// `buf[HEADROOM..HEADROOM + len]` is the frame; returns the tagged frame.
+pub(super) fn tag_frame(buf: &mut [u8], len: usize, vlan: u16) -> Option<&[u8]> {
+    if len < 12 || buf.len() < HEADROOM + len {
+        return None;
+    }
+    buf.copy_within(HEADROOM..HEADROOM + 12, 0);
+    buf[12..14].copy_from_slice(&TPID_8021Q.to_be_bytes());
+    buf[14..16].copy_from_slice(&vlan.to_be_bytes());
+    buf.get(..HEADROOM + len)
+}
+
+/// What a TSO run produced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct TsoResult {
+    pub segments: u64,
+    pub bytes: u64,
+}
+
+/// Splits `pkt` (headers then payload) into MSS-sized TCP segments built one at a time in
+/// `seg` (with [`HEADROOM`]) and hands each wire frame to `emit`.
+///
+/// Per segment, the IP header at MACLEN gets its length fixed (IPv4 total length and ID + n,
+/// IPv4 checksum recomputed when IXSM is set; IPv6 payload length), and the TCP header at
+/// MACLEN+IPLEN gets seq + offset, FIN/PSH only on the last segment, CWR only on the first,
+/// and its checksum (seed + segment L4 length, as the 82576 does). Whatever lies between the
+/// IP header and IPLEN (GSO_PARTIAL tunnel headers, inner IP) is copied untouched.
+///
+/// Every check happens before the first segment is emitted: a malformed request emits nothing.
+pub(super) fn segment(
+    pkt: &[u8],
+    ctx: &TxContext,
+    off: Offloads,
+    seg: &mut [u8],
+    emit: &mut dyn FnMut(&[u8]),
+) -> Result<TsoResult, Malformed> {
+    let min_iplen = if ctx.ipv4 { IPV4_MIN_HLEN } else { IPV6_HLEN };
+    let hdr_len = ctx.l4_start() + ctx.l4len;
+    let cap = seg.len().saturating_sub(HEADROOM);
+    if ctx.l4 != L4Type::Tcp
+        || ctx.mss == 0
+        || ctx.maclen < ETH_HLEN
+        || ctx.iplen < min_iplen
+        || ctx.l4len < TCP_MIN_HLEN
+        || hdr_len >= pkt.len()
+        || hdr_len + ctx.mss > cap
+    {
+        return Err(Malformed);
+    }
+    let ip = ctx.maclen;
+    let l4 = ctx.l4_start();
+    let ip_id = if ctx.ipv4 { get_be16(pkt, ip + 4)? } else { 0 };
+    let seq0 = {
+        let b = pkt.get(l4 + 4..l4 + 8).ok_or(Malformed)?;
+        u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+    };
+    let flags0 = *pkt.get(l4 + 13).ok_or(Malformed)?;
+    let payload = &pkt[hdr_len..];
+    let nsegs = payload.len().div_ceil(ctx.mss);
+
+    let mut res = TsoResult::default();
+    for (n, chunk) in payload.chunks(ctx.mss).enumerate() {
+        let len = hdr_len + chunk.len();
+        let frame = &mut seg[HEADROOM..HEADROOM + len];
+        frame[..hdr_len].copy_from_slice(&pkt[..hdr_len]);
+        frame[hdr_len..].copy_from_slice(chunk);
+
+        // Bounded by the segment buffer (≤ 64 KiB) and the packet length (≤ 64 KiB).
+        let ip_total = len - ip;
+        if ctx.ipv4 {
+            put_be16(frame, ip + 2, ip_total as u16)?;
+            put_be16(frame, ip + 4, ip_id.wrapping_add(n as u16))?;
+            if off.ixsm {
+                insert_ipv4_checksum(frame, ctx)?;
+            }
+        } else {
+            put_be16(frame, ip + 4, (ip_total - IPV6_HLEN) as u16)?;
+        }
+
+        let offset = (n * ctx.mss) as u32;
+        frame[l4 + 4..l4 + 8].copy_from_slice(&seq0.wrapping_add(offset).to_be_bytes());
+        let mut flags = flags0;
+        if n + 1 != nsegs {
+            flags &= !(TCP_FLAG_FIN | TCP_FLAG_PSH);
+        }
+        if n != 0 {
+            flags &= !TCP_FLAG_CWR;
+        }
+        frame[l4 + 13] = flags;
+        // The driver seeded the field with the pseudo-header sum without the length; add
+        // this segment's TCP length and complement.
+        let tcp_len = (len - l4) as u64;
+        let c = !fold(sum16(&frame[l4..]) + tcp_len);
+        put_be16(frame, l4 + 16, c)?;
+
+        let wire = emit_frame(seg, len, off.vle.then_some(ctx.vlan)).ok_or(Malformed)?;
+        res.bytes += wire.len() as u64;
+        res.segments += 1;
+        emit(wire);
+    }
+    Ok(res)
+}
+
+/// The wire frame in `buf` (frame at `HEADROOM..HEADROOM+len`), tagged when `vlan` is set.
+pub(super) fn emit_frame(buf: &mut [u8], len: usize, vlan: Option<u16>) -> Option<&[u8]> {
+    match vlan {
+        Some(v) => tag_frame(buf, len, v),
+        None => buf.get(HEADROOM..HEADROOM + len),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crc32c_check_value() {
+        assert_eq!(crc32c(b"123456789"), 0xe306_9283);
+    }
+
+    #[test]
+    fn ones_complement_sum_folds() {
+        // RFC 1071 example.
+        let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
+        assert_eq!(fold(sum16(&data)), 0xddf2);
+        assert_eq!(fold(sum16(&[0xff])), 0xff00);
+    }
+
+    #[test]
+    fn context_decodes_linux_values() {
+        // MACLEN 14, IPLEN 20, VLAN 0x0123; IPv4 + TCP; MSS 1448, L4LEN 32.
+        let c = TxContext::decode(0x0123_0000 | 14 << 9 | 20, 0x2020_0c00, 1448 << 16 | 32 << 8);
+        assert_eq!(c.vlan, 0x0123);
+        assert_eq!((c.maclen, c.iplen, c.l4len, c.mss), (14, 20, 32, 1448));
+        assert!(c.ipv4);
+        assert_eq!(c.l4, L4Type::Tcp);
+        let c = TxContext::decode(u32::MAX, u32::MAX, u32::MAX);
+        assert_eq!((c.maclen, c.iplen, c.l4len, c.mss), (127, 511, 255, 0xffff));
+        assert_eq!(c.l4, L4Type::Reserved);
+    }
+
+    #[test]
+    fn checksum_requests_outside_frame_are_rejected() {
+        let mut f = [0u8; 40];
+        let ctx = TxContext {
+            maclen: 127,
+            iplen: 511,
+            ipv4: true,
+            l4: L4Type::Tcp,
+            ..Default::default()
+        };
+        assert_eq!(insert_ipv4_checksum(&mut f, &ctx), Err(Malformed));
+        assert_eq!(insert_l4_checksum(&mut f, &ctx), Err(Malformed));
+        assert_eq!(f, [0u8; 40]);
+    }
+}

@@ -1,0 +1,325 @@
+//! RX ring: write one received frame into the buffers of the descriptors at head, then the
+//! write-backs (DD last), then advance head.
+//!
+//! Layouts (SRRCTL.DESCTYPE):
+//! - **one buffer**: the frame fills packet buffers of BSIZEPKT bytes, one descriptor each;
+//!   every descriptor's `length` is the bytes in its buffer; EOP on the last.
+//! - **header split**: the first descriptor's header buffer receives the L2–L4 headers
+//!   (at most BSIZEHDR bytes; `hdr_info` = HDRBUFLEN | SPH), the rest fills packet buffers of
+//!   that and the following descriptors. The following descriptors' header buffers are not
+//!   touched and report HDRBUFLEN 0: Linux `igbvf_clean_rx_irq` reads the header buffer only
+//!   while the skb has no fragments yet, i.e. only for the first descriptor, and hands that
+//!   descriptor's header skb on to the next slot. In HDR_SPLIT_ALWAYS, a frame whose headers
+//!   are not recognised puts its first BSIZEHDR bytes in the header buffer (no SPH); in
+//!   HDR_SPLIT it goes to the packet buffers whole.
+//!
+//! Metadata (VLAN with VP, RSS hash) and EOP go to the last descriptor, as QEMU does; all
+//! descriptors carry DD. Checksums are reported as "not checked": IXSM is set on the EOP
+//! descriptor, which makes `igbvf_rx_checksum_adv` leave CHECKSUM_NONE so the guest stack
+//! verifies the checksums itself.
+//!
+//! A frame is written only if every descriptor it needs is already owned by the device; the
+//! buffers are written before any descriptor, so a failed buffer write leaves the ring
+//! untouched (head not advanced, nothing completed).
+
+use emu_nic_defs::igb_desc::rx as d;
+
+use super::{next_idx, RingRegs};
+use crate::mem::GuestMemory;
+
+/// Largest frame [`rx_write`] accepts (no FCS): 16 KiB, beyond any MTU the driver accepts.
+pub const MAX_RX_FRAME: usize = 16 * 1024;
+
+/// SRRCTL.DESCTYPE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RxDescType {
+    /// Legacy descriptors: not supported (Linux igbvf never uses them).
+    Legacy,
+    /// Advanced, one buffer.
+    OneBuffer,
+    /// Advanced, header split when the header is recognised.
+    HeaderSplit,
+    /// Advanced, header split always (Linux igbvf for max frames above 2 KiB).
+    HeaderSplitAlways,
+    /// A reserved DESCTYPE value (the raw 3-bit field).
+    Reserved(u8),
+}
+
+/// RX buffer layout the guest programmed (from SRRCTL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RxLayout {
+    /// Descriptor type.
+    pub desc_type: RxDescType,
+    /// Packet buffer size in bytes (BSIZEPKT KiB; 0 means the 2 KiB default).
+    pub pkt_buf_len: u32,
+    /// Header buffer size in bytes (BSIZEHDR × 64).
+    pub hdr_buf_len: u32,
+    /// DROP_EN: drop rather than wait when no descriptor is free (policy for the caller).
+    pub drop_en: bool,
+}
+
+impl RxLayout {
+    /// Decodes SRRCTL. Every value decodes; unsupported types are refused by [`rx_write`].
+    pub fn from_srrctl(srrctl: u32) -> Self {
+        let kib = srrctl & d::SRRCTL_BSIZEPKT_MASK;
+        let pkt_buf_len = if kib == 0 {
+            d::DEFAULT_PKT_BUF_LEN
+        } else {
+            kib << d::SRRCTL_BSIZEPKT_SHIFT
+        };
+        let hdr_buf_len = ((srrctl & d::SRRCTL_BSIZEHDR_MASK) >> d::SRRCTL_BSIZEHDR_SHIFT)
+            * d::SRRCTL_BSIZEHDR_UNIT;
+        let desc_type = match srrctl & d::SRRCTL_DESCTYPE_MASK {
+            d::SRRCTL_DESCTYPE_LEGACY => RxDescType::Legacy,
+            d::SRRCTL_DESCTYPE_ADV_ONEBUF => RxDescType::OneBuffer,
+            d::SRRCTL_DESCTYPE_HDR_SPLIT => RxDescType::HeaderSplit,
+            d::SRRCTL_DESCTYPE_HDR_SPLIT_ALWAYS => RxDescType::HeaderSplitAlways,
+            // A 3-bit field after the shift.
+            other => RxDescType::Reserved((other >> 25) as u8),
+        };
+        RxLayout {
+            desc_type,
+            pkt_buf_len,
+            hdr_buf_len,
+            drop_en: srrctl & d::SRRCTL_DROP_EN != 0,
+        }
+    }
+}
+
+/// Per-frame metadata for the write-back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RxMeta {
+    /// Stripped VLAN tag (TCI) to report with VP.
+    pub vlan: Option<u16>,
+    /// RSS hash to report in the high dword.
+    pub rss_hash: Option<u32>,
+}
+
+/// What [`rx_write`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RxWritten {
+    /// Descriptors completed (head advanced by this many).
+    pub descriptors: u32,
+    /// Frame bytes written.
+    pub bytes: usize,
+}
+
+/// Why a frame was not written. Nothing was completed and head did not move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RxDrop {
+    /// Fewer free descriptors than the frame needs (head == tail: none at all).
+    #[error("not enough RX descriptors owned by the device")]
+    NoBuffers,
+    /// RDLEN/RDH/RDT invalid, or a descriptor of the ring unreadable or unwritable.
+    #[error("RX ring registers or descriptors are invalid")]
+    BadRing,
+    /// A buffer address given in a descriptor is not writable guest memory.
+    #[error("RX buffer address is not writable guest memory")]
+    BadAddress,
+    /// Larger than [`MAX_RX_FRAME`] or than the whole ring could ever hold.
+    #[error("frame too big for the RX ring")]
+    TooBig,
+    /// Zero-length frame.
+    #[error("empty frame")]
+    Empty,
+    /// SRRCTL selects legacy or a reserved descriptor type.
+    #[error("unsupported RX descriptor type")]
+    UnsupportedLayout,
+}
+
+/// Where the frame goes: bytes `[0, hdr)` to the first header buffer, the rest to packet
+/// buffers.
+#[derive(Debug, Clone, Copy)]
+struct Split {
+    hdr: usize,
+    sph: bool,
+}
+
+fn plan_split(layout: &RxLayout, frame: &[u8]) -> Split {
+    let hdr_cap = layout.hdr_buf_len as usize;
+    let parsed = match layout.desc_type {
+        RxDescType::HeaderSplit | RxDescType::HeaderSplitAlways => header_len(frame),
+        _ => return Split { hdr: 0, sph: false },
+    };
+    match (parsed, layout.desc_type) {
+        (Some(h), _) => {
+            let hdr = h.min(hdr_cap);
+            Split { hdr, sph: hdr > 0 }
+        }
+        (None, RxDescType::HeaderSplitAlways) => Split {
+            hdr: frame.len().min(hdr_cap),
+            sph: false,
+        },
+        (None, _) => Split { hdr: 0, sph: false },
+    }
+}
+
+fn be16(f: &[u8], at: usize) -> Option<u16> {
+    let b = f.get(at..at.checked_add(2)?)?;
+    Some(u16::from_be_bytes([b[0], b[1]]))
+}
+
+/// Length of the L2 (up to two VLAN tags), L3 (IPv4, IPv6) and L4 (TCP, UDP) headers the
+/// 82576 would split off; `None` when not even an IP header is recognised.
+fn header_len(f: &[u8]) -> Option<usize> {
+    let mut off = 12;
+    let mut ethertype = be16(f, off)?;
+    off += 2;
+    for _ in 0..2 {
+        if ethertype != 0x8100 && ethertype != 0x88a8 {
+            break;
+        }
+        ethertype = be16(f, off + 2)?;
+        off += 4;
+    }
+    let proto = match ethertype {
+        0x0800 => {
+            let ihl = usize::from(*f.get(off)? & 0xf) * 4;
+            if ihl < 20 || off + ihl > f.len() {
+                return None;
+            }
+            let frag_off = be16(f, off + 6)? & 0x1fff;
+            let proto = f[off + 9];
+            off += ihl;
+            if frag_off != 0 {
+                return Some(off);
+            }
+            proto
+        }
+        0x86dd => {
+            if off + 40 > f.len() {
+                return None;
+            }
+            let proto = f[off + 6];
+            off += 40;
+            proto
+        }
+        _ => return None,
+    };
+    match proto {
+        6 => {
+            let doff = usize::from(*f.get(off + 12)? >> 4) * 4;
+            if doff >= 20 && off + doff <= f.len() {
+                Some(off + doff)
+            } else {
+                Some(off)
+            }
+        }
+        17 if off + 8 <= f.len() => Some(off + 8),
+        _ => Some(off),
+    }
+}
+
+/// Writes one received frame into the ring at `ring.head` (one or more descriptors, EOP on
+/// the last): buffers first, then each descriptor's write-back with its DD-carrying qword
+/// last; advances head. Never uses a descriptor at or past tail.
+pub fn rx_write(
+    ring: &mut RingRegs,
+    layout: RxLayout,
+    mem: &impl GuestMemory,
+    frame: &[u8],
+    meta: RxMeta,
+) -> Result<RxWritten, RxDrop> {
+    let count = ring.valid_count().ok_or(RxDrop::BadRing)?;
+    if !matches!(
+        layout.desc_type,
+        RxDescType::OneBuffer | RxDescType::HeaderSplit | RxDescType::HeaderSplitAlways
+    ) {
+        return Err(RxDrop::UnsupportedLayout);
+    }
+    if frame.is_empty() {
+        return Err(RxDrop::Empty);
+    }
+    if frame.len() > MAX_RX_FRAME {
+        return Err(RxDrop::TooBig);
+    }
+    let split = plan_split(&layout, frame);
+    let (head_part, body) = frame.split_at(split.hdr);
+    // pkt_buf_len >= 1 KiB, so at most 16 descriptors for a 16 KiB frame.
+    let buf = layout.pkt_buf_len as usize;
+    let needed = body.len().div_ceil(buf).max(1);
+    if needed > (count - 1) as usize {
+        return Err(RxDrop::TooBig);
+    }
+    if needed > ring.pending(count) as usize {
+        return Err(RxDrop::NoBuffers);
+    }
+    // Bounded by the check above.
+    let needed = needed as u32;
+
+    // Pass 1: buffers.
+    let mut idx = ring.head;
+    let mut chunks = body.chunks(buf);
+    for n in 0..needed {
+        let addr = ring.desc_addr(idx).ok_or(RxDrop::BadRing)?;
+        let mut raw = [0u8; 16];
+        mem.read(addr, &mut raw).map_err(|_| RxDrop::BadRing)?;
+        let (pkt, hdr) = raw.split_at(8);
+        let pkt_addr = u64::from_le_bytes(pkt.try_into().map_err(|_| RxDrop::BadRing)?);
+        let hdr_addr = u64::from_le_bytes(hdr.try_into().map_err(|_| RxDrop::BadRing)?);
+        if n == 0 && !head_part.is_empty() {
+            mem.write(hdr_addr, head_part)
+                .map_err(|_| RxDrop::BadAddress)?;
+        }
+        if let Some(c) = chunks.next() {
+            mem.write(pkt_addr, c).map_err(|_| RxDrop::BadAddress)?;
+        }
+        idx = next_idx(idx, count);
+    }
+
+    // Pass 2: the lower qwords (no DD) of every descriptor, so that a ring that reads but
+    // does not write fails before any descriptor shows DD.
+    let mut idx = ring.head;
+    for n in 0..needed {
+        let addr = ring.desc_addr(idx).ok_or(RxDrop::BadRing)?;
+        let hdr_info: u16 = if n == 0 && split.hdr > 0 {
+            // hdr <= hdr_buf_len <= 15 * 64, so it fits HDRBUFLEN's 10 bits.
+            let mut h = ((split.hdr as u16) << d::HDRBUFLEN_SHIFT) & d::HDRBUFLEN_MASK;
+            if split.sph {
+                h |= d::HDR_INFO_SPH;
+            }
+            h
+        } else {
+            0
+        };
+        let hi_dword = if n + 1 == needed {
+            meta.rss_hash.unwrap_or(0)
+        } else {
+            0
+        };
+        let lower = u64::from(hdr_info) << 16 | u64::from(hi_dword) << 32;
+        mem.write_u64(addr + d::WB_LOWER_OFFSET, lower)
+            .map_err(|_| RxDrop::BadRing)?;
+        idx = next_idx(idx, count);
+    }
+
+    // Pass 3: the qwords carrying DD, in ring order, EOP and metadata on the last.
+    let mut idx = ring.head;
+    let mut chunks = body.chunks(buf);
+    for n in 0..needed {
+        let addr = ring.desc_addr(idx).ok_or(RxDrop::BadRing)?;
+        // Chunks are at most pkt_buf_len bytes of a frame of at most 16 KiB: they fit a u16.
+        let length = chunks.next().map_or(0, <[u8]>::len) as u16;
+        let mut status = d::STAT_DD;
+        let mut vlan = 0u16;
+        if n + 1 == needed {
+            status |= d::STAT_EOP | d::STAT_IXSM;
+            if let Some(v) = meta.vlan {
+                status |= d::STAT_VP;
+                vlan = v;
+            }
+        }
+        let upper = u64::from(status) | u64::from(length) << 32 | u64::from(vlan) << 48;
+        mem.write_u64(addr + d::WB_UPPER_OFFSET, upper)
+            .map_err(|_| RxDrop::BadRing)?;
+        idx = next_idx(idx, count);
+    }
+    ring.head = idx;
+    Ok(RxWritten {
+        descriptors: needed,
+        bytes: frame.len(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

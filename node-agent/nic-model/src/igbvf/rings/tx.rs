@@ -1,0 +1,337 @@
+//! TX ring: walk descriptors from head, assemble one packet up to EOP, apply offloads, emit,
+//! write DD back where RS is set, advance head.
+//!
+//! A packet is consumed only once its EOP descriptor lies before tail: until then nothing is
+//! written and head stays, so the walk is simply repeated on the next call (context
+//! descriptors met on the way are re-applied, which is idempotent). The only per-queue state
+//! kept between calls is therefore the two context slots.
+
+use emu_nic_defs::igb_desc::tx as d;
+
+use super::offload::{self, Offloads, TxContext, ETH_HLEN, HEADROOM};
+use super::{next_idx, RingRegs};
+use crate::mem::GuestMemory;
+
+/// Largest packet assembled from data descriptors: a 64 KiB GSO packet plus room for headers
+/// (Linux caps GSO at 64 KiB including headers; the extra covers GSO_PARTIAL outer headers).
+pub const MAX_TX_PACKET: usize = 64 * 1024 + 1024;
+/// Largest frame emitted, with or without TSO (before VLAN insertion): 16 KiB, beyond any MTU
+/// the driver accepts (9216).
+pub const MAX_TX_FRAME: usize = 16 * 1024;
+
+/// Reusable buffers for [`TxQueue::process`]; allocated once, never per packet.
+pub struct TxScratch {
+    frame: Vec<u8>,
+    seg: Vec<u8>,
+}
+
+impl TxScratch {
+    /// A packet assembly buffer of [`MAX_TX_PACKET`] and a segment buffer of
+    /// [`MAX_TX_FRAME`], each with headroom for a VLAN tag.
+    pub fn new() -> Self {
+        TxScratch {
+            frame: vec![0; HEADROOM + MAX_TX_PACKET],
+            seg: vec![0; HEADROOM + MAX_TX_FRAME],
+        }
+    }
+}
+
+impl Default for TxScratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Counters of one [`TxQueue::process`] call.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TxStats {
+    /// Frames emitted, after TSO segmentation.
+    pub packets: u64,
+    /// Bytes emitted (wire frames, VLAN tag included, no FCS).
+    pub bytes: u64,
+    /// Descriptors consumed (data and context).
+    pub descriptors: u64,
+    /// Faulty descriptors: buffer unmapped, zero length, packet too long, unknown type;
+    /// also one per packet whose context/offload request is malformed.
+    pub bad_descriptors: u64,
+    /// Packets dropped (each also counted in `bad_descriptors` or by a runt/EOP-less cause).
+    pub dropped_packets: u64,
+    /// Segments produced by TSO (included in `packets`).
+    pub tso_segments: u64,
+    /// The ring registers were invalid or the ring itself was unreadable.
+    pub bad_ring: u64,
+}
+
+/// Result of one [`TxQueue::process`] call.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TxOutcome {
+    /// Counters.
+    pub stats: TxStats,
+    /// Descriptors whose DD was written back (RS set): raise the TX interrupt if non-zero.
+    pub write_backs: u32,
+}
+
+/// Per-TX-queue state that persists between polls: the context descriptor slots.
+#[derive(Debug, Default, Clone)]
+pub struct TxQueue {
+    ctx: [TxContext; d::CONTEXT_SLOTS],
+}
+
+/// How walking one packet ended.
+enum Walk {
+    /// A packet (good or dropped) was consumed.
+    Consumed,
+    /// EOP is not before tail yet; nothing was consumed.
+    Incomplete,
+    /// A descriptor of the ring itself could not be read or written.
+    RingFault,
+}
+
+/// One 16-byte descriptor as two little-endian qwords.
+#[derive(Clone, Copy)]
+struct RawDesc {
+    lo: u64,
+    hi: u64,
+}
+
+impl RawDesc {
+    fn read(mem: &impl GuestMemory, addr: u64) -> Option<Self> {
+        let mut b = [0u8; 16];
+        mem.read(addr, &mut b).ok()?;
+        let (lo, hi) = b.split_at(8);
+        Some(RawDesc {
+            lo: u64::from_le_bytes(lo.try_into().ok()?),
+            hi: u64::from_le_bytes(hi.try_into().ok()?),
+        })
+    }
+    /// `cmd_type_len` / `type_tucmd_mlhl`: the dword at offset 8.
+    fn cmd(&self) -> u32 {
+        self.hi as u32
+    }
+    /// `olinfo_status` / `mss_l4len_idx`: the dword at offset 12.
+    fn olinfo(&self) -> u32 {
+        (self.hi >> 32) as u32
+    }
+    fn is_context(&self) -> bool {
+        let c = self.cmd();
+        c & d::DCMD_DEXT != 0 && c & d::DTYP_MASK == d::DTYP_CTXT
+    }
+    fn is_data(&self) -> bool {
+        let c = self.cmd();
+        c & d::DCMD_DEXT != 0 && c & d::DTYP_MASK == d::DTYP_DATA
+    }
+}
+
+impl TxQueue {
+    /// Fresh state: both context slots zeroed.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Forgets the context slots (queue disable or VF reset).
+    pub fn reset(&mut self) {
+        *self = Self::default();
+    }
+
+    /// Processes descriptors from `ring.head` up to `ring.tail`, at most `budget` packets
+    /// (dropped ones included), hands every resulting wire frame to `emit`, writes DD back
+    /// into the descriptors with RS and advances `ring.head`.
+    ///
+    /// Offloads: IXSM (IPv4 header checksum), TXSM (TCP/UDP checksum from the seeded field,
+    /// SCTP CRC32c), TSE (TCP segmentation), VLE (802.1Q insertion of the context VLAN).
+    /// A packet whose descriptors or offload request are faulty is dropped, counted, and
+    /// still completed so that the guest does not hang. A ring whose registers are invalid
+    /// is left alone and counted in `bad_ring`.
+    pub fn process(
+        &mut self,
+        ring: &mut RingRegs,
+        mem: &impl GuestMemory,
+        scratch: &mut TxScratch,
+        budget: usize,
+        emit: &mut dyn FnMut(&[u8]),
+    ) -> TxOutcome {
+        let mut out = TxOutcome::default();
+        let Some(count) = ring.valid_count() else {
+            out.stats.bad_ring += 1;
+            return out;
+        };
+        let mut done = 0;
+        while done < budget && ring.head != ring.tail {
+            match self.walk_packet(ring, count, mem, scratch, &mut out, emit) {
+                Walk::Consumed => done += 1,
+                Walk::Incomplete => break,
+                Walk::RingFault => {
+                    out.stats.bad_ring += 1;
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    fn walk_packet(
+        &mut self,
+        ring: &mut RingRegs,
+        count: u32,
+        mem: &impl GuestMemory,
+        scratch: &mut TxScratch,
+        out: &mut TxOutcome,
+        emit: &mut dyn FnMut(&[u8]),
+    ) -> Walk {
+        let pending = ring.pending(count);
+        let mut idx = ring.head;
+        let mut used = 0u32;
+        let mut pos = 0usize;
+        let mut bad_descs = 0u64;
+        let mut first: Option<RawDesc> = None;
+        let mut eop = false;
+
+        while used < pending {
+            let Some(desc) = ring.desc_addr(idx).and_then(|a| RawDesc::read(mem, a)) else {
+                return Walk::RingFault;
+            };
+            used += 1;
+            idx = next_idx(idx, count);
+            if desc.is_context() {
+                let slot = ((desc.olinfo() >> d::CTX_IDX_SHIFT) & d::IDX_MASK) as usize
+                    % d::CONTEXT_SLOTS;
+                self.ctx[slot] =
+                    TxContext::decode(desc.lo as u32, desc.cmd(), desc.olinfo());
+                continue;
+            }
+            if !desc.is_data() {
+                // Legacy or reserved descriptor type: Linux never sends one.
+                bad_descs += 1;
+            } else {
+                first.get_or_insert(desc);
+                if bad_descs == 0 && !copy_buffer(mem, &desc, &mut scratch.frame, &mut pos) {
+                    bad_descs += 1;
+                }
+            }
+            if desc.cmd() & d::DCMD_EOP != 0 {
+                eop = true;
+                break;
+            }
+        }
+
+        if !eop {
+            if pending < count - 1 {
+                // The guest may still be filling the packet in: wait for a later tail.
+                return Walk::Incomplete;
+            }
+            // The ring is full and holds no EOP: it can never complete. Drop it all.
+            bad_descs += 1;
+        }
+
+        let stats = &mut out.stats;
+        stats.descriptors += u64::from(used);
+        match first {
+            Some(desc) if bad_descs == 0 => {
+                if !self.send(&desc, pos, scratch, stats, emit) {
+                    stats.bad_descriptors += 1;
+                    stats.dropped_packets += 1;
+                }
+            }
+            _ => {
+                stats.bad_descriptors += bad_descs.max(1);
+                stats.dropped_packets += 1;
+            }
+        }
+
+        // Complete every descriptor of the packet, good or dropped.
+        let mut i = ring.head;
+        for _ in 0..used {
+            let Some(addr) = ring.desc_addr(i) else {
+                return Walk::RingFault;
+            };
+            let Ok(cmd) = mem.read_u32(addr + d::CMD_TYPE_LEN_OFFSET) else {
+                return Walk::RingFault;
+            };
+            if cmd & d::DCMD_RS != 0 {
+                if mem.write_u32(addr + d::WB_STATUS_OFFSET, d::STAT_DD).is_err() {
+                    return Walk::RingFault;
+                }
+                out.write_backs += 1;
+            }
+            i = next_idx(i, count);
+        }
+        ring.head = idx;
+        Walk::Consumed
+    }
+
+    /// Applies the offloads of the packet assembled in `scratch.frame` and emits it.
+    /// Returns false when the offload request does not fit the packet.
+    fn send(
+        &self,
+        first: &RawDesc,
+        len: usize,
+        scratch: &mut TxScratch,
+        stats: &mut TxStats,
+        emit: &mut dyn FnMut(&[u8]),
+    ) -> bool {
+        let cmd = first.cmd();
+        let olinfo = first.olinfo();
+        let off = Offloads {
+            ixsm: olinfo & d::POPTS_IXSM != 0,
+            txsm: olinfo & d::POPTS_TXSM != 0,
+            tse: cmd & d::DCMD_TSE != 0,
+            vle: cmd & d::DCMD_VLE != 0,
+        };
+        let slot = ((olinfo >> d::OLINFO_IDX_SHIFT) & d::IDX_MASK) as usize % d::CONTEXT_SLOTS;
+        let ctx = self.ctx[slot];
+        if len < ETH_HLEN {
+            return false;
+        }
+        if off.tse {
+            let (pkt, seg) = (&scratch.frame[HEADROOM..HEADROOM + len], &mut scratch.seg);
+            return match offload::segment(pkt, &ctx, off, seg, emit) {
+                Ok(r) => {
+                    stats.packets += r.segments;
+                    stats.tso_segments += r.segments;
+                    stats.bytes += r.bytes;
+                    true
+                }
+                Err(_) => false,
+            };
+        }
+        if len > MAX_TX_FRAME {
+            return false;
+        }
+        let frame = &mut scratch.frame[HEADROOM..HEADROOM + len];
+        if off.ixsm && offload::insert_ipv4_checksum(frame, &ctx).is_err() {
+            return false;
+        }
+        if off.txsm && offload::insert_l4_checksum(frame, &ctx).is_err() {
+            return false;
+        }
+        let Some(wire) = offload::emit_frame(&mut scratch.frame, len, off.vle.then_some(ctx.vlan))
+        else {
+            return false;
+        };
+        stats.packets += 1;
+        stats.bytes += wire.len() as u64;
+        emit(wire);
+        true
+    }
+}
+
+/// Appends the buffer of data descriptor `desc` to the packet at `*pos`.
+/// False for a zero length, a packet over [`MAX_TX_PACKET`] or an unreadable buffer.
+fn copy_buffer(mem: &impl GuestMemory, desc: &RawDesc, frame: &mut [u8], pos: &mut usize) -> bool {
+    let len = (desc.cmd() & d::LEN_MASK) as usize;
+    let end = *pos + len;
+    if len == 0 || end > MAX_TX_PACKET {
+        return false;
+    }
+    let Some(dst) = frame.get_mut(HEADROOM + *pos..HEADROOM + end) else {
+        return false;
+    };
+    if mem.read(desc.lo, dst).is_err() {
+        return false;
+    }
+    *pos = end;
+    true
+}
+
+#[cfg(test)]
+mod tests;
