@@ -166,7 +166,7 @@ fn run(shared: &Shared, _config: DataplaneConfig) {
 }
 
 /// Per-thread reusable buffers: nothing is allocated per packet.
-pub(crate) struct Worker {
+struct Worker {
     scratch: TxScratch,
     /// Frames taken from one TX ring in this pass, back to back in `frame_bytes`.
     frame_bytes: Vec<u8>,
@@ -189,7 +189,7 @@ impl Worker {
     }
 
     /// One poll pass over all ports; returns the number of packets taken from TX rings.
-    pub(crate) fn pass(&mut self, shared: &Shared) -> usize {
+    fn pass(&mut self, shared: &Shared) -> usize {
         let table = shared
             .table
             .read()
