@@ -645,9 +645,10 @@ fn size_larger_than_payload_then_disconnect() {
         m[4..8].copy_from_slice(&100u32.to_le_bytes());
         c.s.write_all(&m).unwrap();
     } // client goes away mid-message
-    fx.assert_serves_new_client();
-    assert_eq!(fx.stats().protocol_errors, 1);
+    fx.wait_disconnected();
     assert_eq!(fx.dev.disconnects.load(Ordering::SeqCst), 1);
+    assert_eq!(fx.stats().protocol_errors, 1);
+    fx.assert_serves_new_client();
 }
 
 #[test]
