@@ -236,12 +236,7 @@ pub struct DmaGuard<'a> {
 }
 
 /// Finds the mapping holding all of `[addr, addr+len)`, with the access right needed.
-fn locate<'r>(
-    t: &'r [Region],
-    addr: u64,
-    len: usize,
-    write: bool,
-) -> Result<(&'r Mmap, usize), MemError> {
+fn locate(t: &[Region], addr: u64, len: usize, write: bool) -> Result<(&Mmap, usize), MemError> {
     let unmapped = MemError::Unmapped { addr, len };
     let len64 = u64::try_from(len).map_err(|_| unmapped)?;
     let end = addr.checked_add(len64).ok_or(unmapped)?;

@@ -46,8 +46,6 @@ pub enum ServerError {
         #[source]
         source: io::Error,
     },
-    #[error("cannot create the server's shutdown eventfd")]
-    Eventfd(#[source] io::Error),
 }
 
 /// Server counters (control path plus trapped accesses).
