@@ -152,7 +152,12 @@ impl VfioDevice for IgbVfDevice {
     fn region_read(&self, region: u32, offset: u64, data: &mut [u8]) -> Result<(), AccessError> {
         match region {
             region::CONFIG => {
-                check(region, offset, data.len(), emu_nic_defs::pci::CONFIG_SIZE as u64)?;
+                check(
+                    region,
+                    offset,
+                    data.len(),
+                    emu_nic_defs::pci::CONFIG_SIZE as u64,
+                )?;
                 self.port.lock().vf.config_read(offset, data);
                 Ok(())
             }
@@ -191,7 +196,12 @@ impl VfioDevice for IgbVfDevice {
     fn region_write(&self, region: u32, offset: u64, data: &[u8]) -> Result<(), AccessError> {
         match region {
             region::CONFIG => {
-                check(region, offset, data.len(), emu_nic_defs::pci::CONFIG_SIZE as u64)?;
+                check(
+                    region,
+                    offset,
+                    data.len(),
+                    emu_nic_defs::pci::CONFIG_SIZE as u64,
+                )?;
                 self.port.lock().vf.config_write(offset, data);
                 // Bus mastering may just have been enabled.
                 self.dataplane.kick();

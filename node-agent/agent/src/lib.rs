@@ -5,8 +5,8 @@
 pub mod banner;
 pub mod config;
 pub mod control;
+pub mod device;
 pub mod mac;
 pub mod naming;
 pub mod status;
-pub mod device;
 pub mod sys;

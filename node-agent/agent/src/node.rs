@@ -2,16 +2,16 @@
 //! starts the dataplane, one vfio-user server per VF and the control socket, then waits for
 //! SIGINT/SIGTERM and tears everything down (sockets removed, threads joined).
 
-use emu_sriov_agent::config::AgentConfig;
-use emu_sriov_agent::device::{DmaAdapter, IgbVfDevice, IrqAdapter, PfShared};
-use emu_sriov_agent::status::{AgentStatus, VfCounters, VfState, VfStatus};
-use emu_sriov_agent::{banner, control, naming, sys};
 use anyhow::Context;
 use emu_dataplane::{Dataplane, DataplaneConfig, VfPort};
 use emu_nic_defs::{igbvf as r, pci};
 use emu_nic_model::igb_pf::{IgbPf, VfAdmin};
 use emu_nic_model::igbvf::vf::IgbVf;
 use emu_nic_model::vmdq::SwitchTable;
+use emu_sriov_agent::config::AgentConfig;
+use emu_sriov_agent::device::{DmaAdapter, IgbVfDevice, IrqAdapter, PfShared};
+use emu_sriov_agent::status::{AgentStatus, VfCounters, VfState, VfStatus};
+use emu_sriov_agent::{banner, control, naming, sys};
 use emu_vfio_server::{DmaTable, IrqSet, Server, ServerHandle};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -147,7 +147,10 @@ pub fn run(config: AgentConfig) -> anyhow::Result<()> {
         });
         // The pool starts closed; publish it so the switch knows the port exists.
         control.update(|t| {
-            let _ = t.set_port(pf.ports[i], pf.model.lock().map(|m| m.pool_filter(i)).ok().flatten());
+            let _ = t.set_port(
+                pf.ports[i],
+                pf.model.lock().map(|m| m.pool_filter(i)).ok().flatten(),
+            );
         });
         let socket = naming::vf_socket_path(&config.run_dir, &id);
         let server = Server::bind(&socket, device.clone(), dma, irqs)

@@ -239,10 +239,12 @@ impl Worker {
         let txq = &mut st.txq;
         let mut outcome = None;
         port.mem.with_memory(&mut |mem| {
-            outcome = Some(txq.process(&mut ring, &mem, scratch, TX_BUDGET, &mut |f: &[u8]| {
-                bytes.extend_from_slice(f);
-                ends.push(bytes.len());
-            }));
+            outcome = Some(
+                txq.process(&mut ring, &mem, scratch, TX_BUDGET, &mut |f: &[u8]| {
+                    bytes.extend_from_slice(f);
+                    ends.push(bytes.len());
+                }),
+            );
         });
         st.vf.txq[0].head = ring.head;
         let Some(outcome) = outcome else { return 0 };
@@ -338,8 +340,9 @@ fn deliver(port: &VfPort, frame: &[u8], vlan: Option<u16>) {
             if frame.len() >= 6 {
                 if frame[..6] == BROADCAST {
                     bump(&c.rx_broadcast, 1);
-                } else if is_multicast(&[frame[0], frame[1], frame[2], frame[3], frame[4], frame[5]])
-                {
+                } else if is_multicast(&[
+                    frame[0], frame[1], frame[2], frame[3], frame[4], frame[5],
+                ]) {
                     bump(&c.rx_multicast, 1);
                 }
             }
