@@ -64,7 +64,7 @@ impl RingRegs {
     pub(crate) fn valid_count(&self) -> Option<u32> {
         let count = self.count();
         let ok = self.len != 0
-            && self.len % RING_LEN_ALIGN == 0
+            && self.len.is_multiple_of(RING_LEN_ALIGN)
             && self.len <= MAX_RING_LEN
             && self.head < count
             && self.tail < count;
@@ -110,15 +110,28 @@ mod tests {
         assert_eq!(ok.base(), 0x1_0000_1000);
         assert_eq!(ok.count(), 1024);
         assert_eq!(ok.pending(1024), 1020);
-        let empty = RingRegs { head: 0, tail: 0, ..ok };
+        let empty = RingRegs {
+            head: 0,
+            tail: 0,
+            ..ok
+        };
         assert!(empty.is_valid());
         let bad = [
             RingRegs { len: 0, ..empty },
             RingRegs { len: 100, ..empty },
-            RingRegs { len: 16 * 65, ..empty }, // not a multiple of 128
-            RingRegs { len: u32::MAX & !127, ..empty },
+            RingRegs {
+                len: 16 * 65,
+                ..empty
+            }, // not a multiple of 128
+            RingRegs {
+                len: 0xffff_ff80,
+                ..empty
+            },
             RingRegs { head: 1024, ..ok },
-            RingRegs { tail: u32::MAX, ..ok },
+            RingRegs {
+                tail: u32::MAX,
+                ..ok
+            },
         ];
         for r in bad {
             assert!(!r.is_valid(), "{r:?}");

@@ -336,7 +336,11 @@ mod tests {
     #[test]
     fn context_decodes_linux_values() {
         // MACLEN 14, IPLEN 20, VLAN 0x0123; IPv4 + TCP; MSS 1448, L4LEN 32.
-        let c = TxContext::decode(0x0123_0000 | 14 << 9 | 20, 0x2020_0c00, 1448 << 16 | 32 << 8);
+        let c = TxContext::decode(
+            0x0123_0000 | 14 << 9 | 20,
+            0x2020_0c00,
+            1448 << 16 | 32 << 8,
+        );
         assert_eq!(c.vlan, 0x0123);
         assert_eq!((c.maclen, c.iplen, c.l4len, c.mss), (14, 20, 32, 1448));
         assert!(c.ipv4);

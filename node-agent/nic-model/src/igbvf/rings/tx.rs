@@ -193,10 +193,9 @@ impl TxQueue {
             used += 1;
             idx = next_idx(idx, count);
             if desc.is_context() {
-                let slot = ((desc.olinfo() >> d::CTX_IDX_SHIFT) & d::IDX_MASK) as usize
-                    % d::CONTEXT_SLOTS;
-                self.ctx[slot] =
-                    TxContext::decode(desc.lo as u32, desc.cmd(), desc.olinfo());
+                let slot =
+                    ((desc.olinfo() >> d::CTX_IDX_SHIFT) & d::IDX_MASK) as usize % d::CONTEXT_SLOTS;
+                self.ctx[slot] = TxContext::decode(desc.lo as u32, desc.cmd(), desc.olinfo());
                 continue;
             }
             if !desc.is_data() {
@@ -248,7 +247,10 @@ impl TxQueue {
                 return Walk::RingFault;
             };
             if cmd & d::DCMD_RS != 0 {
-                if mem.write_u32(addr + d::WB_STATUS_OFFSET, d::STAT_DD).is_err() {
+                if mem
+                    .write_u32(addr + d::WB_STATUS_OFFSET, d::STAT_DD)
+                    .is_err()
+                {
                     return Walk::RingFault;
                 }
                 out.write_backs += 1;

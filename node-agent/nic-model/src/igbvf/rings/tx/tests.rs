@@ -76,7 +76,13 @@ fn multi_descriptor_frame_wraps_the_ring() {
     for (i, (off, len)) in parts.iter().enumerate() {
         let idx = (6 + i as u32) % 8;
         let last = if i == 2 { LAST } else { 0 };
-        write_tx_data(&m, idx, BUF_BASE + *off as u64, DATA | last | *len as u32, 0);
+        write_tx_data(
+            &m,
+            idx,
+            BUF_BASE + *off as u64,
+            DATA | last | *len as u32,
+            0,
+        );
     }
     let mut r = ring(8, 6, 1);
     let (out, frames) = run(&m, &mut r, &mut TxQueue::new());
@@ -115,7 +121,11 @@ fn checksum_offloads_produce_valid_checksums() {
         } else {
             ipv4_frame(proto, 999)
         };
-        let (iplen, l4, ipv4) = if v6 { (40, 54, 0) } else { (20, 34, d::TUCMD_IPV4) };
+        let (iplen, l4, ipv4) = if v6 {
+            (40, 54, 0)
+        } else {
+            (20, 34, d::TUCMD_IPV4)
+        };
         let l4t = match proto {
             6 => d::TUCMD_L4T_TCP,
             17 => 0,
@@ -194,7 +204,11 @@ fn tso_ipv4_segments_have_valid_headers() {
     assert_eq!(out.stats.packets, n as u64);
     let mut data = Vec::new();
     for (i, g) in frames.iter().enumerate() {
-        let seg_payload = if i + 1 == n { payload - 1448 * (n - 1) } else { 1448 };
+        let seg_payload = if i + 1 == n {
+            payload - 1448 * (n - 1)
+        } else {
+            1448
+        };
         assert_eq!(g.len(), 66 + seg_payload);
         assert_eq!(u16::from_be_bytes([g[16], g[17]]) as usize, g.len() - 14);
         assert_eq!(u16::from_be_bytes([g[18], g[19]]), 0x1234 + i as u16);
@@ -221,7 +235,13 @@ fn tso_ipv6_with_vlan_insertion() {
     f[18..20].fill(0);
     let p = pseudo_v6(&f, 6, None);
     seed_l4(&mut f, 54 + 16, p);
-    write_tx_ctx(&m, 0, 0x0abc << 16 | 14 << 9 | 40, d::TUCMD_L4T_TCP, 1000 << 16 | 32 << 8);
+    write_tx_ctx(
+        &m,
+        0,
+        0x0abc << 16 | 14 << 9 | 40,
+        d::TUCMD_L4T_TCP,
+        1000 << 16 | 32 << 8,
+    );
     let cmd = d::DCMD_TSE | d::DCMD_VLE;
     let tail = queue(&m, 1, &f, 2048, cmd, d::POPTS_TXSM);
     let mut r = ring(8, 0, tail);
@@ -257,9 +277,9 @@ fn vlan_insertion_and_context_slot_one() {
 #[test]
 fn bad_buffers_drop_but_complete() {
     let cases: [(u64, u32); 4] = [
-        (0xffff_ffff_ffff_f000, 64),            // unmapped
-        (u64::MAX - 10, 64),                    // wraps
-        (BUF_BASE, 0),                          // zero length
+        (0xffff_ffff_ffff_f000, 64),              // unmapped
+        (u64::MAX - 10, 64),                      // wraps
+        (BUF_BASE, 0),                            // zero length
         (MEM_BASE + MEM_SIZE as u64 - 8, 0xffff), // runs off the end
     ];
     for (addr, len) in cases {
@@ -310,10 +330,22 @@ fn invalid_ring_registers_do_nothing() {
         ring(8, 0, 8),
         ring(8, 9, 1),
         ring(8, u32::MAX, 1),
-        RingRegs { len: 0, ..ring(8, 0, 1) },
-        RingRegs { len: 100, ..ring(8, 0, 1) },
-        RingRegs { len: u32::MAX, ..ring(8, 0, 1) },
-        RingRegs { len: 0xffff_ff80, ..ring(8, 0, 1) },
+        RingRegs {
+            len: 0,
+            ..ring(8, 0, 1)
+        },
+        RingRegs {
+            len: 100,
+            ..ring(8, 0, 1)
+        },
+        RingRegs {
+            len: u32::MAX,
+            ..ring(8, 0, 1)
+        },
+        RingRegs {
+            len: 0xffff_ff80,
+            ..ring(8, 0, 1)
+        },
     ];
     for mut r in bad {
         let orig = r;
@@ -324,7 +356,13 @@ fn invalid_ring_registers_do_nothing() {
     }
     // Ring base outside memory, or at the very top of the address space.
     for (bal, bah) in [(0, 0xffff_0000), (u32::MAX, u32::MAX)] {
-        let mut r = RingRegs { bal, bah, len: 128, head: 0, tail: 1 };
+        let mut r = RingRegs {
+            bal,
+            bah,
+            len: 128,
+            head: 0,
+            tail: 1,
+        };
         let (out, _) = run(&m, &mut r, &mut TxQueue::new());
         assert_eq!(out.stats.bad_ring, 1);
         assert_eq!(r.head, 0);
@@ -358,13 +396,15 @@ fn ring_full_of_non_eop_descriptors_is_dropped() {
 fn malformed_tso_requests_are_dropped() {
     let f = tso_frame_v4(3000);
     let ctxs = [
-        (14 << 9 | 20, 0u32 << 16 | 32 << 8),         // MSS 0
-        (127 << 9 | 511, 1448 << 16 | 255 << 8),      // headers longer than the packet
-        (14 << 9 | 20, 1448 << 16 | 4 << 8),          // L4LEN below a TCP header
-        (2 << 9 | 20, 1448 << 16 | 32 << 8),          // MACLEN below Ethernet
-        (14 << 9 | 20, 0xffff << 16 | 32 << 8),       // segment over MAX_TX_FRAME
+        (14 << 9 | 20, 32 << 8, 3000),                // MSS 0
+        (127 << 9 | 511, 1448 << 16 | 255 << 8, 500), // headers longer than the packet
+        (14 << 9 | 20, 1448 << 16 | 32 << 8, 0),      // headers are the whole packet
+        (14 << 9 | 20, 1448 << 16 | 4 << 8, 3000),    // L4LEN below a TCP header
+        (2 << 9 | 20, 1448 << 16 | 32 << 8, 3000),    // MACLEN below Ethernet
+        (14 << 9 | 20, 0xffff << 16 | 32 << 8, 3000), // segment over MAX_TX_FRAME
     ];
-    for (macip, mss) in ctxs {
+    for (macip, mss, payload) in ctxs {
+        let f = tso_frame_v4(payload);
         let m = canary_mem();
         write_tx_ctx(&m, 0, macip, d::TUCMD_IPV4 | d::TUCMD_L4T_TCP, mss);
         let tail = queue(&m, 1, &f, 4096, d::DCMD_TSE, d::POPTS_TXSM | d::POPTS_IXSM);
@@ -406,7 +446,7 @@ fn random_descriptors_never_escape() {
     let mut scratch = TxScratch::new();
     let mut q = TxQueue::new();
     let m = canary_mem();
-    for iter in 0..3000 {
+    for iter in 0..1500 {
         let count = 8 * (1 + (rng.next() % 4) as u32);
         for i in 0..count {
             let addr = match rng.next() % 4 {
@@ -416,10 +456,10 @@ fn random_descriptors_never_escape() {
                 _ => BUF_BASE,
             };
             let mut cmd = rng.next() as u32;
-            if rng.next() % 2 == 0 {
+            if rng.next().is_multiple_of(2) {
                 cmd = (cmd & 0xcf0f_ffff) | d::DCMD_DEXT | d::DTYP_DATA;
             }
-            if rng.next() % 3 == 0 {
+            if rng.next().is_multiple_of(3) {
                 cmd = (cmd & !0xffff) | (rng.next() % 2000) as u32;
             }
             let d = RING_BASE + u64::from(i) * 16;
@@ -431,7 +471,11 @@ fn random_descriptors_never_escape() {
         let mut r = RingRegs {
             bal: RING_BASE as u32,
             bah: 0,
-            len: if iter % 50 == 0 { rng.next() as u32 } else { count * 16 },
+            len: if iter % 50 == 0 {
+                rng.next() as u32
+            } else {
+                count * 16
+            },
             head: (rng.next() % u64::from(count + 1)) as u32,
             tail: (rng.next() % u64::from(count + 1)) as u32,
         };
