@@ -25,8 +25,8 @@ mod testutil;
 pub use rx::{rx_write, RxDescType, RxDrop, RxLayout, RxMeta, RxWritten, MAX_RX_FRAME};
 pub use tx::{TxOutcome, TxQueue, TxScratch, TxStats, MAX_TX_FRAME, MAX_TX_PACKET};
 
-/// Largest ring we accept: 65536 descriptors (the 82576 itself stops at 4096 in its
-/// datasheet limits; Linux uses 64–4096). Bounds the work of one call.
+/// Largest ring we accept: 65536 descriptors (Linux igbvf uses 64–4096). Bounds the work of
+/// one call.
 pub const MAX_RING_LEN: u32 = 65536 * DESC_LEN;
 
 /// The ring registers of one queue as the register model holds them.
@@ -64,7 +64,7 @@ impl RingRegs {
     pub(crate) fn valid_count(&self) -> Option<u32> {
         let count = self.count();
         let ok = self.len != 0
-            && self.len % RING_LEN_ALIGN == 0
+            && self.len.is_multiple_of(RING_LEN_ALIGN)
             && self.len <= MAX_RING_LEN
             && self.head < count
             && self.tail < count;
@@ -124,7 +124,7 @@ mod tests {
                 ..empty
             }, // not a multiple of 128
             RingRegs {
-                len: u32::MAX & !127,
+                len: 0xffff_ff80,
                 ..empty
             },
             RingRegs { head: 1024, ..ok },

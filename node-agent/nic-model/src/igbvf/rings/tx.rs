@@ -54,7 +54,8 @@ pub struct TxStats {
     /// Faulty descriptors: buffer unmapped, zero length, packet too long, unknown type;
     /// also one per packet whose context/offload request is malformed.
     pub bad_descriptors: u64,
-    /// Packets dropped (each also counted in `bad_descriptors` or by a runt/EOP-less cause).
+    /// Packets dropped; every drop also adds at least one to `bad_descriptors` (a runt, a
+    /// ring full of descriptors without EOP and a malformed offload request count one).
     pub dropped_packets: u64,
     /// Segments produced by TSO (included in `packets`).
     pub tso_segments: u64,

@@ -65,7 +65,7 @@ fn linux_reassemble(m: &VecMemory, first: u32, count: u32, ps_hdr: usize) -> (Ve
     let mut has_frags = false;
     loop {
         let w = wb(m, i);
-        assert!(w.status & d::STAT_DD as u32 != 0, "DD missing on {i}");
+        assert!(w.status & d::STAT_DD != 0, "DD missing on {i}");
         n += 1;
         if ps_hdr == 0 {
             out.extend(read(m, pkt_buf(i), w.length as usize));
@@ -373,7 +373,7 @@ fn random_rx_never_escapes() {
     let mut rng = XorShift(0xfeed_f00d_1234_5678);
     let m = canary_mem();
     let frame_src: Vec<u8> = (0..MAX_RX_FRAME + 10).map(|i| (i * 13) as u8).collect();
-    for iter in 0..3000 {
+    for iter in 0..1500 {
         let count = 8 * (1 + (rng.next() % 4) as u32);
         for i in 0..count {
             let mut addr = || match rng.next() % 4 {
@@ -416,7 +416,11 @@ fn random_rx_never_escapes() {
         }
         let before = snapshot(&m);
         let len = (rng.next() % (MAX_RX_FRAME as u64 + 10)) as usize;
-        let len = if rng.next() % 2 == 0 { len % 2000 } else { len };
+        let len = if rng.next().is_multiple_of(2) {
+            len % 2000
+        } else {
+            len
+        };
         let orig = r;
         match rx_write(&mut r, layout, &m, &frame_src[..len], RxMeta::default()) {
             Ok(w) => {

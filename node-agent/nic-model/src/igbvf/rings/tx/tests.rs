@@ -396,13 +396,15 @@ fn ring_full_of_non_eop_descriptors_is_dropped() {
 fn malformed_tso_requests_are_dropped() {
     let f = tso_frame_v4(3000);
     let ctxs = [
-        (14 << 9 | 20, 0u32 << 16 | 32 << 8),    // MSS 0
-        (127 << 9 | 511, 1448 << 16 | 255 << 8), // headers longer than the packet
-        (14 << 9 | 20, 1448 << 16 | 4 << 8),     // L4LEN below a TCP header
-        (2 << 9 | 20, 1448 << 16 | 32 << 8),     // MACLEN below Ethernet
-        (14 << 9 | 20, 0xffff << 16 | 32 << 8),  // segment over MAX_TX_FRAME
+        (14 << 9 | 20, 32 << 8, 3000),                // MSS 0
+        (127 << 9 | 511, 1448 << 16 | 255 << 8, 500), // headers longer than the packet
+        (14 << 9 | 20, 1448 << 16 | 32 << 8, 0),      // headers are the whole packet
+        (14 << 9 | 20, 1448 << 16 | 4 << 8, 3000),    // L4LEN below a TCP header
+        (2 << 9 | 20, 1448 << 16 | 32 << 8, 3000),    // MACLEN below Ethernet
+        (14 << 9 | 20, 0xffff << 16 | 32 << 8, 3000), // segment over MAX_TX_FRAME
     ];
-    for (macip, mss) in ctxs {
+    for (macip, mss, payload) in ctxs {
+        let f = tso_frame_v4(payload);
         let m = canary_mem();
         write_tx_ctx(&m, 0, macip, d::TUCMD_IPV4 | d::TUCMD_L4T_TCP, mss);
         let tail = queue(&m, 1, &f, 4096, d::DCMD_TSE, d::POPTS_TXSM | d::POPTS_IXSM);
@@ -444,7 +446,7 @@ fn random_descriptors_never_escape() {
     let mut scratch = TxScratch::new();
     let mut q = TxQueue::new();
     let m = canary_mem();
-    for iter in 0..3000 {
+    for iter in 0..1500 {
         let count = 8 * (1 + (rng.next() % 4) as u32);
         for i in 0..count {
             let addr = match rng.next() % 4 {
@@ -454,10 +456,10 @@ fn random_descriptors_never_escape() {
                 _ => BUF_BASE,
             };
             let mut cmd = rng.next() as u32;
-            if rng.next() % 2 == 0 {
+            if rng.next().is_multiple_of(2) {
                 cmd = (cmd & 0xcf0f_ffff) | d::DCMD_DEXT | d::DTYP_DATA;
             }
-            if rng.next() % 3 == 0 {
+            if rng.next().is_multiple_of(3) {
                 cmd = (cmd & !0xffff) | (rng.next() % 2000) as u32;
             }
             let d = RING_BASE + u64::from(i) * 16;
