@@ -25,10 +25,7 @@ pub fn agent_bin() -> Result<PathBuf, String> {
         return if p.is_file() {
             Ok(p)
         } else {
-            Err(format!(
-                "EMU_SRIOV_AGENT_BIN={} is not a file",
-                p.display()
-            ))
+            Err(format!("EMU_SRIOV_AGENT_BIN={} is not a file", p.display()))
         };
     }
     let release = std::env::var("EMU_SRIOV_RELEASE").is_ok_and(|v| v == "1");
@@ -59,7 +56,10 @@ pub fn agent_bin() -> Result<PathBuf, String> {
     if bin.is_file() {
         Ok(bin)
     } else {
-        Err(format!("built the agent but {} does not exist", bin.display()))
+        Err(format!(
+            "built the agent but {} does not exist",
+            bin.display()
+        ))
     }
 }
 
@@ -88,7 +88,12 @@ impl VfInfo {
         self.counters
             .get(name)
             .and_then(Value::as_u64)
-            .ok_or_else(|| format!("VF {}: counter {name} missing in {}", self.id, self.counters))
+            .ok_or_else(|| {
+                format!(
+                    "VF {}: counter {name} missing in {}",
+                    self.id, self.counters
+                )
+            })
     }
 }
 
@@ -158,8 +163,7 @@ impl Agent {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
-        let child = spawn_guarded(&mut cmd)
-            .map_err(|e| format!("spawn {}: {e}", bin.display()))?;
+        let child = spawn_guarded(&mut cmd).map_err(|e| format!("spawn {}: {e}", bin.display()))?;
         let mut agent = Agent {
             bin: bin.to_path_buf(),
             run_dir,

@@ -138,7 +138,9 @@ impl Console {
                     Marker::Check(c) => self.checks.push(c.clone()),
                     Marker::Sync { name, .. } => self.syncs.push(name.clone()),
                     Marker::Stat(s) => self.stat = Some(s.clone()),
-                    Marker::Done { pass, fail, uptime } => self.done = Some((*pass, *fail, *uptime)),
+                    Marker::Done { pass, fail, uptime } => {
+                        self.done = Some((*pass, *fail, *uptime))
+                    }
                 }
                 found.push(m);
             }

@@ -108,7 +108,10 @@ impl Harness {
                 tail(path, TAIL_LINES)
             );
         }
-        eprintln!("----- end of logs; run directory {} -----", self.dir().display());
+        eprintln!(
+            "----- end of logs; run directory {} -----",
+            self.dir().display()
+        );
         panic!("{msg}");
     }
 
@@ -176,7 +179,10 @@ impl Harness {
         for g in &topo.guests {
             while !g.device.ready() {
                 if Instant::now() >= start + Duration::from_secs(15) {
-                    return Err(format!("guest {}: device not ready: {:?}", g.name, g.device));
+                    return Err(format!(
+                        "guest {}: device not ready: {:?}",
+                        g.name, g.device
+                    ));
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -264,7 +270,10 @@ impl Harness {
         }
         for q in &mut qemus {
             if q.wait_exit(Duration::from_secs(15)).is_none() {
-                eprintln!("QEMU {} still running 15 s after EMU-DONE; stopping it", q.name);
+                eprintln!(
+                    "QEMU {} still running 15 s after EMU-DONE; stopping it",
+                    q.name
+                );
             }
             q.stop();
         }
@@ -326,7 +335,10 @@ impl Harness {
             }
         }
         if !problems.is_empty() {
-            self.fail(&format!("guest checks failed:\n  {}", problems.join("\n  ")));
+            self.fail(&format!(
+                "guest checks failed:\n  {}",
+                problems.join("\n  ")
+            ));
         }
     }
 

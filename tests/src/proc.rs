@@ -63,10 +63,8 @@ impl RunDir {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
-        let path = std::env::temp_dir().join(format!(
-            "emu-sriov-{tag}-{}-{nanos:x}",
-            std::process::id()
-        ));
+        let path =
+            std::env::temp_dir().join(format!("emu-sriov-{tag}-{}-{nanos:x}", std::process::id()));
         std::fs::create_dir_all(&path).map_err(|e| format!("mkdir {}: {e}", path.display()))?;
         Ok(RunDir {
             path,
