@@ -217,6 +217,16 @@ impl Agent {
         })
     }
 
+    /// `Err` once the agent process has exited (a crash mid-run).
+    pub fn alive(&mut self) -> Result<(), String> {
+        match self.child.as_mut().map(Child::try_wait) {
+            Some(Ok(None)) => Ok(()),
+            Some(Ok(Some(st))) => Err(format!("agent exited ({st}); see agent.log")),
+            Some(Err(e)) => Err(format!("agent wait failed: {e}")),
+            None => Err("agent already stopped".into()),
+        }
+    }
+
     /// `list()` parsed into VFs, ordered by index.
     pub fn vfs(&self) -> Result<Vec<VfInfo>, String> {
         let mut v = parse_vfs(&self.list()?)?;

@@ -30,7 +30,7 @@ fn two_guests_igbvf_vfs_of_one_pf() {
     h.add_log("agent", dir.join("agent.log"));
     let t = Instant::now();
     let started = Agent::start(&bin, &dir, "igb:2", Duration::from_secs(30));
-    let agent = h.check("starting emu-sriov-agent run --pf igb:2", started);
+    let mut agent = h.check("starting emu-sriov-agent run --pf igb:2", started);
     h.record("agent start", t.elapsed());
 
     let vfs = h.check("agent list", agent.vfs());
@@ -61,6 +61,7 @@ fn two_guests_igbvf_vfs_of_one_pf() {
     let mut states: Vec<String> = Vec::new();
     let mut at_down: Option<Vec<VfInfo>> = None;
     let reports = h.run_guests(&topo, &initrd, Duration::from_secs(240), &mut |barrier| {
+        agent.alive()?;
         match barrier {
             "checks" => {
                 let v = agent.vfs()?;
