@@ -1,0 +1,244 @@
+//! The `emu-sriov-agent` process guard and its `list --output json` query.
+//!
+//! Contract (agent side): `emu-sriov-agent run --run-dir DIR --pf igb:2` runs in the foreground,
+//! logs to stderr, stops cleanly on SIGTERM and creates `DIR/control.sock` plus one vfio-user
+//! socket per VF; `emu-sriov-agent list --run-dir DIR --output json` prints
+//! `{"vfs":[{"id","pf","index","model","vendor_id","device_id","mac","socket","state",
+//! "counters":{"tx_packets",...}}]}` and fails until the agent is up.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::env::workspace_root;
+use crate::proc::{spawn_guarded, stop_child};
+
+/// Path of the agent binary: `EMU_SRIOV_AGENT_BIN` if set, otherwise builds it with
+/// `$CARGO build -p emu-sriov-agent` (`--release` when `EMU_SRIOV_RELEASE=1`) and returns
+/// `$CARGO_TARGET_DIR|<workspace>/target` + `/<profile>/emu-sriov-agent`.
+pub fn agent_bin() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("EMU_SRIOV_AGENT_BIN") {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!("EMU_SRIOV_AGENT_BIN={} is not a file", p.display()))
+        };
+    }
+    let release = std::env::var("EMU_SRIOV_RELEASE").is_ok_and(|v| v == "1");
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let root = workspace_root();
+    let mut cmd = Command::new(&cargo);
+    cmd.args(["build", "-p", "emu-sriov-agent"])
+        .current_dir(&root)
+        .stdin(Stdio::null());
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run {cargo:?} build -p emu-sriov-agent: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "`cargo build -p emu-sriov-agent` failed ({status}); see the compiler output above"
+        ));
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| if p.is_relative() { root.join(p) } else { p })
+        .unwrap_or_else(|| root.join("target"));
+    let bin = target
+        .join(if release { "release" } else { "debug" })
+        .join("emu-sriov-agent");
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "built the agent but {} does not exist",
+            bin.display()
+        ))
+    }
+}
+
+/// One VF as reported by `list`.
+#[derive(Debug, Clone)]
+pub struct VfInfo {
+    /// e.g. `igb0-vf0`.
+    pub id: String,
+    /// VF index within its PF.
+    pub index: u64,
+    /// `02:..` MAC the PF assigned.
+    pub mac: String,
+    /// Absolute vfio-user socket path.
+    pub socket: PathBuf,
+    /// `free` or `attached`.
+    pub state: String,
+    /// `device_id`, e.g. `0x10ca`.
+    pub device_id: String,
+    /// The counters object (`tx_packets`, `rx_packets`, ...).
+    pub counters: Value,
+}
+
+impl VfInfo {
+    /// A counter by name (error if absent or not a number).
+    pub fn counter(&self, name: &str) -> Result<u64, String> {
+        self.counters
+            .get(name)
+            .and_then(Value::as_u64)
+            .ok_or_else(|| {
+                format!(
+                    "VF {}: counter {name} missing in {}",
+                    self.id, self.counters
+                )
+            })
+    }
+}
+
+/// Parses `list --output json`.
+pub fn parse_vfs(v: &Value) -> Result<Vec<VfInfo>, String> {
+    let vfs = v
+        .get("vfs")
+        .and_then(Value::as_array)
+        .ok_or_else(|| format!("agent list: no \"vfs\" array in {v}"))?;
+    let s = |vf: &Value, k: &str| -> Result<String, String> {
+        vf.get(k)
+            .and_then(Value::as_str)
+            .map(String::from)
+            .ok_or_else(|| format!("agent list: VF without string \"{k}\": {vf}"))
+    };
+    vfs.iter()
+        .map(|vf| {
+            Ok(VfInfo {
+                id: s(vf, "id")?,
+                index: vf
+                    .get("index")
+                    .and_then(Value::as_u64)
+                    .ok_or_else(|| format!("agent list: VF without \"index\": {vf}"))?,
+                mac: s(vf, "mac")?.to_ascii_lowercase(),
+                socket: PathBuf::from(s(vf, "socket")?),
+                state: s(vf, "state")?,
+                device_id: s(vf, "device_id")?.to_ascii_lowercase(),
+                counters: vf.get("counters").cloned().unwrap_or(Value::Null),
+            })
+        })
+        .collect()
+}
+
+/// A running agent; Drop sends SIGTERM (clean stop), then SIGKILL after a grace period.
+pub struct Agent {
+    bin: PathBuf,
+    /// `--run-dir`.
+    pub run_dir: PathBuf,
+    /// Its stderr/stdout.
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Agent {
+    /// Starts `bin run --run-dir <dir>/agent --pf <pf>` and waits (≤ `ready_timeout`) until
+    /// `list` succeeds and every VF socket exists.
+    pub fn start(
+        bin: &Path,
+        dir: &Path,
+        pf: &str,
+        ready_timeout: Duration,
+    ) -> Result<Agent, String> {
+        let run_dir = dir.join("agent");
+        std::fs::create_dir_all(&run_dir)
+            .map_err(|e| format!("mkdir {}: {e}", run_dir.display()))?;
+        let log = dir.join("agent.log");
+        let f = File::create(&log).map_err(|e| format!("create {}: {e}", log.display()))?;
+        let f2 = f.try_clone().map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(bin);
+        cmd.arg("run")
+            .arg("--run-dir")
+            .arg(&run_dir)
+            .args(["--pf", pf])
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(f))
+            .stderr(Stdio::from(f2));
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        let child = spawn_guarded(&mut cmd).map_err(|e| format!("spawn {}: {e}", bin.display()))?;
+        let mut agent = Agent {
+            bin: bin.to_path_buf(),
+            run_dir,
+            log,
+            child: Some(child),
+        };
+        let end = Instant::now() + ready_timeout;
+        let mut last_err;
+        loop {
+            if let Some(Ok(Some(st))) = agent.child.as_mut().map(Child::try_wait) {
+                return Err(format!("agent exited during start-up ({st})"));
+            }
+            match agent.vfs() {
+                Ok(vfs) if !vfs.is_empty() && vfs.iter().all(|v| v.socket.exists()) => {
+                    return Ok(agent)
+                }
+                Ok(vfs) => last_err = format!("{} VFs, sockets not all present yet", vfs.len()),
+                Err(e) => last_err = e,
+            }
+            if Instant::now() >= end {
+                return Err(format!(
+                    "agent not ready within {ready_timeout:?}; last `list` result: {last_err}"
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `list --run-dir … --output json`, parsed.
+    pub fn list(&self) -> Result<Value, String> {
+        let out = Command::new(&self.bin)
+            .arg("list")
+            .arg("--run-dir")
+            .arg(&self.run_dir)
+            .args(["--output", "json"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("run {} list: {e}", self.bin.display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                "agent list failed ({}): {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| {
+            format!(
+                "agent list: bad JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// `Err` once the agent process has exited (a crash mid-run).
+    pub fn alive(&mut self) -> Result<(), String> {
+        match self.child.as_mut().map(Child::try_wait) {
+            Some(Ok(None)) => Ok(()),
+            Some(Ok(Some(st))) => Err(format!("agent exited ({st}); see agent.log")),
+            Some(Err(e)) => Err(format!("agent wait failed: {e}")),
+            None => Err("agent already stopped".into()),
+        }
+    }
+
+    /// `list()` parsed into VFs, ordered by index.
+    pub fn vfs(&self) -> Result<Vec<VfInfo>, String> {
+        let mut v = parse_vfs(&self.list()?)?;
+        v.sort_by_key(|vf| vf.index);
+        Ok(v)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            stop_child(&mut c, Duration::from_secs(5));
+        }
+    }
+}
