@@ -120,6 +120,19 @@ fn check(region: u32, offset: u64, len: usize, size: u64) -> Result<(), AccessEr
     }
 }
 
+/// BAR0 takes 32-bit accesses only (devices.md §2.1); an aligned 64-bit access is split.
+fn check_bar0(offset: u64, len: usize) -> Result<(), AccessError> {
+    check(region::BAR0, offset, len, r::BAR0_SIZE)?;
+    if !offset.is_multiple_of(4) || (len != 4 && len != 8) {
+        return Err(AccessError::BadWidth {
+            region: region::BAR0,
+            offset,
+            len,
+        });
+    }
+    Ok(())
+}
+
 impl VfioDevice for IgbVfDevice {
     fn spec(&self) -> DeviceSpec {
         let mut regions = vec![RegionSpec::default(); region::COUNT as usize];
@@ -162,14 +175,7 @@ impl VfioDevice for IgbVfDevice {
                 Ok(())
             }
             region::BAR0 => {
-                check(region, offset, data.len(), r::BAR0_SIZE)?;
-                if offset % 4 != 0 || (data.len() != 4 && data.len() != 8) {
-                    return Err(AccessError::BadWidth {
-                        region,
-                        offset,
-                        len: data.len(),
-                    });
-                }
+                check_bar0(offset, data.len())?;
                 let counters = self.port.hw_counters();
                 let mut st = self.port.lock();
                 for (i, chunk) in data.chunks_exact_mut(4).enumerate() {
@@ -208,14 +214,7 @@ impl VfioDevice for IgbVfDevice {
                 Ok(())
             }
             region::BAR0 => {
-                check(region, offset, data.len(), r::BAR0_SIZE)?;
-                if offset % 4 != 0 || (data.len() != 4 && data.len() != 8) {
-                    return Err(AccessError::BadWidth {
-                        region,
-                        offset,
-                        len: data.len(),
-                    });
-                }
+                check_bar0(offset, data.len())?;
                 let mut guard = self.port.lock();
                 for (i, chunk) in data.chunks_exact(4).enumerate() {
                     let v = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);

@@ -335,13 +335,8 @@ impl IgbVf {
         }
         match off {
             r::CTRL => 0,
-            r::STATUS => {
-                if self.link_up {
-                    r::STATUS_LU | r::STATUS_FD | r::STATUS_SPEED_1000
-                } else {
-                    0
-                }
-            }
+            r::STATUS if self.link_up => r::STATUS_LU | r::STATUS_FD | r::STATUS_SPEED_1000,
+            r::STATUS => 0,
             r::V2PMAILBOX => {
                 let v = self.v2p;
                 self.v2p &= !r::V2P_R2C_BITS;
