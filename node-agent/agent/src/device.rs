@@ -60,6 +60,31 @@ pub struct IgbVfDevice {
 }
 
 impl IgbVfDevice {
+    /// Returns the VF to its just-created state for its next user: registers at power-on
+    /// with the PF up (RSTD), pool filters closed (the VF gets its MAC back at its next
+    /// VF_RESET), counters zeroed. The caller disconnects the client first.
+    pub fn scrub(&self) {
+        let mut st = self.port.lock();
+        st.vf.device_reset();
+        st.txq.reset();
+        let mut pf = self.pf.lock();
+        pf.vf_reset(self.vf_index);
+        self.republish(&pf);
+        self.port.counters.reset();
+        self.mailbox_nacks.store(0, Ordering::Relaxed);
+    }
+
+    /// Posts PF_CONTROL_MSG|CTS if the VF completed its reset handshake (the periodic ping
+    /// of devices.md §2.5); it waits in the model while the VF holds the mailbox.
+    pub fn cts_ping(&self) {
+        let mut st = self.port.lock();
+        let cts = self.pf.lock().pool(self.vf_index).is_some_and(|p| p.cts);
+        if cts {
+            let fx = st.vf.pf_post(r::MSG_PF_CONTROL | r::MSG_CTS);
+            self.port.fire_now(fx.fire);
+        }
+    }
+
     fn switch_port(&self) -> usize {
         self.pf.ports[self.vf_index]
     }
@@ -239,7 +264,7 @@ impl VfioDevice for IgbVfDevice {
         let mut pf = self.pf.lock();
         pf.vf_reset(self.vf_index);
         self.republish(&pf);
-        tracing::info!(vf = %self.port.id, "device reset");
+        tracing::info!(vf = %self.port.id, "device reset (DEVICE_RESET)");
     }
 
     fn client_connected(&self) {

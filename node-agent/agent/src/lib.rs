@@ -8,5 +8,6 @@ pub mod control;
 pub mod device;
 pub mod mac;
 pub mod naming;
+pub mod node;
 pub mod status;
 pub mod sys;

@@ -1,7 +1,7 @@
 //! `emu-sriov-agent`: command line → validated config → run.
 
 mod cli;
-mod node;
+mod run;
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
@@ -52,7 +52,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 vfs = config.vfs().count(),
                 "configuration loaded"
             );
-            node::run(config)
+            run::run(config)
         }
         Command::List(args) => {
             let run_dir = cli::run_dir_or_default(args.run_dir.as_deref())?;

@@ -97,6 +97,11 @@ impl Dataplane {
         )
     }
 
+    /// Whether the dataplane thread is alive.
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
     pub fn stop(mut self) {
         self.shutdown();
     }

@@ -143,6 +143,8 @@ impl RequestError {
 enum Close {
     Eof,
     Shutdown,
+    /// The owner asked to drop the current client ([`ServerHandle::disconnect_client`]).
+    Kicked,
     Protocol(String),
     Io(io::Error),
 }
@@ -153,6 +155,30 @@ struct Shared {
     irqs: Arc<IrqSet>,
     stats: Arc<ServerStats>,
     timeout: Duration,
+    /// Set before the wake eventfd is written: stop the thread.
+    stop: AtomicBool,
+    /// Set before the wake eventfd is written: drop the current client, keep serving.
+    kick: AtomicBool,
+}
+
+/// What a write to the wake eventfd meant.
+enum Wake {
+    Stop,
+    Kick,
+    Spurious,
+}
+
+impl Shared {
+    fn take_wake(&self, wake: BorrowedFd<'_>) -> Wake {
+        let _ = sys::eventfd_read(wake);
+        if self.stop.load(Ordering::Acquire) {
+            Wake::Stop
+        } else if self.kick.swap(false, Ordering::AcqRel) {
+            Wake::Kick
+        } else {
+            Wake::Spurious
+        }
+    }
 }
 
 /// A bound, not yet running, vfio-user server.
@@ -160,7 +186,7 @@ pub struct Server {
     listener: UnixListener,
     path: PathBuf,
     ino: (u64, u64),
-    shared: Shared,
+    shared: Arc<Shared>,
 }
 
 impl std::fmt::Debug for Server {
@@ -206,19 +232,24 @@ impl Server {
             listener,
             path: p(),
             ino,
-            shared: Shared {
+            shared: Arc::new(Shared {
                 device,
                 dma,
                 irqs,
                 stats: Arc::new(ServerStats::default()),
                 timeout: DEFAULT_MESSAGE_TIMEOUT,
-            },
+                stop: AtomicBool::new(false),
+                kick: AtomicBool::new(false),
+            }),
         })
     }
 
     /// How long a started message or a reply write may take (default 5 s).
     pub fn set_message_timeout(&mut self, timeout: Duration) {
-        self.shared.timeout = timeout;
+        // Only called before `spawn`, while this is the sole owner.
+        if let Some(sh) = Arc::get_mut(&mut self.shared) {
+            sh.timeout = timeout;
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -234,6 +265,7 @@ impl Server {
     pub fn spawn(self, thread_name: String) -> ServerHandle {
         let wake = Arc::new(sys::eventfd().expect("cannot create the server's shutdown eventfd"));
         let stats = self.shared.stats.clone();
+        let shared = self.shared.clone();
         let path = self.path.clone();
         let ino = self.ino;
         let w = wake.clone();
@@ -247,6 +279,7 @@ impl Server {
             path,
             ino,
             stats,
+            shared,
         }
     }
 
@@ -254,7 +287,11 @@ impl Server {
         tracing::info!(path = %self.path.display(), "vfio-user server listening");
         loop {
             match sys::poll2(self.listener.as_fd(), libc::POLLIN, wake, None) {
-                Ok(r) if r.wake => break,
+                Ok(r) if r.wake => match self.shared.take_wake(wake) {
+                    Wake::Stop => break,
+                    // No client to drop: nothing to do.
+                    Wake::Kick | Wake::Spurious => continue,
+                },
                 Ok(r) if !r.main => continue,
                 Ok(_) => {}
                 Err(e) => {
@@ -310,6 +347,9 @@ impl Server {
             Close::Shutdown => {
                 tracing::info!(path = %self.path.display(), "vfio-user connection closed for shutdown")
             }
+            Close::Kicked => {
+                tracing::info!(path = %self.path.display(), "vfio-user client disconnected by the agent")
+            }
             Close::Protocol(reason) => {
                 inc(&sh.stats.protocol_errors);
                 tracing::warn!(path = %self.path.display(), %reason, "vfio-user protocol error, connection closed");
@@ -329,16 +369,34 @@ impl Server {
 }
 
 /// The running server; `shutdown` stops it and removes the socket file.
-#[derive(Debug)]
 pub struct ServerHandle {
     thread: Option<JoinHandle<()>>,
     wake: Arc<OwnedFd>,
     path: PathBuf,
     ino: (u64, u64),
     stats: Arc<ServerStats>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("path", &self.path)
+            .finish()
+    }
 }
 
 impl ServerHandle {
+    /// Drops the current client, if any, with the usual disconnect duties (DMA and IRQ fds
+    /// released, `client_disconnected` called), and keeps accepting new clients. Used to
+    /// scrub a VF that was released by its user. Returns once the request is posted.
+    pub fn disconnect_client(&self) {
+        self.shared.kick.store(true, Ordering::Release);
+        if let Err(e) = sys::eventfd_write(self.wake.as_fd(), 1) {
+            tracing::error!(error = %e, "cannot signal the vfio-user server thread");
+        }
+    }
+
     pub fn stats(&self) -> Arc<ServerStats> {
         self.stats.clone()
     }
@@ -358,6 +416,7 @@ impl ServerHandle {
         let Some(t) = self.thread.take() else {
             return;
         };
+        self.shared.stop.store(true, Ordering::Release);
         if let Err(e) = sys::eventfd_write(self.wake.as_fd(), 1) {
             tracing::error!(error = %e, "cannot signal the vfio-user server thread");
         }
@@ -431,7 +490,11 @@ impl Conn<'_> {
             let r =
                 sys::poll2(self.stream.as_fd(), events, self.wake, timeout).map_err(Close::Io)?;
             if r.wake {
-                return Err(Close::Shutdown);
+                match self.sh.take_wake(self.wake) {
+                    Wake::Stop => return Err(Close::Shutdown),
+                    Wake::Kick => return Err(Close::Kicked),
+                    Wake::Spurious => {}
+                }
             }
             if r.main {
                 return Ok(());

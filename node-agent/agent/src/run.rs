@@ -1,0 +1,38 @@
+//! `emu-sriov-agent run`: start the node and the control socket, print where the VFs are,
+//! wait for SIGINT/SIGTERM, shut down and log the final counters.
+
+use anyhow::Context;
+use emu_sriov_agent::config::AgentConfig;
+use emu_sriov_agent::node::Node;
+use emu_sriov_agent::{banner, control, naming, sys};
+use std::sync::Arc;
+
+pub fn run(config: AgentConfig) -> anyhow::Result<()> {
+    sys::block_termination_signals().context("cannot set up signal handling")?;
+    let node = Node::start(&config)?;
+    let n = node.clone();
+    let status: control::StatusFn = Arc::new(move || n.status());
+    let control_path = naming::control_socket_path(&config.run_dir);
+    let control_server = control::ControlServer::start(&control_path, status)
+        .with_context(|| format!("cannot open the control socket {}", control_path.display()))?;
+
+    let ready = node.status();
+    banner::print_ready(&config, &ready.vfs);
+    tracing::info!(vfs = ready.vfs.len(), run_dir = %config.run_dir.display(), "agent ready");
+
+    let sig = sys::wait_termination_signal();
+    tracing::info!(signal = sig, "shutting down");
+    control_server.shutdown();
+    let summary = node.shutdown();
+    for s in &summary.vfs {
+        tracing::info!(
+            vf = %s.id,
+            tx_packets = s.counters.tx_packets,
+            rx_packets = s.counters.rx_packets,
+            tx_drops = s.counters.tx_drops,
+            rx_drops = s.counters.rx_drops,
+            "final counters"
+        );
+    }
+    Ok(())
+}
