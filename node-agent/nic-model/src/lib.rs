@@ -6,6 +6,7 @@
 //! ignored, descriptors are bounds-checked and dropped with a reason.
 #![forbid(unsafe_code)]
 
+pub mod avf;
 pub mod igb_pf;
 pub mod igbvf;
 pub mod mem;
