@@ -7,11 +7,12 @@ use emu_dataplane::engine::DataplaneControl;
 use emu_dataplane::{DmaMemory, IrqSink, VfPort};
 use emu_nic_defs::igbvf as r;
 use emu_nic_model::igb_pf::IgbPf;
-use emu_nic_model::igbvf::vf::Effects;
+use emu_nic_model::igbvf::vf::{Effects, QUEUE_PAGES_OFFSET, QUEUE_PAGES_SIZE};
 use emu_nic_model::mem::GuestMemory;
 use emu_vfio_server::{
     irq_index, region, AccessError, DeviceSpec, DmaTable, IrqSet, RegionSpec, VfioDevice,
 };
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -57,6 +58,9 @@ pub struct IgbVfDevice {
     pub attached: AtomicBool,
     /// Mailbox requests the PF refused (NACK), for the logs and `list`.
     pub mailbox_nacks: AtomicU64,
+    /// Memory behind BAR0's queue pages (0x2000–0x3FFF), offered to the client as a
+    /// sparse-mmap area so doorbells never trap; `None` traps the whole BAR.
+    pub bar0_pages: Option<Arc<OwnedFd>>,
 }
 
 impl IgbVfDevice {
@@ -165,7 +169,11 @@ impl VfioDevice for IgbVfDevice {
             size: r::BAR0_SIZE,
             readable: true,
             writable: true,
-            ..RegionSpec::default()
+            sparse_mmap: match self.bar0_pages {
+                Some(_) => vec![(QUEUE_PAGES_OFFSET, QUEUE_PAGES_SIZE)],
+                None => Vec::new(),
+            },
+            mmap_fd: self.bar0_pages.clone(),
         };
         regions[region::BAR3 as usize] = RegionSpec {
             size: r::BAR3_SIZE,

@@ -24,8 +24,11 @@ use std::time::Duration;
 
 /// Packets taken from one TX ring per pass (fairness between VFs).
 pub const TX_BUDGET: usize = 64;
-/// Longest sleep of an idle adaptive dataplane (a safety net; doorbells wake it at once).
-pub const IDLE_WAIT: Duration = Duration::from_millis(20);
+/// Longest sleep of an idle adaptive dataplane. Doorbells on mapped pages do not trap, so
+/// an idle dataplane polls at least this often; trapped doorbells and config writes wake it
+/// at once. Sleeps start at [`IDLE_WAIT_MIN`] and double while idle.
+pub const IDLE_WAIT: Duration = Duration::from_micros(200);
+pub const IDLE_WAIT_MIN: Duration = Duration::from_micros(10);
 /// Largest frame the switch carries (a 9216-byte MTU plus header and two tags).
 const MAX_FRAME: usize = 9216 + 14 + 8;
 
@@ -151,20 +154,27 @@ impl DataplaneControl {
 
 fn run(shared: &Shared, _config: DataplaneConfig) {
     let mut worker = Worker::new();
+    let mut idle = IDLE_WAIT_MIN;
     while !shared.stop.load(Ordering::Acquire) {
         let work = worker.pass(shared);
         shared.passes.fetch_add(1, Ordering::Relaxed);
         if work > 0 {
             shared.busy_passes.fetch_add(1, Ordering::Relaxed);
+            idle = IDLE_WAIT_MIN;
             continue;
         }
         let mut k = shared.kicked.lock().unwrap_or_else(|p| p.into_inner());
         if !*k {
             k = shared
                 .wake
-                .wait_timeout(k, IDLE_WAIT)
+                .wait_timeout(k, idle)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
+        }
+        if *k {
+            idle = IDLE_WAIT_MIN;
+        } else {
+            idle = (idle * 2).min(IDLE_WAIT);
         }
         *k = false;
     }
@@ -227,8 +237,16 @@ impl Worker {
         }
         let mut guard = port.lock();
         let st = &mut *guard;
-        let q = st.vf.txq[0];
-        if !q.enabled() || q.head == q.tail || !st.vf.bus_master() {
+        let q = st.vf.txq(0);
+        if !q.enabled() {
+            st.tx_was_enabled = false;
+            return 0;
+        }
+        if !st.tx_was_enabled {
+            st.txq.reset();
+            st.tx_was_enabled = true;
+        }
+        if q.head == q.tail || !st.vf.bus_master() {
             return 0;
         }
         let mut ring = RingRegs {
@@ -251,7 +269,7 @@ impl Worker {
                 }),
             );
         });
-        st.vf.txq[0].head = ring.head;
+        st.vf.set_tx_head(0, ring.head);
         let Some(outcome) = outcome else { return 0 };
         let c = &port.counters;
         bump(&c.tx_packets, outcome.stats.packets);
@@ -315,7 +333,7 @@ fn deliver(port: &VfPort, frame: &[u8], vlan: Option<u16>) {
     let c = &port.counters;
     let mut guard = port.lock();
     let st = &mut *guard;
-    let q = st.vf.rxq[0];
+    let q = st.vf.rxq(0);
     if !port.is_active() || !q.enabled() || !st.vf.bus_master() {
         bump(&c.rx_drops, 1);
         bump(&c.rx_no_buffers, 1);
@@ -337,7 +355,7 @@ fn deliver(port: &VfPort, frame: &[u8], vlan: Option<u16>) {
     port.mem.with_memory(&mut |mem| {
         result = rx_write(&mut ring, layout, &mem, frame, meta);
     });
-    st.vf.rxq[0].head = ring.head;
+    st.vf.set_rx_head(0, ring.head);
     match result {
         Ok(_) => {
             bump(&c.rx_packets, 1);

@@ -25,6 +25,8 @@ pub trait IrqSink: Send + Sync {
 pub struct VfState {
     pub vf: IgbVf,
     pub txq: TxQueue,
+    /// TXDCTL.EN as last seen: a re-enabled queue starts with fresh context slots.
+    pub tx_was_enabled: bool,
 }
 
 /// A VF attached to the dataplane. The switch port number is its index in the dataplane's
@@ -54,6 +56,7 @@ impl VfPort {
             state: Mutex::new(VfState {
                 vf,
                 txq: TxQueue::new(),
+                tx_was_enabled: false,
             }),
             mem,
             irqs,
