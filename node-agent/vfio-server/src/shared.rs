@@ -28,6 +28,17 @@ impl SharedPages {
         })
     }
 
+    /// Maps `size` bytes of someone else's region fd at `offset` (a client mapping a
+    /// sparse-mmap area it received with GET_REGION_INFO).
+    pub fn map_fd(fd: OwnedFd, offset: u64, size: u64) -> io::Result<SharedPages> {
+        let len = usize::try_from(size).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        let map = Mmap::map_shared(fd.as_fd(), offset, len, true, true)?;
+        Ok(SharedPages {
+            fd: Arc::new(fd),
+            map,
+        })
+    }
+
     /// The fd to hand to the client with GET_REGION_INFO (file offset 0 = region offset 0).
     pub fn fd(&self) -> Arc<OwnedFd> {
         self.fd.clone()
