@@ -39,11 +39,11 @@ fn steady_vf_to_vf_transfer_makes_no_traps() {
     // Warm up: the first frames prove the path works before counting.
     let mut received = 0u64;
     let mut sent = 0u64;
-    let mut pump = |a: &mut emu_vf_driver::client::AttachedVf,
-                    b: &mut emu_vf_driver::client::AttachedVf,
-                    target: u64,
-                    sent: &mut u64,
-                    received: &mut u64| {
+    let pump = |a: &mut emu_vf_driver::client::AttachedVf,
+                b: &mut emu_vf_driver::client::AttachedVf,
+                target: u64,
+                sent: &mut u64,
+                received: &mut u64| {
         let deadline = Instant::now() + Duration::from_secs(30);
         while *received < target {
             assert!(
