@@ -208,6 +208,9 @@ fn throughput(plan: &BenchPlan, n: usize, size: usize) -> Result<Row, BenchError
             .fill_tx_buffers(&a.mem.lock(), &frame_to(dst, src, size))
             .map_err(|e| BenchError::Memory(e.to_string()))?;
     }
+    for v in &mut rig.vfs {
+        v.driver.set_rs_interval(32);
+    }
     // Warm-up, then measured runs.
     pump(&mut rig, size, Duration::from_millis(100))?;
     let mut runs = Vec::new();

@@ -53,7 +53,8 @@ impl SharedWords {
         }
     }
 
-    fn words(&self) -> &[AtomicU32] {
+    /// The window as atomics, for callers that read several words at once.
+    pub fn words(&self) -> &[AtomicU32] {
         self.backing
             .words()
             .get(self.start..self.start + self.len)

@@ -82,6 +82,10 @@ pub struct IgbvfDriver<B: Bar0> {
     tx_pending: u32,
     rx_next: u32,
     rx_refill: u32,
+    /// RS (report status) on every n-th descriptor only; reclaim checks those.
+    rs_every: u32,
+    /// Re-posted RX descriptors, written in one go per poll.
+    repost: Vec<u8>,
     timeout: Duration,
 }
 
@@ -105,8 +109,19 @@ impl<B: Bar0> IgbvfDriver<B> {
             tx_pending: 0,
             rx_next: 0,
             rx_refill: 0,
+            rs_every: 1,
+            repost: Vec::with_capacity(n as usize * 16),
             timeout: Duration::from_secs(2),
         })
+    }
+
+    /// Ask for completion status on every `n`-th descriptor only (a power of two dividing
+    /// the ring size), as DPDK's `tx_rs_thresh` does; reclaim then frees `n` at a time.
+    /// The default 1 reports every packet, as Linux igbvf does.
+    pub fn set_rs_interval(&mut self, n: u32) {
+        if n.is_power_of_two() && n <= self.layout.ring_size / 2 {
+            self.rs_every = n;
+        }
     }
 
     pub fn mac(&self) -> [u8; 6] {
@@ -290,22 +305,26 @@ impl<B: Bar0> IgbvfDriver<B> {
         }
     }
 
-    /// Reclaims sent descriptors (DD set); returns how many.
+    /// Reclaims sent descriptors (DD set on their block's RS descriptor); returns how many.
     pub fn reclaim(&mut self, mem: &impl GuestMemory) -> Result<u32, DriverError> {
+        let mask = self.layout.ring_size - 1;
         let mut n = 0;
         while self.tx_clean != self.tx_tail {
-            let at = self.layout.tx_ring() + u64::from(self.tx_clean) * 16;
+            let last = self.tx_clean | (self.rs_every - 1);
+            let queued = self.tx_tail.wrapping_sub(self.tx_clean) & mask;
+            if (last - self.tx_clean) >= queued {
+                break; // the block's RS descriptor is not queued yet
+            }
+            let at = self.layout.tx_ring() + u64::from(last) * 16;
             if mem.read_u32(at + 12)? & tx::STAT_DD == 0 {
                 break;
             }
-            self.tx_clean = (self.tx_clean + 1) & (self.layout.ring_size - 1);
-            n += 1;
+            n += last - self.tx_clean + 1;
+            self.tx_clean = (last + 1) & mask;
         }
         Ok(n)
     }
 
-    /// Hands every received frame to `f`, re-posts the buffers with one RDT write; returns
-    /// the number of frames.
     /// `buf` receives each frame (up to its length) before `f` sees it; pass an empty `buf`
     /// to only count frames.
     pub fn poll_rx(
@@ -314,6 +333,8 @@ impl<B: Bar0> IgbvfDriver<B> {
         buf: &mut [u8],
         f: &mut dyn FnMut(&[u8]),
     ) -> Result<u32, DriverError> {
+        let mask = self.layout.ring_size - 1;
+        let first = self.rx_next;
         let mut n = 0;
         loop {
             let i = self.rx_next;
@@ -329,15 +350,23 @@ impl<B: Bar0> IgbvfDriver<B> {
                 mem.read(self.layout.rx_buf(i), &mut buf[..len])?;
             }
             f(&buf[..len]);
-            self.post_rx(mem, i)?;
-            self.rx_next = (i + 1) & (self.layout.ring_size - 1);
-            self.rx_refill = i;
+            self.rx_next = (i + 1) & mask;
             n += 1;
-            if n >= self.layout.ring_size {
+            if n >= self.layout.ring_size - 1 || self.rx_next == 0 {
                 break;
             }
         }
         if n > 0 {
+            // Re-post the consumed descriptors in one write (they are contiguous: the loop
+            // stops at the ring's end).
+            self.repost.clear();
+            for i in first..first + n {
+                self.repost
+                    .extend_from_slice(&self.layout.rx_buf(i).to_le_bytes());
+                self.repost.extend_from_slice(&[0; 8]);
+            }
+            mem.write(self.layout.rx_ring() + u64::from(first) * 16, &self.repost)?;
+            self.rx_refill = (first + n - 1) & mask;
             self.qwrite(r::RDT0, self.rx_refill);
         }
         Ok(n)

@@ -186,9 +186,12 @@ impl IgbVf {
     }
 
     fn queue_regs(&self, base: u32, q: usize, ctl: u32) -> QueueRegs {
+        let words = self.queues.words();
+        let first = Self::qword(base + r::QUEUE_STRIDE * q as u32);
         let at = |reg: u32| {
-            let off = base + r::QUEUE_STRIDE * q as u32 + reg;
-            self.queues.load(Self::qword(off))
+            words
+                .get(first + (reg / 4) as usize)
+                .map_or(0, |w| w.load(std::sync::atomic::Ordering::Acquire))
         };
         // Masks are applied on read: a mapped page holds whatever the guest stored.
         QueueRegs {
@@ -200,6 +203,25 @@ impl IgbVf {
             ctl: at(ctl),
             dctl: at(Q_DCTL),
         }
+    }
+
+    /// TX queue `q`'s doorbell state: (TXDCTL.EN, TDH, TDT) — three loads, for the poll loop.
+    pub fn tx_doorbell(&self, q: usize) -> (bool, u32, u32) {
+        if q >= r::QUEUES {
+            return (false, 0, 0);
+        }
+        let words = self.queues.words();
+        let first = Self::qword(r::TDBAL0 + r::QUEUE_STRIDE * q as u32);
+        let at = |reg: u32| {
+            words
+                .get(first + (reg / 4) as usize)
+                .map_or(0, |w| w.load(std::sync::atomic::Ordering::Acquire))
+        };
+        (
+            at(Q_DCTL) & r::XDCTL_ENABLE != 0,
+            at(Q_HEAD) & 0xFFFF,
+            at(Q_TAIL) & 0xFFFF,
+        )
     }
 
     /// RX queue `q`'s registers (q < 2; others read as zero).
