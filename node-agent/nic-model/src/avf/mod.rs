@@ -8,3 +8,6 @@
 //! - `rings`: TX/RX descriptor processing; `rss`: Toeplitz hashing.
 
 pub mod state;
+pub mod rings;
+pub mod rss;
+pub mod vf;

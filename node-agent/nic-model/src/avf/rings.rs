@@ -1,0 +1,1 @@
+//! AVF TX/RX descriptor rings.
