@@ -256,7 +256,8 @@ mod tests {
 
     /// (src ip, src port, dst ip, dst port, IPv4-only hash, TCP hash) from the Microsoft
     /// "Verifying the RSS Hash Calculation" table.
-    const V4: [([u8; 4], u16, [u8; 4], u16, u32, u32); 5] = [
+    type Vector = ([u8; 4], u16, [u8; 4], u16, u32, u32);
+    const V4: [Vector; 5] = [
         (
             [66, 9, 149, 187],
             2794,

@@ -432,7 +432,7 @@ impl AvfVf {
 
 /// The BAR0 offset as u32 when it is a 4-byte-aligned offset inside BAR0.
 fn reg_offset(offset: u64) -> Option<u32> {
-    (offset < r::BAR0_SIZE && offset % 4 == 0).then_some(offset as u32)
+    (offset < r::BAR0_SIZE && offset.is_multiple_of(4)).then_some(offset as u32)
 }
 
 /// Index `i` when `off == base + 4i` and `i < count`.
