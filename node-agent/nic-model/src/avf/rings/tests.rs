@@ -339,7 +339,7 @@ fn tx_fuzz_never_panics_or_writes_outside_the_ring() {
     let mut rng = XorShift(0x0123_4567_89ab_cdef);
     let mut s = TxScratch::new();
     let mut txq_state = AvfTxQueue::new();
-    for _ in 0..300 {
+    for _ in 0..150 {
         let m = canary_mem();
         for i in 0..RING_LEN {
             let r = rng.next();
@@ -573,7 +573,7 @@ fn rx_limits_and_hostile_configs() {
 fn rx_fuzz_never_panics_or_writes_outside_ring_and_buffers() {
     let mut rng = XorShift(0xfeed_face_dead_beef);
     let frame: Vec<u8> = (0..9100).map(|i| i as u8).collect();
-    for _ in 0..300 {
+    for _ in 0..150 {
         let m = canary_mem();
         for i in 0..RING_LEN {
             let r = rng.next();
