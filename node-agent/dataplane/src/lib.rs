@@ -14,4 +14,4 @@ mod sys;
 
 pub use counters::{CounterSnapshot, VfCounters};
 pub use engine::{Dataplane, DataplaneConfig, Mode};
-pub use port::{DmaMemory, IrqSink, VfPort, VfState};
+pub use port::{AvfState, DmaMemory, IgbState, IrqSink, VfPort, VfState};
