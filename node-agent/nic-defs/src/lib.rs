@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 #![no_std]
 
+pub mod avf_virtchnl;
 pub mod igb_desc;
 pub mod igbvf;
 pub mod pci;

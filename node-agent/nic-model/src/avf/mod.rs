@@ -7,4 +7,6 @@
 //! - `pf`: the PF side of virtchnl (what a real PF driver answers).
 //! - `rings`: TX/RX descriptor processing; `rss`: Toeplitz hashing.
 
+pub mod adminq;
+pub mod pf;
 pub mod state;
