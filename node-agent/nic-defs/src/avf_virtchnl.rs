@@ -308,6 +308,7 @@ pub const RING_BASE_ALIGN: u64 = 128;
 /// queue-context QLEN rounded down to the multiple.
 pub const RING_LEN_MIN: u32 = 64;
 pub const RING_LEN_MAX: u32 = 8160;
+/// A power of two (checked with a mask).
 pub const RING_LEN_MULTIPLE: u32 = 32;
 /// ITR indexes 0–2, and 3 = no ITR.
 pub const ITR_IDX_MAX: u16 = 3;

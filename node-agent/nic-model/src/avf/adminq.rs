@@ -84,6 +84,10 @@ impl AqScratch {
     }
 }
 
+/// Answers one request: `(v_opcode, msg, reply) -> Some(virtchnl status)` to post `reply` on
+/// the ARQ, `None` for no reply.
+pub type AqHandler<'a> = dyn FnMut(u32, &[u8], &mut Vec<u8>) -> Option<i32> + 'a;
+
 /// A 32-byte AdminQ descriptor, decoded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct AqDesc {
@@ -214,7 +218,7 @@ pub fn process_atq(
     aq: &mut AqRegs,
     mem: &impl GuestMemory,
     scratch: &mut AqScratch,
-    handler: &mut dyn FnMut(u32, &[u8], &mut Vec<u8>) -> Option<i32>,
+    handler: &mut AqHandler<'_>,
 ) -> AqOutcome {
     let mut out = AqOutcome::default();
     let r = match ring(aq.atq_bal, aq.atq_bah, aq.atq_len, aq.atq_head, aq.atq_tail) {
@@ -249,12 +253,10 @@ pub fn process_atq(
             Ok(()) => {
                 reply.clear();
                 match handler(d.cookie_high, req, reply) {
-                    Some(status) => {
-                        match post_arq(aq, mem, d.cookie_high, status, reply) {
-                            Ok(()) => out.posted += 1,
-                            Err(_) => out.errors += 1,
-                        }
-                    }
+                    Some(status) => match post_arq(aq, mem, d.cookie_high, status, reply) {
+                        Ok(()) => out.posted += 1,
+                        Err(_) => out.errors += 1,
+                    },
                     None => out.no_reply += 1,
                 }
                 AQ_RC_OK
@@ -415,7 +417,12 @@ mod tests {
     #[test]
     fn consumes_advances_head_completes_and_replies() {
         let (mut aq, mem) = setup();
-        let i0 = send(&mem, &mut aq, VIRTCHNL_OP_VERSION, &[1, 0, 0, 0, 1, 0, 0, 0]);
+        let i0 = send(
+            &mem,
+            &mut aq,
+            VIRTCHNL_OP_VERSION,
+            &[1, 0, 0, 0, 1, 0, 0, 0],
+        );
         let i1 = send(&mem, &mut aq, VIRTCHNL_OP_GET_STATS, &[7; 12]);
         let mut seen = Vec::new();
         let mut h = |op: u32, msg: &[u8], reply: &mut Vec<u8>| {
@@ -484,7 +491,7 @@ mod tests {
 
     #[test]
     fn disabled_or_zero_length_atq_does_nothing() {
-        for len in [N, 0 | AQ_LEN_ENABLE] {
+        for len in [N, AQ_LEN_ENABLE] {
             let (mut aq, mem) = setup();
             send(&mem, &mut aq, 1, &[1]);
             aq.atq_len = len;

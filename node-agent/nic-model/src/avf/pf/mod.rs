@@ -198,7 +198,11 @@ pub enum VcError {
     #[error("opcode {0} is not implemented or not granted")]
     NotSupported(u32),
     #[error("opcode {op}: {len}-byte message, {expected} bytes expected")]
-    BadLength { op: u32, len: usize, expected: usize },
+    BadLength {
+        op: u32,
+        len: usize,
+        expected: usize,
+    },
     #[error("opcode {0}: empty element list")]
     EmptyList(u32),
     #[error("request before GET_VF_RESOURCES")]
@@ -356,7 +360,7 @@ fn queues_in_range(map: u32, pairs: u16) -> bool {
 }
 
 fn ring_len_ok(len: u32) -> bool {
-    len == 0 || ((RING_LEN_MIN..=RING_LEN_MAX).contains(&len) && len % RING_LEN_MULTIPLE == 0)
+    len == 0 || ((RING_LEN_MIN..=RING_LEN_MAX).contains(&len) && len & (RING_LEN_MULTIPLE - 1) == 0)
 }
 
 impl AvfPf {

@@ -69,7 +69,11 @@ impl Fx {
     fn configured(a: AvfVfAdmin) -> Self {
         let mut f = Fx::up(a);
         let qs: Vec<Qp> = (0..4).map(Qp::new).collect();
-        assert_eq!(f.call(VIRTCHNL_OP_CONFIG_VSI_QUEUES, &vsi_queues(VSI, &qs)).status, 0);
+        assert_eq!(
+            f.call(VIRTCHNL_OP_CONFIG_VSI_QUEUES, &vsi_queues(VSI, &qs))
+                .status,
+            0
+        );
         f
     }
 
@@ -387,8 +391,10 @@ fn iavf_handshake_in_order() {
     let h = f.call(VIRTCHNL_OP_RESET_VF, &[]);
     assert!(!h.reply && h.reset_vf && h.status == 0);
     assert!(f.reply.is_empty());
-    let mut fresh = VsiState::default();
-    fresh.num_pairs = 4;
+    let fresh = VsiState {
+        num_pairs: 4,
+        ..VsiState::default()
+    };
     assert_eq!(f.vsi, fresh);
     assert_eq!(f.pf, AvfPf::new(&[admin(false), admin(false)]));
     let pfl = f.pf.pool_filter(0, &f.vsi).unwrap();
@@ -442,7 +448,11 @@ fn version_negotiation() {
 #[test]
 fn hostile_version_and_resources() {
     let mut f = Fx::new(admin(false));
-    f.hostile(VIRTCHNL_OP_VERSION, &[1, 0, 0, 0], VIRTCHNL_STATUS_ERR_PARAM);
+    f.hostile(
+        VIRTCHNL_OP_VERSION,
+        &[1, 0, 0, 0],
+        VIRTCHNL_STATUS_ERR_PARAM,
+    );
     f.hostile(VIRTCHNL_OP_VERSION, &[0; 12], VIRTCHNL_STATUS_ERR_PARAM);
     f.call(VIRTCHNL_OP_VERSION, &version(1, 1));
     for msg in [&[][..], &[1, 0][..], &[0; 8][..]] {
@@ -557,10 +567,16 @@ fn hostile_config_vsi_queues() {
     f.hostile(op, &m, P);
     // An enabled queue cannot be reconfigured.
     assert_eq!(f.call(op, &vsi_queues(VSI, &good)).status, 0);
-    assert_eq!(f.call(VIRTCHNL_OP_ENABLE_QUEUES, &qsel(VSI, 2, 0)).status, 0);
+    assert_eq!(
+        f.call(VIRTCHNL_OP_ENABLE_QUEUES, &qsel(VSI, 2, 0)).status,
+        0
+    );
     f.hostile(op, &vsi_queues(VSI, &good), P);
     // ring_len 0 leaves a queue unconfigured; the buffer is then not checked.
-    assert_eq!(f.call(VIRTCHNL_OP_DISABLE_QUEUES, &qsel(VSI, 2, 0)).status, 0);
+    assert_eq!(
+        f.call(VIRTCHNL_OP_DISABLE_QUEUES, &qsel(VSI, 2, 0)).status,
+        0
+    );
     let mut q = Qp::new(1);
     q.rx_len = 0;
     q.buf = 0;
@@ -616,7 +632,10 @@ fn hostile_enable_disable_queues() {
     let mut f = Fx::up(admin(false));
     f.hostile(VIRTCHNL_OP_ENABLE_QUEUES, &qsel(VSI, 1, 1), P);
     // Disabling one is harmless.
-    assert_eq!(f.call(VIRTCHNL_OP_DISABLE_QUEUES, &qsel(VSI, 1, 1)).status, 0);
+    assert_eq!(
+        f.call(VIRTCHNL_OP_DISABLE_QUEUES, &qsel(VSI, 1, 1)).status,
+        0
+    );
 }
 
 #[test]
@@ -671,7 +690,8 @@ fn mac_filters_trusted_change_and_reset() {
     assert_eq!(h.status, 0);
     let extra: Vec<_> = (2..6).map(|i| (uc(i), 2)).collect();
     assert_eq!(
-        f.call(VIRTCHNL_OP_ADD_ETH_ADDR, &eth_list(VSI, &extra)).status,
+        f.call(VIRTCHNL_OP_ADD_ETH_ADDR, &eth_list(VSI, &extra))
+            .status,
         0
     );
     assert_eq!(f.pf.pool_filter(0, &f.vsi).unwrap().macs[0], uc(1));
@@ -727,7 +747,8 @@ fn vlan_filters_and_stripping() {
         VIRTCHNL_STATUS_ERR_NO_MEMORY,
     );
     assert_eq!(
-        f.call(VIRTCHNL_OP_DEL_VLAN, &vlan_list(VSI, &[0, 1, 999])).status,
+        f.call(VIRTCHNL_OP_DEL_VLAN, &vlan_list(VSI, &[0, 1, 999]))
+            .status,
         0
     );
     let pfl = f.pf.pool_filter(0, &f.vsi).unwrap();
@@ -865,7 +886,10 @@ fn link_change_event_formats() {
     assert_eq!(link_change_event(true, 50, false)[4], 0);
     // Before GET_VF_RESOURCES the legacy format is used.
     let pf = AvfPf::new(&[admin(false)]);
-    assert_eq!(pf.link_event(0, true, 10_000), Some(link_change_event(true, 10_000, false)));
+    assert_eq!(
+        pf.link_event(0, true, 10_000),
+        Some(link_change_event(true, 10_000, false))
+    );
     assert_eq!(pf.link_event(1, true, 10_000), None);
 }
 
@@ -907,7 +931,9 @@ fn random_messages_never_panic() {
         x ^= x << 17;
         x
     };
-    let ops = [1u32, 3, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 18, 23, 24, 25, 26, 27, 28];
+    let ops = [
+        1u32, 3, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 18, 23, 24, 25, 26, 27, 28,
+    ];
     for _ in 0..5000 {
         let op = ops[(rnd() % ops.len() as u64) as usize];
         let len = (rnd() % 200) as usize;
@@ -953,14 +979,22 @@ fn adminq_and_pf_together() {
     }
     let reqs = [
         (VIRTCHNL_OP_VERSION, version(1, 1)),
-        (VIRTCHNL_OP_GET_VF_RESOURCES, IAVF_CAPS.to_le_bytes().to_vec()),
+        (
+            VIRTCHNL_OP_GET_VF_RESOURCES,
+            IAVF_CAPS.to_le_bytes().to_vec(),
+        ),
         (VIRTCHNL_OP_RESET_VF, vec![]),
     ];
     for (i, (op, msg)) in reqs.iter().enumerate() {
         let buf = base + 0x8000 + i as u64 * 0x1000;
         mem.write(buf, msg).unwrap();
         let d = AqDesc {
-            flags: AQ_FLAG_SI | if msg.is_empty() { 0 } else { AQ_FLAG_BUF | AQ_FLAG_RD },
+            flags: AQ_FLAG_SI
+                | if msg.is_empty() {
+                    0
+                } else {
+                    AQ_FLAG_BUF | AQ_FLAG_RD
+                },
             opcode: AQ_OPC_SEND_MSG_TO_PF,
             datalen: msg.len() as u16,
             cookie_high: *op,
@@ -974,12 +1008,20 @@ fn adminq_and_pf_together() {
     let mut vsi = VsiState::default();
     let stats = VfStats::default();
     let mut resets = 0;
-    let out = process_atq(&mut aq, &mem, &mut AqScratch::new(), &mut |op, msg, reply| {
-        let h = pf.handle(0, &mut vsi, op, msg, &stats, reply);
-        resets += usize::from(h.reset_vf);
-        h.reply.then_some(h.status)
-    });
-    assert_eq!((out.processed, out.posted, out.no_reply, out.errors), (3, 2, 1, 0));
+    let out = process_atq(
+        &mut aq,
+        &mem,
+        &mut AqScratch::new(),
+        &mut |op, msg, reply| {
+            let h = pf.handle(0, &mut vsi, op, msg, &stats, reply);
+            resets += usize::from(h.reset_vf);
+            h.reply.then_some(h.status)
+        },
+    );
+    assert_eq!(
+        (out.processed, out.posted, out.no_reply, out.errors),
+        (3, 2, 1, 0)
+    );
     assert_eq!(resets, 1);
     assert_eq!(aq.atq_head, 3);
     assert_eq!(aq.arq_head, 2);

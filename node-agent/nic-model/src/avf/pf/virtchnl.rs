@@ -55,11 +55,9 @@ pub(super) fn expected_len(op: u32, msg: &[u8], v11: bool) -> Option<(usize, boo
         VIRTCHNL_OP_ENABLE_QUEUES | VIRTCHNL_OP_DISABLE_QUEUES | VIRTCHNL_OP_GET_STATS => {
             (VIRTCHNL_QUEUE_SELECT_LEN, false)
         }
-        VIRTCHNL_OP_ADD_ETH_ADDR | VIRTCHNL_OP_DEL_ETH_ADDR => list(
-            VIRTCHNL_ETHER_ADDR_LIST_LEN,
-            2,
-            VIRTCHNL_ETHER_ADDR_LEN,
-        ),
+        VIRTCHNL_OP_ADD_ETH_ADDR | VIRTCHNL_OP_DEL_ETH_ADDR => {
+            list(VIRTCHNL_ETHER_ADDR_LIST_LEN, 2, VIRTCHNL_ETHER_ADDR_LEN)
+        }
         VIRTCHNL_OP_ADD_VLAN | VIRTCHNL_OP_DEL_VLAN => list(VIRTCHNL_VLAN_FILTER_LIST_LEN, 2, 2),
         VIRTCHNL_OP_CONFIG_PROMISCUOUS_MODE => (VIRTCHNL_PROMISC_INFO_LEN, false),
         VIRTCHNL_OP_CONFIG_RSS_KEY => bytes(VIRTCHNL_RSS_KEY_LEN),
@@ -95,7 +93,8 @@ pub(super) struct RxqInfo {
 
 /// Decodes queue pair `i` of a length-checked CONFIG_VSI_QUEUES message.
 pub(super) fn queue_pair(msg: &[u8], i: usize) -> Option<(TxqInfo, RxqInfo)> {
-    let off = VIRTCHNL_VSI_QUEUE_CONFIG_HDR_LEN.checked_add(i.checked_mul(VIRTCHNL_QUEUE_PAIR_INFO_LEN)?)?;
+    let off = VIRTCHNL_VSI_QUEUE_CONFIG_HDR_LEN
+        .checked_add(i.checked_mul(VIRTCHNL_QUEUE_PAIR_INFO_LEN)?)?;
     let tx = msg.get(off..off + VIRTCHNL_TXQ_INFO_LEN)?;
     let rx = msg.get(off + VIRTCHNL_TXQ_INFO_LEN..off + VIRTCHNL_QUEUE_PAIR_INFO_LEN)?;
     Some((
