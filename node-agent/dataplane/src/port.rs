@@ -6,9 +6,9 @@ use emu_nic_model::avf::rings::AvfTxQueue;
 use emu_nic_model::avf::state::MAX_QUEUE_PAIRS;
 use emu_nic_model::avf::vf::AvfVf;
 use emu_nic_model::igbvf::rings::TxQueue;
-use emu_nic_model::shared::SharedWords;
 use emu_nic_model::igbvf::vf::{HwCounters, IgbVf};
 use emu_nic_model::mem::GuestMemory;
+use emu_nic_model::shared::SharedWords;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -145,7 +145,12 @@ impl VfPort {
         )
     }
 
-    fn with_state(id: String, state: VfState, mem: Box<dyn DmaMemory>, irqs: Box<dyn IrqSink>) -> Self {
+    fn with_state(
+        id: String,
+        state: VfState,
+        mem: Box<dyn DmaMemory>,
+        irqs: Box<dyn IrqSink>,
+    ) -> Self {
         VfPort {
             id,
             state: Mutex::new(state),

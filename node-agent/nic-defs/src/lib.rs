@@ -5,6 +5,7 @@
 #![no_std]
 
 pub mod avf;
+pub mod avf_virtchnl;
 pub mod igb_desc;
 pub mod igbvf;
 pub mod pci;
