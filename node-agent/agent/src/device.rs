@@ -4,7 +4,7 @@
 //! dataplane on doorbells.
 
 use emu_dataplane::engine::DataplaneControl;
-use emu_dataplane::{DmaMemory, IrqSink, VfPort};
+use emu_dataplane::{DmaMemory, IgbState, IrqSink, VfPort};
 use emu_nic_defs::igbvf as r;
 use emu_nic_model::igb_pf::IgbPf;
 use emu_nic_model::igbvf::vf::{Effects, QUEUE_PAGES_OFFSET, QUEUE_PAGES_SIZE};
@@ -68,9 +68,11 @@ impl IgbVfDevice {
     /// with the PF up (RSTD), pool filters closed (the VF gets its MAC back at its next
     /// VF_RESET), counters zeroed. The caller disconnects the client first.
     pub fn scrub(&self) {
-        let mut st = self.port.lock();
-        st.vf.device_reset();
-        st.txq.reset();
+        let mut g = self.port.lock();
+        if let Some(st) = g.igb() {
+            st.vf.device_reset();
+            st.txq.reset();
+        }
         let mut pf = self.pf.lock();
         pf.vf_reset(self.vf_index);
         self.republish(&pf);
@@ -81,9 +83,9 @@ impl IgbVfDevice {
     /// Posts PF_CONTROL_MSG|CTS if the VF completed its reset handshake (the periodic ping
     /// of devices.md §2.5); it waits in the model while the VF holds the mailbox.
     pub fn cts_ping(&self) {
-        let mut st = self.port.lock();
+        let mut g = self.port.lock();
         let cts = self.pf.lock().pool(self.vf_index).is_some_and(|p| p.cts);
-        if cts {
+        if let (true, Some(st)) = (cts, g.igb()) {
             let fx = st.vf.pf_post(r::MSG_PF_CONTROL | r::MSG_CTS);
             self.port.fire_now(fx.fire);
         }
@@ -105,7 +107,7 @@ impl IgbVfDevice {
     }
 
     /// Carries out what a BAR0 write asked for. Called with the VF state locked (`vf`).
-    fn apply(&self, vf: &mut emu_dataplane::VfState, fx: Effects) {
+    fn apply(&self, vf: &mut IgbState, fx: Effects) {
         let mut fire = fx.fire;
         if fx.vf_reset {
             vf.txq.reset();
@@ -204,13 +206,19 @@ impl VfioDevice for IgbVfDevice {
                     data.len(),
                     emu_nic_defs::pci::CONFIG_SIZE as u64,
                 )?;
-                self.port.lock().vf.config_read(offset, data);
+                if let Some(st) = self.port.lock().igb() {
+                    st.vf.config_read(offset, data);
+                }
                 Ok(())
             }
             region::BAR0 => {
                 check_bar0(offset, data.len())?;
                 let counters = self.port.hw_counters();
-                let mut st = self.port.lock();
+                let mut g = self.port.lock();
+                let Some(st) = g.igb() else {
+                    data.fill(0xFF);
+                    return Ok(());
+                };
                 for (i, chunk) in data.chunks_exact_mut(4).enumerate() {
                     let v = st.vf.bar0_read(offset + 4 * i as u64, &counters);
                     chunk.copy_from_slice(&v.to_le_bytes());
@@ -241,18 +249,23 @@ impl VfioDevice for IgbVfDevice {
                     data.len(),
                     emu_nic_defs::pci::CONFIG_SIZE as u64,
                 )?;
-                self.port.lock().vf.config_write(offset, data);
+                if let Some(st) = self.port.lock().igb() {
+                    st.vf.config_write(offset, data);
+                }
                 // Bus mastering may just have been enabled.
                 self.dataplane.kick();
                 Ok(())
             }
             region::BAR0 => {
                 check_bar0(offset, data.len())?;
-                let mut guard = self.port.lock();
+                let mut g = self.port.lock();
+                let Some(st) = g.igb() else {
+                    return Ok(());
+                };
                 for (i, chunk) in data.chunks_exact(4).enumerate() {
                     let v = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-                    let fx = guard.vf.bar0_write(offset + 4 * i as u64, v);
-                    self.apply(&mut guard, fx);
+                    let fx = st.vf.bar0_write(offset + 4 * i as u64, v);
+                    self.apply(st, fx);
                 }
                 Ok(())
             }
@@ -266,9 +279,11 @@ impl VfioDevice for IgbVfDevice {
     }
 
     fn reset(&self) {
-        let mut st = self.port.lock();
-        st.vf.device_reset();
-        st.txq.reset();
+        let mut g = self.port.lock();
+        if let Some(st) = g.igb() {
+            st.vf.device_reset();
+            st.txq.reset();
+        }
         let mut pf = self.pf.lock();
         pf.vf_reset(self.vf_index);
         self.republish(&pf);

@@ -10,7 +10,12 @@
 //! "pinned-core dataplane" work and is refused by the agent's config for now.
 
 use crate::counters::bump;
-use crate::port::VfPort;
+use crate::port::{AvfState, IgbState, VfPort, VfState};
+use emu_nic_model::avf::rings::{
+    rx_write as avf_rx_write, RxDrop as AvfRxDrop, RxMeta as AvfRxMeta, TxScratch as AvfTxScratch,
+};
+use emu_nic_model::avf::rss::rss_queue;
+use emu_nic_model::avf::state::MAX_QUEUE_PAIRS;
 use emu_nic_model::igbvf::rings::{rx_write, RingRegs, RxDrop, RxLayout, RxMeta, TxScratch};
 use emu_nic_model::igbvf::vf::IrqSource;
 use emu_nic_model::vmdq::{
@@ -251,6 +256,7 @@ struct Delivery {
 /// Per-thread reusable buffers: nothing is allocated per packet once they have grown.
 struct Worker {
     scratch: TxScratch,
+    avf_scratch: AvfTxScratch,
     /// Frames taken from one TX ring in this pass, back to back.
     frame_bytes: Vec<u8>,
     frame_ends: Vec<usize>,
@@ -271,6 +277,7 @@ impl Worker {
             me,
             threads: threads.max(1),
             scratch: TxScratch::new(),
+            avf_scratch: AvfTxScratch::new(),
             frame_bytes: Vec::with_capacity(TX_BUDGET * 2048),
             frame_ends: Vec::with_capacity(TX_BUDGET * 8),
             extra_bytes: Vec::with_capacity(TX_BUDGET * 2048),
@@ -312,7 +319,7 @@ impl Worker {
         work
     }
 
-    /// Processes the TX ring of `port` into `frame_bytes`/`frame_ends`.
+    /// Processes the TX ring(s) of `port` into `frame_bytes`/`frame_ends`.
     fn take_tx(&mut self, port: &VfPort) -> usize {
         self.frame_bytes.clear();
         self.frame_ends.clear();
@@ -320,7 +327,13 @@ impl Worker {
             return 0;
         }
         let mut guard = port.lock();
-        let st = &mut *guard;
+        match &mut *guard {
+            VfState::Igbvf(st) => self.take_tx_igb(port, st),
+            VfState::Avf(st) => self.take_tx_avf(port, st),
+        }
+    }
+
+    fn take_tx_igb(&mut self, port: &VfPort, st: &mut IgbState) -> usize {
         // Three loads decide whether there is anything to do.
         let (enabled, head, tail) = st.vf.tx_doorbell(0);
         if !enabled {
@@ -357,16 +370,54 @@ impl Worker {
         });
         st.vf.set_tx_head(0, ring.head);
         let Some(outcome) = outcome else { return 0 };
-        let c = &port.counters;
-        bump(&c.tx_packets, outcome.stats.packets);
-        bump(&c.tx_bytes, outcome.stats.bytes);
-        if outcome.stats.bad_descriptors > 0 {
-            bump(&c.tx_bad_descriptors, outcome.stats.bad_descriptors);
-        }
+        count_tx(
+            port,
+            outcome.stats.packets,
+            outcome.stats.bytes,
+            outcome.stats.bad_descriptors,
+        );
         if outcome.write_backs > 0 {
             let fx = st.vf.raise(IrqSource::Tx(0));
             port.defer_fire(fx.fire);
         }
+        self.frame_ends.len()
+    }
+
+    fn take_tx_avf(&mut self, port: &VfPort, st: &mut AvfState) -> usize {
+        if !st.vf.bus_master() {
+            return 0;
+        }
+        st.sync_tails();
+        let pairs = usize::from(st.vf.vsi.num_pairs).min(MAX_QUEUE_PAIRS);
+        let mut fire = 0;
+        for q in 0..pairs {
+            let cfg = &st.vf.vsi.tx[q];
+            if !cfg.enabled || cfg.head == cfg.tail {
+                continue;
+            }
+            let scratch = &mut self.avf_scratch;
+            let bytes = &mut self.frame_bytes;
+            let ends = &mut self.frame_ends;
+            let (txq, cfg) = (&mut st.txqs[q], &mut st.vf.vsi.tx[q]);
+            let mut outcome = None;
+            port.mem.with_memory(&mut |mem| {
+                outcome = Some(txq.process(cfg, &mem, scratch, TX_BUDGET, &mut |f: &[u8]| {
+                    bytes.extend_from_slice(f);
+                    ends.push(bytes.len());
+                }));
+            });
+            let Some(o) = outcome else { continue };
+            count_tx(
+                port,
+                o.stats.packets,
+                o.stats.bytes,
+                o.stats.bad_descriptors,
+            );
+            if o.write_backs > 0 {
+                fire |= st.vf.raise_tx(q).fire;
+            }
+        }
+        port.defer_fire(fire);
         self.frame_ends.len()
     }
 
@@ -493,7 +544,59 @@ impl Worker {
     }
 }
 
-/// Writes a burst of frames into `port`'s RX queue 0.
+fn count_tx(port: &VfPort, packets: u64, bytes: u64, bad: u64) {
+    let c = &port.counters;
+    bump(&c.tx_packets, packets);
+    bump(&c.tx_bytes, bytes);
+    if bad > 0 {
+        bump(&c.tx_bad_descriptors, bad);
+    }
+}
+
+/// Per-burst RX tallies, bumped into the counters once.
+#[derive(Default)]
+struct RxTally {
+    ok: u64,
+    bytes: u64,
+    bcast: u64,
+    mcast: u64,
+    no_buf: u64,
+    bad: u64,
+}
+
+impl RxTally {
+    fn delivered(&mut self, frame: &[u8]) {
+        self.ok += 1;
+        self.bytes += frame.len() as u64;
+        if frame.len() >= 6 && frame[0] & 1 != 0 {
+            if frame[..6] == BROADCAST {
+                self.bcast += 1;
+            } else {
+                self.mcast += 1;
+            }
+        }
+    }
+
+    fn commit(&self, c: &crate::counters::VfCounters) {
+        if self.ok > 0 {
+            bump(&c.rx_packets, self.ok);
+            bump(&c.rx_bytes, self.bytes);
+            if self.bcast > 0 {
+                bump(&c.rx_broadcast, self.bcast);
+            }
+            if self.mcast > 0 {
+                bump(&c.rx_multicast, self.mcast);
+            }
+        }
+        if self.no_buf + self.bad > 0 {
+            bump(&c.rx_drops, self.no_buf + self.bad);
+            bump(&c.rx_no_buffers, self.no_buf);
+            bump(&c.rx_bad_ring, self.bad);
+        }
+    }
+}
+
+/// Writes a burst of frames into `port`'s RX queue(s).
 fn deliver_batch<'a>(
     port: &VfPort,
     items: impl Iterator<Item = &'a Delivery> + Clone,
@@ -501,71 +604,89 @@ fn deliver_batch<'a>(
     extra: &[u8],
 ) {
     let c = &port.counters;
-    let bytes_of = |d: &Delivery| -> &[u8] {
+    let frame_of = |d: &Delivery| -> &[u8] {
         let arena = if d.extra { extra } else { frames };
         arena.get(d.start as usize..d.end as usize).unwrap_or(&[])
     };
     let mut guard = port.lock();
-    let st = &mut *guard;
-    let q = st.vf.rxq(0);
-    if !port.is_active() || !q.enabled() || !st.vf.bus_master() {
-        let n = items.count() as u64;
-        bump(&c.rx_drops, n);
-        bump(&c.rx_no_buffers, n);
+    let mut t = RxTally::default();
+    if !port.is_active() || !guard.bus_master() {
+        t.no_buf = items.count() as u64;
+        t.commit(c);
         return;
     }
-    let mut ring = RingRegs {
-        bal: q.bal,
-        bah: q.bah,
-        len: q.len,
-        head: q.head,
-        tail: q.tail,
-    };
-    let layout = RxLayout::from_srrctl(q.ctl);
-    let (mut ok, mut bytes, mut bcast, mut mcast, mut no_buf, mut bad) =
-        (0u64, 0u64, 0u64, 0u64, 0u64, 0u64);
-    port.mem.with_memory(&mut |mem| {
-        for d in items.clone() {
-            let frame = bytes_of(d);
-            let meta = RxMeta {
-                vlan: d.vlan,
-                rss_hash: None,
+    match &mut *guard {
+        VfState::Igbvf(st) => {
+            let q = st.vf.rxq(0);
+            if !q.enabled() {
+                t.no_buf = items.count() as u64;
+                t.commit(c);
+                return;
+            }
+            let mut ring = RingRegs {
+                bal: q.bal,
+                bah: q.bah,
+                len: q.len,
+                head: q.head,
+                tail: q.tail,
             };
-            match rx_write(&mut ring, layout, &mem, frame, meta) {
-                Ok(_) => {
-                    ok += 1;
-                    bytes += frame.len() as u64;
-                    if frame.len() >= 6 && frame[0] & 1 != 0 {
-                        if frame[..6] == BROADCAST {
-                            bcast += 1;
-                        } else {
-                            mcast += 1;
-                        }
+            let layout = RxLayout::from_srrctl(q.ctl);
+            port.mem.with_memory(&mut |mem| {
+                for d in items.clone() {
+                    let frame = frame_of(d);
+                    let meta = RxMeta {
+                        vlan: d.vlan,
+                        rss_hash: None,
+                    };
+                    match rx_write(&mut ring, layout, &mem, frame, meta) {
+                        Ok(_) => t.delivered(frame),
+                        Err(RxDrop::NoBuffers) => t.no_buf += 1,
+                        Err(_) => t.bad += 1,
                     }
                 }
-                Err(RxDrop::NoBuffers) => no_buf += 1,
-                Err(_) => bad += 1,
+            });
+            st.vf.set_rx_head(0, ring.head);
+            if t.ok > 0 {
+                let fx = st.vf.raise(IrqSource::Rx(0));
+                port.defer_fire(fx.fire);
             }
         }
-    });
-    st.vf.set_rx_head(0, ring.head);
-    if ok > 0 {
-        bump(&c.rx_packets, ok);
-        bump(&c.rx_bytes, bytes);
-        if bcast > 0 {
-            bump(&c.rx_broadcast, bcast);
+        VfState::Avf(st) => {
+            st.sync_tails();
+            let pairs = usize::from(st.vf.vsi.num_pairs).clamp(1, MAX_QUEUE_PAIRS);
+            let mut raised = 0u32;
+            let vsi = &mut st.vf.vsi;
+            port.mem.with_memory(&mut |mem| {
+                for d in items.clone() {
+                    let frame = frame_of(d);
+                    // RSS picks the queue (devices.md §3: Toeplitz over the enabled fields).
+                    let (q, hash, ptype) = rss_queue(&vsi.rss, pairs, frame);
+                    let q = q.min(MAX_QUEUE_PAIRS - 1);
+                    let meta = AvfRxMeta {
+                        vlan: d.vlan,
+                        rss_hash: hash,
+                        ptype,
+                    };
+                    match avf_rx_write(&mut vsi.rx[q], &mem, frame, meta) {
+                        Ok(_) => {
+                            t.delivered(frame);
+                            raised |= 1 << q;
+                        }
+                        Err(AvfRxDrop::NoBuffers) | Err(AvfRxDrop::Disabled) => t.no_buf += 1,
+                        Err(_) => t.bad += 1,
+                    }
+                }
+            });
+            let mut fire = 0;
+            while raised != 0 {
+                let q = raised.trailing_zeros() as usize;
+                raised &= raised - 1;
+                fire |= st.vf.raise_rx(q).fire;
+            }
+            port.defer_fire(fire);
         }
-        if mcast > 0 {
-            bump(&c.rx_multicast, mcast);
-        }
-        let fx = st.vf.raise(IrqSource::Rx(0));
-        port.defer_fire(fx.fire);
     }
-    if no_buf + bad > 0 {
-        bump(&c.rx_drops, no_buf + bad);
-        bump(&c.rx_no_buffers, no_buf);
-        bump(&c.rx_bad_ring, bad);
-    }
+    t.commit(c);
 }
 
 /// Nanoseconds one idle VF (attached, TX enabled, nothing queued) adds to a poll pass,
