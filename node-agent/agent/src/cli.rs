@@ -325,9 +325,9 @@ mod tests {
             ("igb:x", &["1..=7", "`x`"]),
             (
                 "foo:1",
-                &["unknown NIC model `foo`", "supported models are igb"],
+                &["unknown NIC model `foo`", "supported models are igb, avf"],
             ),
-            ("avf:1", &["`avf`", "supported models are igb"]),
+            ("avf:65", &["avf:65", "1..=64"]),
             ("igb", &["expected MODEL:VFS", "igb:4"]),
         ];
         for (value, needles) in cases {

@@ -16,6 +16,17 @@ use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// What the node needs from any VF device besides the vfio-user callbacks.
+pub trait NodeDevice: VfioDevice {
+    fn port(&self) -> &Arc<VfPort>;
+    /// A client is connected.
+    fn attached(&self) -> bool;
+    /// Back to the just-created state for the next user (the client is already gone).
+    fn scrub(&self);
+    /// Periodic PF duties (every [`crate::node::CTS_PING_PERIOD`]).
+    fn tick(&self);
+}
+
 /// A PF model shared by its VFs' server threads.
 pub struct PfShared {
     pub name: String,
@@ -162,6 +173,23 @@ fn check_bar0(offset: u64, len: usize) -> Result<(), AccessError> {
         });
     }
     Ok(())
+}
+
+impl NodeDevice for IgbVfDevice {
+    fn port(&self) -> &Arc<VfPort> {
+        &self.port
+    }
+    fn attached(&self) -> bool {
+        self.attached.load(Ordering::Acquire)
+    }
+    fn scrub(&self) {
+        IgbVfDevice::scrub(self);
+    }
+    fn tick(&self) {
+        if self.attached() {
+            self.cts_ping();
+        }
+    }
 }
 
 impl VfioDevice for IgbVfDevice {

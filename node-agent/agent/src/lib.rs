@@ -2,6 +2,7 @@
 //! and the ready banner. The binary (`main.rs`) parses the command line and wires devices.
 //! Other crates (tests, the device plugin) use [`status`] and [`control`] to read an agent.
 
+pub mod avf_device;
 pub mod banner;
 pub mod bench;
 pub mod config;

@@ -63,6 +63,9 @@ pub const TX_TAIL_WORD: usize = 0;
 pub const RX_TAIL_WORD: usize = 0x2000 / 4;
 
 /// The device state behind one VF port.
+// One value per VF, behind its mutex for the VF's lifetime: the size gap between models
+// costs a few KiB per VF and no copies, so boxing would only add an indirection.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum VfState {
     Igbvf(IgbState),

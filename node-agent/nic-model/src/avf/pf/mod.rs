@@ -70,8 +70,11 @@ use virtchnl::{u16_at, u32_at, u64_at};
 pub const MAX_VFS: usize = 64;
 /// Queue pairs when the admin asks for 0.
 pub const DEFAULT_QUEUE_PAIRS: u16 = 4;
-/// max_mtu reported in GET_VF_RESOURCES.
-pub const MAX_MTU: u16 = 9000;
+/// GET_VF_RESOURCES `max_mtu`. Current iavf reads it as the largest *frame* (it subtracts
+/// LIBETH_RX_LL_LEN = 26 for header, two VLAN tags and FCS), so 9000 would cap the MTU at
+/// 8974 and `ip link set mtu 9000` fails; 9728 (the largest single-descriptor frame, the
+/// `max_pkt_size` limit we accept) allows MTU 9702.
+pub const MAX_MTU: u16 = 9728;
 /// vsi_id of VF `i` is `VSI_ID_BASE + i`.
 pub const VSI_ID_BASE: u16 = 16;
 /// Exact MAC filters (unicast + multicast) a trusted VF may hold.

@@ -249,7 +249,7 @@ fn iavf_handshake_in_order() {
         | VIRTCHNL_VF_OFFLOAD_VLAN
         | VIRTCHNL_VF_CAP_ADV_LINK_SPEED;
     let mut want = vec![1, 0, 4, 0, 5, 0];
-    want.extend_from_slice(&9000u16.to_le_bytes());
+    want.extend_from_slice(&9728u16.to_le_bytes());
     want.extend_from_slice(&caps.to_le_bytes());
     want.extend_from_slice(&52u32.to_le_bytes());
     want.extend_from_slice(&64u32.to_le_bytes());
