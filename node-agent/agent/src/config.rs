@@ -782,7 +782,7 @@ mod tests {
         let cases: &[(&str, &[&str])] = &[
             ("pfs: [{model: igb, vfs: 8}]", &["pfs[0].vfs", "8", "1..=7"]),
             ("pfs: [{model: igb, vfs: 0}]", &["pfs[0].vfs", "`0`"]),
-            ("pfs: [{model: e1000, vfs: 1}]", &["pfs[0].model", "e1000", "igb, avf"]),
+            ("pfs: [{model: e1000, vfs: 1}]", &["pfs[0].model", "e1000", "`igb` or `avf`"]),
             ("pfs: [{model: igb, vfs: 1, color: red}]", &["pfs[0]", "unknown field `color`"]),
             ("bogus: 1\npfs: [{model: igb, vfs: 1}]", &["unknown field `bogus`"]),
             ("pfs: []", &["no PF configured", "--pf igb:4"]),
