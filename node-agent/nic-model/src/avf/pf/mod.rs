@@ -526,7 +526,11 @@ impl AvfPf {
 
         match op {
             VIRTCHNL_OP_RESET_VF => {
+                // The API version survives a VF reset (i40e keeps vf_ver): iavf's reset task
+                // goes straight to GET_VF_RESOURCES (IAVF_FLAG_AQ_GET_CONFIG), no VERSION.
+                let version = st.version;
                 st.reset();
+                st.version = version;
                 vsi.reset();
                 Ok(Handled {
                     status: VIRTCHNL_STATUS_SUCCESS,

@@ -396,7 +396,15 @@ fn iavf_handshake_in_order() {
         ..VsiState::default()
     };
     assert_eq!(f.vsi, fresh);
-    assert_eq!(f.pf, AvfPf::new(&[admin(false), admin(false)]));
+    // Everything forgotten except the negotiated API version (see the next test).
+    let mut only_version = Fx::new(admin(false));
+    assert_eq!(
+        only_version
+            .call(VIRTCHNL_OP_VERSION, &version(1, 1))
+            .status,
+        0
+    );
+    assert_eq!(f.pf, only_version.pf);
     let pfl = f.pf.pool_filter(0, &f.vsi).unwrap();
     assert_eq!(pfl.macs, vec![MAC]);
     assert!(pfl.mc_addrs.is_empty());
@@ -1033,4 +1041,23 @@ fn adminq_and_pf_together() {
     let mut r = [0u8; 36];
     mem.read(base + 0x1_1000, &mut r).unwrap();
     assert_eq!(&r[30..36], &MAC);
+}
+
+#[test]
+fn reset_vf_keeps_the_api_version_for_the_reset_task() {
+    // iavf_reset_task re-inits the AdminQ and sends GET_VF_RESOURCES (with caps) without a
+    // new VERSION; forgetting 1.1 would treat it as a 1.0 VF and refuse the caps payload.
+    let mut f = Fx::configured(admin(false));
+    let h = f.call(VIRTCHNL_OP_RESET_VF, &[]);
+    assert!(h.reset_vf && !h.reply);
+    assert_eq!(f.vsi.tx[0].ring_len, 0, "queues forgotten");
+    let h = f.call(VIRTCHNL_OP_GET_VF_RESOURCES, &IAVF_CAPS.to_le_bytes());
+    assert_eq!(h.status, 0, "GET_VF_RESOURCES after RESET_VF");
+    assert_eq!(f.vsi.num_pairs, 4);
+    let qs: Vec<Qp> = (0..4).map(Qp::new).collect();
+    assert_eq!(
+        f.call(VIRTCHNL_OP_CONFIG_VSI_QUEUES, &vsi_queues(VSI, &qs))
+            .status,
+        0
+    );
 }
