@@ -28,7 +28,7 @@
 #                                   more frames)
 #   EMU-IRQ <check> <vector>:+<delta> ...   per-queue interrupt deltas (rss)
 #   EMU-IPERF scen=<s> round=<r> rc=<rc> <iperf3 -J output on one line>   (throughput client)
-#   EMU-STAT tx_packets=N tx_bytes=N rx_packets=N rx_bytes=N
+#   EMU-STAT tx_packets=N tx_bytes=N rx_packets=N rx_bytes=N [vlan_tx_packets=N vlan_rx_packets=N]
 #   EMU-DONE pass=N fail=M t=<uptime>
 # then `poweroff -f`.
 #
@@ -400,7 +400,13 @@ if [ "$MODE" = full ]; then
     fi
   fi
   barrier vlan-done
-  [ $vok = 1 ] && ip link del "$VIF"
+  if [ $vok = 1 ]; then
+    # Frames that carried the tag (the host's counter rule allows 4 bytes each: a tag inserted
+    # or stripped by the device may be counted on one side only).
+    VLAN_TX=$(cat "/sys/class/net/$VIF/statistics/tx_packets")
+    VLAN_RX=$(cat "/sys/class/net/$VIF/statistics/rx_packets")
+    ip link del "$VIF"
+  fi
 fi
 
 # Basic mode (mixed-driver runs) stops here: link, ping, MSI-X, dmesg only.
@@ -460,5 +466,5 @@ sleep 1 # let TX completions be cleaned before the interface goes down
 ip link set "$IF" down
 barrier down
 S=/sys/class/net/$IF/statistics
-echo "EMU-STAT tx_packets=$(cat $S/tx_packets) tx_bytes=$(cat $S/tx_bytes) rx_packets=$(cat $S/rx_packets) rx_bytes=$(cat $S/rx_bytes)"
+echo "EMU-STAT tx_packets=$(cat $S/tx_packets) tx_bytes=$(cat $S/tx_bytes) rx_packets=$(cat $S/rx_packets) rx_bytes=$(cat $S/rx_bytes) vlan_tx_packets=${VLAN_TX:-0} vlan_rx_packets=${VLAN_RX:-0}"
 finish
