@@ -147,7 +147,8 @@ fn find_root_bin(root: &Path, bin: &str) -> Result<PathBuf, String> {
     })
 }
 
-/// Every shared library `bins` need, transitively: `(soname, path inside the root)`, sorted.
+/// Every shared library `bins` need, transitively: `(soname, path inside the root)`, sorted;
+/// plus `libgcc_s.so.1`, which glibc loads at run time.
 /// Resolved in the root's `usr/lib/x86_64-linux-gnu` and `usr/lib` only; the loader itself is
 /// skipped (it goes to `/lib64`).
 pub fn needed_closure(root: &Path, bins: &[PathBuf]) -> Result<Vec<(String, PathBuf)>, String> {
@@ -155,7 +156,12 @@ pub fn needed_closure(root: &Path, bins: &[PathBuf]) -> Result<Vec<(String, Path
     let mut todo: Vec<PathBuf> = bins.to_vec();
     while let Some(f) = todo.pop() {
         let bytes = std::fs::read(&f).map_err(|e| format!("read {}: {e}", f.display()))?;
-        let needed = elf_needed(&bytes).map_err(|e| format!("{}: {e}", f.display()))?;
+        let mut needed = elf_needed(&bytes).map_err(|e| format!("{}: {e}", f.display()))?;
+        // glibc dlopen()s libgcc_s for pthread_cancel/pthread_exit unwinding (iperf3 aborts at
+        // the end of a test without it: "libgcc_s.so.1 must be installed for pthread_cancel").
+        if needed.iter().any(|n| n == "libc.so.6") {
+            needed.push("libgcc_s.so.1".into());
+        }
         for name in needed {
             if name.starts_with("ld-linux") || found.contains_key(&name) {
                 continue;
