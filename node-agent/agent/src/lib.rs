@@ -3,6 +3,7 @@
 //! Other crates (tests, the device plugin) use [`status`] and [`control`] to read an agent.
 
 pub mod banner;
+pub mod bench;
 pub mod config;
 pub mod control;
 pub mod device;

@@ -11,9 +11,10 @@ use emu_dataplane::engine::DataplaneControl;
 use emu_dataplane::{Dataplane, DataplaneConfig, VfPort};
 use emu_nic_defs::{igbvf as r, pci};
 use emu_nic_model::igb_pf::{IgbPf, VfAdmin};
-use emu_nic_model::igbvf::vf::IgbVf;
+use emu_nic_model::igbvf::vf::{IgbVf, QUEUE_PAGES_OFFSET, QUEUE_PAGES_SIZE};
+use emu_nic_model::shared::SharedWords;
 use emu_nic_model::vmdq::SwitchTable;
-use emu_vfio_server::{DmaTable, IrqSet, Server, ServerError, ServerHandle};
+use emu_vfio_server::{DmaTable, IrqSet, Server, ServerError, ServerHandle, SharedPages};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,7 +29,7 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot start the dataplane thread")]
+    #[error("cannot start the dataplane thread or allocate its shared memory")]
     Dataplane(#[source] std::io::Error),
     #[error("cannot serve VF {id}")]
     Serve {
@@ -102,7 +103,17 @@ impl Node {
                 let id = naming::vf_id(&pf_cfg.name, v.index);
                 let dma = Arc::new(DmaTable::new());
                 let irqs = Arc::new(IrqSet::new(u32::from(r::MSIX_VECTORS)));
-                let mut vf = IgbVf::new();
+                // BAR0's queue pages live in a memfd the client maps: doorbells never trap.
+                let pages = Arc::new(
+                    SharedPages::new(&format!("{id}-bar0"), r::BAR0_SIZE)
+                        .map_err(NodeError::Dataplane)?,
+                );
+                let words = SharedWords::window(
+                    pages.clone(),
+                    (QUEUE_PAGES_OFFSET / 4) as usize,
+                    (QUEUE_PAGES_SIZE / 4) as usize,
+                );
+                let mut vf = IgbVf::with_queue_pages(words);
                 vf.set_link(true);
                 // The PF is up from the start: RSTI clears, RSTD is presented.
                 let _ = vf.pf_reset_done();
@@ -113,7 +124,7 @@ impl Node {
                     Box::new(IrqAdapter(irqs.clone())),
                 ));
                 ports.push(port.clone());
-                pending.push((pf.clone(), i, v.index, v.mac, id, port, dma, irqs));
+                pending.push((pf.clone(), i, v.index, v.mac, id, port, dma, irqs, pages));
             }
         }
 
@@ -125,7 +136,7 @@ impl Node {
         let control = dataplane.control();
 
         let mut vfs = Vec::new();
-        for (pf, i, index, mac, id, port, dma, irqs) in pending {
+        for (pf, i, index, mac, id, port, dma, irqs, pages) in pending {
             let device = Arc::new(IgbVfDevice {
                 port,
                 vf_index: i,
@@ -133,6 +144,7 @@ impl Node {
                 dataplane: control.clone(),
                 attached: AtomicBool::new(false),
                 mailbox_nacks: AtomicU64::new(0),
+                bar0_pages: Some(pages.fd()),
             });
             // The pool starts closed; publish it so the switch knows the port exists.
             let filter = pf
