@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Build (or verify) the cached guest environment for the real-driver tests:
 #   - a Debian trixie root holding QEMU >= 10.1 (trixie-backports) with `vfio-user-pci`,
+#   - guest tools from trixie main (ethtool, iperf3; copied into initramfs images with their
+#     shared libraries by tests/src/initramfs.rs),
 #   - the trixie guest kernel (vmlinuz) and the decompressed modules the tests insmod.
 # The host stays bookworm: nothing from trixie is installed on it; QEMU runs through the
 # root's own dynamic loader (see shared/design/guest-tests.md §1).
@@ -8,11 +10,13 @@
 # Idempotent and safe to run concurrently (flock). Prints the cache directory on stdout's last line.
 set -euo pipefail
 
-RECIPE_VERSION=1
+RECIPE_VERSION=2
 SUITE=trixie
 MIRROR=${EMU_SRIOV_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 CACHE=${EMU_SRIOV_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/emu-sriov/guest}
-KEY=$(printf '%s|%s|%s|qemu-system-x86|linux-image-amd64' "$RECIPE_VERSION" "$SUITE" "$MIRROR" | sha256sum | cut -c1-12)
+# Installed from trixie main into the root, never onto the host; the guests run them.
+GUEST_TOOLS=(ethtool iperf3)
+KEY=$(printf '%s|%s|%s|qemu-system-x86|%s|linux-image-amd64' "$RECIPE_VERSION" "$SUITE" "$MIRROR" "${GUEST_TOOLS[*]}" | sha256sum | cut -c1-12)
 ROOT="$CACHE/root-$KEY"
 KDIR="$CACHE/kernel-$KEY"
 APT_OPTS=(-o Acquire::Retries=5 -o Acquire::http::Timeout=30)
@@ -39,8 +43,27 @@ qemu_cmd() {
     "$ROOT/usr/bin/qemu-system-x86_64" -L "$ROOT/usr/share/qemu" -L "$ROOT/usr/share/seabios"
 }
 
+# Runs a root binary through the root's loader (no chroot): root_run usr/bin/iperf3 --version
+root_run() {
+  local bin=$1; shift
+  "$ROOT/usr/lib64/ld-linux-x86-64.so.2" --library-path "$ROOT/usr/lib/x86_64-linux-gnu" "$ROOT/$bin" "$@"
+}
+
+# A guest tool's path inside a root (ethtool is in usr/sbin, iperf3 in usr/bin).
+tool_path() { # root tool
+  local d
+  for d in usr/bin usr/sbin; do
+    [ -f "$1/$d/$2" ] && { echo "$d/$2"; return 0; }
+  done
+  echo "usr/bin/$2"
+}
+
 root_ok() {
   [ -f "$ROOT/.emu-stamp" ] || return 1
+  local t
+  for t in "${GUEST_TOOLS[@]}"; do
+    root_run "$(tool_path "$ROOT" "$t")" --version >/dev/null 2>&1 || return 1
+  done
   # shellcheck disable=SC2046
   $(qemu_cmd) --version >/dev/null 2>&1 || return 1
   # shellcheck disable=SC2046
@@ -100,6 +123,15 @@ build_root() {
     fi
     [ $try = 3 ] && { log "QEMU install failed"; exit 1; }
   done
+  for try in 1 2 3; do
+    log "installing ${GUEST_TOOLS[*]} from $SUITE (try $try)"
+    if chroot "$TMP" env DEBIAN_FRONTEND=noninteractive apt-get "${APT_OPTS[@]}" install -y \
+         --no-install-recommends "${GUEST_TOOLS[@]}" >&2; then
+      break
+    fi
+    [ $try = 3 ] && { log "${GUEST_TOOLS[*]} install failed"; exit 1; }
+    chroot "$TMP" apt-get "${APT_OPTS[@]}" update >&2 || true
+  done
   # The kernel package comes from the same root's apt, downloaded, never installed.
   local kpkg
   kpkg=$(chroot "$TMP" apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
@@ -115,7 +147,12 @@ build_root() {
   umount "$TMP/proc"
   chroot "$TMP" apt-get clean
   # shellcheck disable=SC2046
-  printf '%s\n' "$("$TMP/usr/lib64/ld-linux-x86-64.so.2" --library-path "$TMP/usr/lib/x86_64-linux-gnu" "$TMP/usr/bin/qemu-system-x86_64" --version | head -1)" >"$TMP/.emu-stamp"
+  {
+    "$TMP/usr/lib64/ld-linux-x86-64.so.2" --library-path "$TMP/usr/lib/x86_64-linux-gnu" "$TMP/usr/bin/qemu-system-x86_64" --version | sed -n 1p
+    for t in "${GUEST_TOOLS[@]}"; do
+      "$TMP/usr/lib64/ld-linux-x86-64.so.2" --library-path "$TMP/usr/lib/x86_64-linux-gnu" "$TMP/$(tool_path "$TMP" "$t")" --version 2>&1 | sed -n 1p
+    done
+  } >"$TMP/.emu-stamp"
   rm -rf --one-file-system "$ROOT"
   mv "$TMP" "$ROOT"; TMP=""
 }
@@ -155,7 +192,7 @@ main() {
   exec 9>"$CACHE/.lock"
   flock 9
   if root_ok && kernel_ok; then
-    log "cached: $ROOT ($(cat "$ROOT/.emu-stamp")), kernel $(cat "$KDIR/.emu-stamp")"
+    log "cached: $ROOT ($(tr '\n' ';' <"$ROOT/.emu-stamp")), kernel $(cat "$KDIR/.emu-stamp")"
   else
     [ "$(id -u)" = 0 ] || { log "building the guest root needs root (debootstrap, chroot)"; exit 1; }
     host_packages

@@ -1,6 +1,7 @@
 //! The `emu-sriov-agent` process guard and its `list --output json` query.
 //!
-//! Contract (agent side): `emu-sriov-agent run --run-dir DIR --pf igb:2` runs in the foreground,
+//! Contract (agent side): `emu-sriov-agent run --run-dir DIR --pf igb:2 [--pf avf:2 ...]` runs in
+//! the foreground (`avf:N`: N iavf VFs, model `iavf`, device_id `0x1889`, 4 queue pairs each),
 //! logs to stderr, stops cleanly on SIGTERM and creates `DIR/control.sock` plus one vfio-user
 //! socket per VF; `emu-sriov-agent list --run-dir DIR --output json` prints
 //! `{"vfs":[{"id","pf","index","model","vendor_id","device_id","mac","socket","state",
@@ -78,6 +79,8 @@ pub struct VfInfo {
     pub state: String,
     /// `device_id`, e.g. `0x10ca`.
     pub device_id: String,
+    /// `model`, e.g. `igbvf` or `iavf` (empty when the agent does not report it).
+    pub model: String,
     /// The counters object (`tx_packets`, `rx_packets`, ...).
     pub counters: Value,
 }
@@ -121,6 +124,11 @@ pub fn parse_vfs(v: &Value) -> Result<Vec<VfInfo>, String> {
                 socket: PathBuf::from(s(vf, "socket")?),
                 state: s(vf, "state")?,
                 device_id: s(vf, "device_id")?.to_ascii_lowercase(),
+                model: vf
+                    .get("model")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
                 counters: vf.get("counters").cloned().unwrap_or(Value::Null),
             })
         })
@@ -146,6 +154,18 @@ impl Agent {
         pf: &str,
         ready_timeout: Duration,
     ) -> Result<Agent, String> {
+        Agent::start_pfs(bin, dir, &[pf], ready_timeout)
+    }
+
+    /// [`Agent::start`] with one `--pf` per entry (e.g. `["avf:1", "igb:1"]`). An agent that
+    /// exits during start-up (e.g. rejects an argument) gives an error starting with
+    /// `agent exited during start-up`, followed by the tail of its log.
+    pub fn start_pfs(
+        bin: &Path,
+        dir: &Path,
+        pfs: &[&str],
+        ready_timeout: Duration,
+    ) -> Result<Agent, String> {
         let run_dir = dir.join("agent");
         std::fs::create_dir_all(&run_dir)
             .map_err(|e| format!("mkdir {}: {e}", run_dir.display()))?;
@@ -156,7 +176,7 @@ impl Agent {
         cmd.arg("run")
             .arg("--run-dir")
             .arg(&run_dir)
-            .args(["--pf", pf])
+            .args(pfs.iter().flat_map(|pf| ["--pf", pf]))
             .stdin(Stdio::null())
             .stdout(Stdio::from(f))
             .stderr(Stdio::from(f2));
@@ -174,7 +194,10 @@ impl Agent {
         let mut last_err;
         loop {
             if let Some(Ok(Some(st))) = agent.child.as_mut().map(Child::try_wait) {
-                return Err(format!("agent exited during start-up ({st})"));
+                return Err(format!(
+                    "agent exited during start-up ({st}); agent.log: {}",
+                    crate::proc::tail(&agent.log, 8).trim()
+                ));
             }
             match agent.vfs() {
                 Ok(vfs) if !vfs.is_empty() && vfs.iter().all(|v| v.socket.exists()) => {

@@ -41,6 +41,13 @@ pub enum Marker {
         /// Guest uptime (s).
         uptime: Option<f64>,
     },
+    /// Any other `EMU-<TAG> rest` line (`EMU-IPERF`, `EMU-IRQ`, `EMU-BOOT`, …), rest verbatim.
+    Other {
+        /// The tag, e.g. `EMU-IPERF`.
+        tag: String,
+        /// The rest of the line, trimmed.
+        rest: String,
+    },
 }
 
 /// Parses one console line (already without `\r`).
@@ -86,6 +93,10 @@ pub fn parse_line(line: &str) -> Option<Marker> {
                 uptime: map.get("t").and_then(|v| v.parse().ok()),
             })
         }
+        _ if tag.len() > 4 => Some(Marker::Other {
+            tag: tag.to_string(),
+            rest: line[at + tag.len()..].trim().to_string(),
+        }),
         _ => None,
     }
 }
@@ -103,6 +114,8 @@ pub struct Console {
     pub stat: Option<BTreeMap<String, u64>>,
     /// `(pass, fail, uptime)` once `EMU-DONE` was printed.
     pub done: Option<(u32, u32, Option<f64>)>,
+    /// Every other marker line as `(tag, rest)`, in order.
+    pub other: Vec<(String, String)>,
 }
 
 impl Console {
@@ -116,6 +129,7 @@ impl Console {
             syncs: Vec::new(),
             stat: None,
             done: None,
+            other: Vec::new(),
         }
     }
 
@@ -141,6 +155,7 @@ impl Console {
                     Marker::Done { pass, fail, uptime } => {
                         self.done = Some((*pass, *fail, *uptime))
                     }
+                    Marker::Other { tag, rest } => self.other.push((tag.clone(), rest.clone())),
                 }
                 found.push(m);
             }
@@ -183,6 +198,13 @@ mod tests {
             })
         );
         assert_eq!(parse_line("EMU-CHECK x MAYBE"), None);
+        assert_eq!(
+            parse_line("xEMU-IPERF scen=ours round=1 rc=0 {\"a\": 1}"),
+            Some(Marker::Other {
+                tag: "EMU-IPERF".into(),
+                rest: "scen=ours round=1 rc=0 {\"a\": 1}".into()
+            })
+        );
         assert_eq!(parse_line("plain line"), None);
     }
 }

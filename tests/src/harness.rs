@@ -5,12 +5,16 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::agent::VfInfo;
 use crate::console::{Check, Console, Marker};
 use crate::env::GuestEnv;
-use crate::initramfs::build_initramfs;
+use crate::initramfs::build_initramfs_with_tools;
 use crate::proc::{tail, RunDir};
 use crate::qemu::Qemu;
 use crate::topology::{Topology, GUEST_MEM_MB};
+
+/// Root tools every test image carries (`tools` check; `rss`, throughput use iperf3).
+pub const GUEST_TOOLS: &[&str] = &["ethtool", "iperf3"];
 
 /// Lines of each log printed on failure.
 const TAIL_LINES: usize = 60;
@@ -32,9 +36,20 @@ pub struct GuestReport {
     pub uptime_done: Option<f64>,
     /// Barrier names the guest announced, in order.
     pub syncs: Vec<String>,
+    /// Other marker lines `(tag, rest)` (`EMU-IPERF`, `EMU-IRQ`, …), in order.
+    pub other: Vec<(String, String)>,
 }
 
 impl GuestReport {
+    /// The rest of every `tag` line (e.g. `"EMU-IPERF"`), in order.
+    pub fn lines(&self, tag: &str) -> Vec<&str> {
+        self.other
+            .iter()
+            .filter(|(t, _)| t == tag)
+            .map(|(_, r)| r.as_str())
+            .collect()
+    }
+
     /// An `EMU-STAT` value.
     pub fn stat(&self, key: &str) -> Result<u64, String> {
         self.stat
@@ -130,7 +145,13 @@ impl Harness {
     /// Builds the initramfs for `topo` into the run directory.
     pub fn initramfs(&mut self, topo: &Topology) -> PathBuf {
         let t = Instant::now();
-        let r = build_initramfs(&self.env, self.dir.path(), &topo.modules(), &[]);
+        let r = build_initramfs_with_tools(
+            &self.env,
+            self.dir.path(),
+            &topo.modules(),
+            &[],
+            GUEST_TOOLS,
+        );
         self.record("initramfs", t.elapsed());
         self.check("building the initramfs", r)
     }
@@ -289,6 +310,7 @@ impl Harness {
                 boot_to_done: d,
                 uptime_done: c.done.and_then(|(_, _, u)| u),
                 syncs: c.syncs,
+                other: c.other,
             })
             .collect();
         for r in &reports {
@@ -351,4 +373,71 @@ impl Harness {
         }
         self.dir.succeed();
     }
+}
+
+/// The counter rule (README "Counter rule"): per VF, agent `tx_packets`/`rx_packets` equal the
+/// guest's exactly; bytes too, except a constant per-packet difference, or exactly 4 bytes per
+/// VLAN-tagged frame of that direction (`vlan_*_packets` in `EMU-STAT`); those are reported, not
+/// failed.
+/// `reports[i]` is compared with `vfs[i]`. Returns the problems (empty when all agree).
+pub fn compare_counters(reports: &[GuestReport], vfs: &[&VfInfo]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (r, vf) in reports.iter().zip(vfs) {
+        let mut guest = BTreeMap::new();
+        for k in ["tx_packets", "tx_bytes", "rx_packets", "rx_bytes"] {
+            match r.stat(k) {
+                Ok(v) => {
+                    guest.insert(k, v);
+                }
+                Err(e) => problems.push(e),
+            }
+        }
+        eprintln!(
+            "guest {} / {}: guest {guest:?}; agent {}",
+            r.name, vf.id, vf.counters
+        );
+        if guest.len() != 4 {
+            continue;
+        }
+        for dir in ["tx", "rx"] {
+            let (pk, bk) = (format!("{dir}_packets"), format!("{dir}_bytes"));
+            let (ap, ab) = match (vf.counter(&pk), vf.counter(&bk)) {
+                (Ok(p), Ok(b)) => (p, b),
+                (Err(e), _) | (_, Err(e)) => {
+                    problems.push(format!("{}: {e}", vf.id));
+                    continue;
+                }
+            };
+            let (gp, gb) = (guest[pk.as_str()], guest[bk.as_str()]);
+            if gp != ap {
+                problems.push(format!("{}: {pk} guest {gp} != agent {ap}", vf.id));
+            } else if gb != ab {
+                let diff = ab as i64 - gb as i64;
+                let tagged = r.stat(&format!("vlan_{dir}_packets")).unwrap_or(0) as i64;
+                if tagged > 0 && diff.abs() == 4 * tagged {
+                    eprintln!(
+                        "NOTE {}: {bk} agent {ab} vs guest {gb}: 4 bytes for each of the {tagged} \
+                         VLAN-tagged frames (tag inserted/stripped by the device, counted on one \
+                         side only; reported, not failed)",
+                        vf.id
+                    );
+                } else if gp > 0 && diff % gp as i64 == 0 {
+                    eprintln!(
+                        "NOTE {}: {bk} agent {ab} vs guest {gb}: {} bytes per packet \
+                         (constant; reported, not failed)",
+                        vf.id,
+                        diff / gp as i64
+                    );
+                } else {
+                    problems.push(format!(
+                        "{}: {bk} guest {gb} != agent {ab} (diff {diff} over {gp} packets; \
+                         not a per-packet constant, e.g. short-frame padding to 60 counted on \
+                         one side only)",
+                        vf.id
+                    ));
+                }
+            }
+        }
+    }
+    problems
 }

@@ -15,13 +15,14 @@ pub mod harness;
 pub mod initramfs;
 pub mod proc;
 pub mod qemu;
+pub mod scenarios;
 pub mod topology;
 
 pub use agent::{agent_bin, Agent, VfInfo};
 pub use console::{Check, Console, Marker};
 pub use env::GuestEnv;
-pub use harness::{GuestReport, Harness};
-pub use initramfs::build_initramfs;
+pub use harness::{compare_counters, GuestReport, Harness, GUEST_TOOLS};
+pub use initramfs::{build_initramfs, build_initramfs_with_tools};
 pub use proc::RunDir;
 pub use qemu::Qemu;
-pub use topology::{Device, GuestSpec, Topology};
+pub use topology::{Device, GuestSpec, Topology, VfModel, IAVF_QUEUES};

@@ -15,7 +15,7 @@ use emu_sriov_tests::{Harness, Topology};
 #[ignore = "boots two TCG guests; run with -- --include-ignored (as root)"]
 fn two_guests_qemu_igb_reference() {
     let mut h = Harness::new("igb");
-    let topo = Topology::qemu_igb_pair(h.dir().join("l2.sock"));
+    let topo = Topology::qemu_igb_pair(h.dir().join("l2.sock")).with_arg("vlan", 1);
     let initrd = h.initramfs(&topo);
     let reports = h.run_guests(&topo, &initrd, Duration::from_secs(240), &mut |_| Ok(()));
     h.assert_all_passed(&topo, &reports);
