@@ -9,5 +9,6 @@ pub mod device;
 pub mod mac;
 pub mod naming;
 pub mod node;
+pub mod plugin;
 pub mod status;
 pub mod sys;

@@ -144,6 +144,11 @@ impl Node {
                 let _ = t.set_port(pf.ports[i], filter);
             });
             let socket = naming::vf_socket_path(&config.run_dir, &id);
+            let dir = naming::vf_dir(&config.run_dir, &id);
+            std::fs::create_dir_all(&dir).map_err(|source| NodeError::RunDir {
+                path: dir.clone(),
+                source,
+            })?;
             let server = Server::bind(&socket, device.clone(), dma, irqs).map_err(|source| {
                 NodeError::Serve {
                     id: id.clone(),
