@@ -391,7 +391,10 @@ mod tests {
         assert_eq!(args.plugin_paths(), None);
         let args = run_args(&["run", "--device-plugin", "--cdi-dir", "/c"]);
         let p = args.plugin_paths().unwrap();
-        assert_eq!(p.device_plugin_dir, Path::new("/var/lib/kubelet/device-plugins"));
+        assert_eq!(
+            p.device_plugin_dir,
+            Path::new("/var/lib/kubelet/device-plugins")
+        );
         assert_eq!(p.cdi_dir.as_deref(), Some(Path::new("/c")));
         assert!(parse(&["run", "--cdi-dir", "/c"]).is_err());
     }

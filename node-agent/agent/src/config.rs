@@ -618,9 +618,7 @@ fn validate_resource_name(field: &str, name: String) -> Result<String, ConfigErr
             && s.ends_with(|c: char| c.is_ascii_alphanumeric())
     };
     match name.split_once('/') {
-        Some((domain, n)) if ok_part(domain, 253) && ok_part(n, 63) && !n.contains('/') => {
-            Ok(name)
-        }
+        Some((domain, n)) if ok_part(domain, 253) && ok_part(n, 63) && !n.contains('/') => Ok(name),
         _ => Err(invalid(
             field,
             &name,
