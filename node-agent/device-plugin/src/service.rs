@@ -33,12 +33,15 @@ impl From<AllocateError> for Status {
             AllocateError::Unknown { .. } | AllocateError::Duplicate { .. } => {
                 Status::invalid_argument(e.to_string())
             }
-            AllocateError::Taken { .. } | AllocateError::Unhealthy { .. } => {
-                Status::failed_precondition(e.to_string())
-            }
+            AllocateError::Taken { .. }
+            | AllocateError::Unhealthy { .. }
+            | AllocateError::Scrubbing { .. } => Status::failed_precondition(e.to_string()),
         }
     }
 }
+
+/// How long Allocate waits for a scrub in progress.
+const SCRUB_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 type DeviceStream = Pin<Box<dyn Stream<Item = Result<ListAndWatchResponse, Status>> + Send>>;
 
@@ -95,15 +98,22 @@ impl DevicePlugin for PluginService {
     ) -> Result<Response<AllocateResponse>, Status> {
         let mut container_responses = Vec::new();
         for c in request.into_inner().container_requests {
-            let r = match self.core.allocate(&self.resource, &c.devices_ids) {
-                // Kubelet may re-use a VF whose pod we have not seen go yet: ask pod-resources
-                // now (and scrub what it released) before refusing.
-                Err(AllocateError::Taken { .. }) if self.core.pod_resources_present() => {
-                    self.core.sync_pod_resources().await;
-                    self.core.allocate(&self.resource, &c.devices_ids)
-                }
-                r => r,
-            };
+            let mut r = self.core.allocate(&self.resource, &c.devices_ids);
+            // Kubelet may re-use a VF whose pod we have not seen go yet: ask pod-resources
+            // now (and scrub what it released) before refusing.
+            if matches!(r, Err(AllocateError::Taken { .. })) && self.core.pod_resources_present() {
+                self.core.sync_pod_resources().await;
+                r = self.core.allocate(&self.resource, &c.devices_ids);
+            }
+            // Kubelet may not have seen the Unhealthy mark of a VF being scrubbed yet: a
+            // scrub is short, wait for it (bounded) rather than fail the pod.
+            let deadline = tokio::time::Instant::now() + SCRUB_WAIT;
+            while matches!(r, Err(AllocateError::Scrubbing { .. }))
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                r = self.core.allocate(&self.resource, &c.devices_ids);
+            }
             match r {
                 Ok(resp) => container_responses.push(resp),
                 Err(e) => {

@@ -32,6 +32,8 @@ pub enum AllocateError {
     Duplicate { id: String },
     #[error("VF {id} is already allocated (to a pod pod-resources still lists, or one not yet released)")]
     Taken { id: String },
+    #[error("VF {id} is being scrubbed for its next user; retry shortly")]
+    Scrubbing { id: String },
     #[error("VF {id} is not healthy ({why}); it cannot be allocated now")]
     Unhealthy { id: String, why: &'static str },
 }
@@ -109,12 +111,7 @@ impl Table {
             match self.state(id) {
                 VfState::Free => {}
                 VfState::Allocated { .. } => return Err(AllocateError::Taken { id: id.clone() }),
-                VfState::Scrubbing => {
-                    return Err(AllocateError::Unhealthy {
-                        id: id.clone(),
-                        why: "being scrubbed",
-                    })
-                }
+                VfState::Scrubbing => return Err(AllocateError::Scrubbing { id: id.clone() }),
                 VfState::Dirty => {
                     return Err(AllocateError::Unhealthy {
                         id: id.clone(),
