@@ -96,7 +96,7 @@ pub enum ConfigError {
     #[error("pfs: no PF configured: add one, e.g. `--pf igb:4`, or in the config file `pfs: [{{model: igb, vfs: 4}}]`")]
     NoPfs,
     #[error(
-        "dataplane.mode: `poll` is not supported yet (it needs dedicated cores): use `adaptive`"
+        "dataplane.mode: `poll` busy-polls dedicated cores: list them in dataplane.cores (e.g. `cores: [2, 3]`), or use `adaptive`"
     )]
     PollModeUnsupported,
     #[error(
@@ -123,16 +123,20 @@ fn invalid(
 pub enum NicModel {
     /// Intel 82576 ("igb"); its VFs are 82576 VFs driven by Linux `igbvf`.
     Igb,
+    /// Intel Ethernet Adaptive Virtual Function ("avf"); VFs driven by Linux `iavf`, with
+    /// up to 16 queue pairs and RSS.
+    Avf,
 }
 
 impl NicModel {
     /// Every supported model, in the order help texts list them.
-    pub const ALL: &'static [NicModel] = &[NicModel::Igb];
+    pub const ALL: &'static [NicModel] = &[NicModel::Igb, NicModel::Avf];
 
     /// The name used in configs and on the command line (`igb`).
     pub fn name(self) -> &'static str {
         match self {
             NicModel::Igb => "igb",
+            NicModel::Avf => "avf",
         }
     }
 
@@ -141,6 +145,9 @@ impl NicModel {
     pub fn max_vfs(self) -> u8 {
         match self {
             NicModel::Igb => 7,
+            // An AVF PF carves up to 64 VFs here (real E810s allow more; 64 keeps a node's
+            // switch ports within the 256 the VMDq tables hold).
+            NicModel::Avf => 64,
         }
     }
 
@@ -148,13 +155,14 @@ impl NicModel {
     pub fn vf_model(self) -> &'static str {
         match self {
             NicModel::Igb => "igbvf",
+            NicModel::Avf => "iavf",
         }
     }
 
     /// PCI vendor id of the VF.
     pub fn vf_vendor_id(self) -> u16 {
         match self {
-            NicModel::Igb => 0x8086,
+            NicModel::Igb | NicModel::Avf => 0x8086,
         }
     }
 
@@ -162,6 +170,7 @@ impl NicModel {
     pub fn vf_device_id(self) -> u16 {
         match self {
             NicModel::Igb => 0x10ca,
+            NicModel::Avf => 0x1889,
         }
     }
 
@@ -199,7 +208,7 @@ pub enum DataplaneMode {
     /// Poll while busy, back off to sleeping when idle (laptops, CI).
     #[default]
     Adaptive,
-    /// Busy-poll on pinned cores. Parsed, but rejected by validation until core pinning exists.
+    /// Busy-poll on pinned cores (`dataplane.cores` must list them).
     Poll,
 }
 
@@ -231,6 +240,9 @@ pub struct PfFile {
     pub vfs: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_name: Option<String>,
+    /// Queue pairs per VF (avf only; 1..=16, default 4).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_pairs: Option<u32>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vf: Vec<VfFile>,
 }
@@ -256,6 +268,9 @@ pub struct VfFile {
 pub struct DataplaneFile {
     #[serde(default)]
     pub mode: DataplaneMode,
+    /// CPU cores for dataplane threads, one thread per core, pinned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cores: Vec<u32>,
 }
 
 impl ConfigFile {
@@ -292,6 +307,7 @@ impl ConfigFile {
                 model,
                 vfs: u32::from(vfs),
                 resource_name: None,
+                queue_pairs: None,
                 vf: Vec::new(),
             })
             .collect();
@@ -309,8 +325,19 @@ impl ConfigFile {
             None => host.node_name.clone().ok_or(ConfigError::NoNodeName)?,
         };
         let run_dir = validate_run_dir(self.run_dir.unwrap_or_else(|| host.run_dir.clone()))?;
-        if self.dataplane.mode == DataplaneMode::Poll {
+        if self.dataplane.mode == DataplaneMode::Poll && self.dataplane.cores.is_empty() {
             return Err(ConfigError::PollModeUnsupported);
+        }
+        let ncpu = std::thread::available_parallelism().map_or(1024, |n| n.get());
+        let ncpu = ncpu.max(crate::sys::online_cpus());
+        for (i, &c) in self.dataplane.cores.iter().enumerate() {
+            if c as usize >= ncpu {
+                return Err(invalid(
+                    format!("dataplane.cores[{i}]"),
+                    c,
+                    format!("a CPU number below {ncpu}"),
+                ));
+            }
         }
         if self.pfs.is_empty() {
             return Err(ConfigError::NoPfs);
@@ -339,9 +366,11 @@ impl ConfigFile {
                 Some(r) => validate_resource_name(&format!("{field}.resourceName"), r)?,
                 None => DEFAULT_RESOURCE_NAME.to_owned(),
             };
-            let mut pf_config = validate_pf(&field, name, pf.model, pf.vfs, pf.vf)?;
-            pf_config.resource_name = resource_name;
-            pfs.push(pf_config);
+            let queue_pairs = validate_queue_pairs(&field, pf.model, pf.queue_pairs)?;
+            let mut cfg = validate_pf(&field, name, pf.model, pf.vfs, pf.vf)?;
+            cfg.queue_pairs = queue_pairs;
+            cfg.resource_name = resource_name;
+            pfs.push(cfg);
         }
 
         check_socket_paths(&run_dir, &pfs)?;
@@ -352,6 +381,7 @@ impl ConfigFile {
             pfs,
             dataplane: DataplaneConfig {
                 mode: self.dataplane.mode,
+                cores: self.dataplane.cores.iter().map(|&c| c as usize).collect(),
             },
         })
     }
@@ -414,6 +444,8 @@ pub struct PfConfig {
     pub vfs: Vec<VfConfig>,
     /// Extended resource the device plugin advertises these VFs as.
     pub resource_name: String,
+    /// Queue pairs per VF (1 for igb, whose Linux driver uses one pair).
+    pub queue_pairs: u16,
 }
 
 /// One VF's PF-side settings, as `ip link set PF vf N ...` would set them.
@@ -431,9 +463,11 @@ pub struct VfConfig {
 }
 
 /// Dataplane settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataplaneConfig {
     pub mode: DataplaneMode,
+    /// One pinned dataplane thread per listed core; empty: one unpinned thread.
+    pub cores: Vec<usize>,
 }
 
 impl TryFrom<ConfigFile> for AgentConfig {
@@ -499,6 +533,25 @@ fn validate_pf_name(field: &str, name: String) -> Result<String, ConfigError> {
         ));
     }
     Ok(name)
+}
+
+/// Default queue pairs of an AVF VF (iavf's base mode).
+pub const DEFAULT_AVF_QUEUE_PAIRS: u16 = 4;
+
+fn validate_queue_pairs(field: &str, model: NicModel, v: Option<u32>) -> Result<u16, ConfigError> {
+    match (model, v) {
+        (NicModel::Igb, None) => Ok(1),
+        (NicModel::Igb, Some(n)) => Err(invalid(
+            format!("{field}.queuePairs"),
+            n,
+            "nothing: igbvf has one queue pair (remove queuePairs, or use model avf)",
+        )),
+        (NicModel::Avf, None) => Ok(DEFAULT_AVF_QUEUE_PAIRS),
+        (NicModel::Avf, Some(n)) => u16::try_from(n)
+            .ok()
+            .filter(|n| (1..=16).contains(n))
+            .ok_or_else(|| invalid(format!("{field}.queuePairs"), n, "1..=16")),
+    }
 }
 
 fn validate_pf(
@@ -572,6 +625,7 @@ fn validate_pf(
         model,
         vfs: vf_list,
         resource_name: DEFAULT_RESOURCE_NAME.to_owned(),
+        queue_pairs: 1,
     })
 }
 
@@ -766,11 +820,15 @@ mod tests {
         let cases: &[(&str, &[&str])] = &[
             ("pfs: [{model: igb, vfs: 8}]", &["pfs[0].vfs", "8", "1..=7"]),
             ("pfs: [{model: igb, vfs: 0}]", &["pfs[0].vfs", "`0`"]),
-            ("pfs: [{model: avf, vfs: 1}]", &["pfs[0].model", "avf", "igb"]),
+            ("pfs: [{model: e1000, vfs: 1}]", &["pfs[0].model", "e1000", "`igb` or `avf`"]),
             ("pfs: [{model: igb, vfs: 1, color: red}]", &["pfs[0]", "unknown field `color`"]),
             ("bogus: 1\npfs: [{model: igb, vfs: 1}]", &["unknown field `bogus`"]),
             ("pfs: []", &["no PF configured", "--pf igb:4"]),
-            ("pfs: [{model: igb, vfs: 1}]\ndataplane: {mode: poll}", &["dataplane.mode", "adaptive"]),
+            ("pfs: [{model: igb, vfs: 1}]\ndataplane: {mode: poll}", &["dataplane.mode", "dataplane.cores", "adaptive"]),
+            ("pfs: [{model: igb, vfs: 1}]\ndataplane: {mode: poll, cores: [100000]}", &["dataplane.cores[0]", "100000"]),
+            ("pfs: [{model: igb, vfs: 1, queuePairs: 2}]", &["pfs[0].queuePairs", "model avf"]),
+            ("pfs: [{model: avf, vfs: 1, queuePairs: 17}]", &["pfs[0].queuePairs", "17", "1..=16"]),
+            ("pfs: [{model: avf, vfs: 65}]", &["pfs[0].vfs", "65", "1..=64"]),
             ("pfs: [{model: igb, vfs: 1, name: a}, {model: igb, vfs: 1, name: a}]", &["pfs[1].name", "`a`", "pfs[0]"]),
             ("pfs: [{model: igb, vfs: 1, name: Bad-Name}]", &["pfs[0].name", "Bad-Name", "a-z"]),
             ("pfs: [{model: igb, vfs: 2, vf: [{index: 2}]}]", &["pfs[0].vf[0].index", "`2`", "0..=1"]),
@@ -823,9 +881,10 @@ mod tests {
     #[test]
     fn model_from_str_lists_supported() {
         assert_eq!("igb".parse::<NicModel>().unwrap(), NicModel::Igb);
-        let e = "avf".parse::<NicModel>().unwrap_err().to_string();
+        assert_eq!("avf".parse::<NicModel>().unwrap(), NicModel::Avf);
+        let e = "i40e".parse::<NicModel>().unwrap_err().to_string();
         assert!(
-            e.contains("`avf`") && e.contains("supported models are igb"),
+            e.contains("`i40e`") && e.contains("supported models are igb, avf"),
             "{e}"
         );
     }

@@ -4,16 +4,28 @@
 //! dataplane on doorbells.
 
 use emu_dataplane::engine::DataplaneControl;
-use emu_dataplane::{DmaMemory, IrqSink, VfPort};
+use emu_dataplane::{DmaMemory, IgbState, IrqSink, VfPort};
 use emu_nic_defs::igbvf as r;
 use emu_nic_model::igb_pf::IgbPf;
-use emu_nic_model::igbvf::vf::Effects;
+use emu_nic_model::igbvf::vf::{Effects, QUEUE_PAGES_OFFSET, QUEUE_PAGES_SIZE};
 use emu_nic_model::mem::GuestMemory;
 use emu_vfio_server::{
     irq_index, region, AccessError, DeviceSpec, DmaTable, IrqSet, RegionSpec, VfioDevice,
 };
+use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+/// What the node needs from any VF device besides the vfio-user callbacks.
+pub trait NodeDevice: VfioDevice {
+    fn port(&self) -> &Arc<VfPort>;
+    /// A client is connected.
+    fn attached(&self) -> bool;
+    /// Back to the just-created state for the next user (the client is already gone).
+    fn scrub(&self);
+    /// Periodic PF duties (every [`crate::node::CTS_PING_PERIOD`]).
+    fn tick(&self);
+}
 
 /// A PF model shared by its VFs' server threads.
 pub struct PfShared {
@@ -57,6 +69,9 @@ pub struct IgbVfDevice {
     pub attached: AtomicBool,
     /// Mailbox requests the PF refused (NACK), for the logs and `list`.
     pub mailbox_nacks: AtomicU64,
+    /// Memory behind BAR0's queue pages (0x2000–0x3FFF), offered to the client as a
+    /// sparse-mmap area so doorbells never trap; `None` traps the whole BAR.
+    pub bar0_pages: Option<Arc<OwnedFd>>,
 }
 
 impl IgbVfDevice {
@@ -64,9 +79,11 @@ impl IgbVfDevice {
     /// with the PF up (RSTD), pool filters closed (the VF gets its MAC back at its next
     /// VF_RESET), counters zeroed. The caller disconnects the client first.
     pub fn scrub(&self) {
-        let mut st = self.port.lock();
-        st.vf.device_reset();
-        st.txq.reset();
+        let mut g = self.port.lock();
+        if let Some(st) = g.igb() {
+            st.vf.device_reset();
+            st.txq.reset();
+        }
         let mut pf = self.pf.lock();
         pf.vf_reset(self.vf_index);
         self.republish(&pf);
@@ -77,9 +94,9 @@ impl IgbVfDevice {
     /// Posts PF_CONTROL_MSG|CTS if the VF completed its reset handshake (the periodic ping
     /// of devices.md §2.5); it waits in the model while the VF holds the mailbox.
     pub fn cts_ping(&self) {
-        let mut st = self.port.lock();
+        let mut g = self.port.lock();
         let cts = self.pf.lock().pool(self.vf_index).is_some_and(|p| p.cts);
-        if cts {
+        if let (true, Some(st)) = (cts, g.igb()) {
             let fx = st.vf.pf_post(r::MSG_PF_CONTROL | r::MSG_CTS);
             self.port.fire_now(fx.fire);
         }
@@ -101,7 +118,7 @@ impl IgbVfDevice {
     }
 
     /// Carries out what a BAR0 write asked for. Called with the VF state locked (`vf`).
-    fn apply(&self, vf: &mut emu_dataplane::VfState, fx: Effects) {
+    fn apply(&self, vf: &mut IgbState, fx: Effects) {
         let mut fire = fx.fire;
         if fx.vf_reset {
             vf.txq.reset();
@@ -158,6 +175,23 @@ fn check_bar0(offset: u64, len: usize) -> Result<(), AccessError> {
     Ok(())
 }
 
+impl NodeDevice for IgbVfDevice {
+    fn port(&self) -> &Arc<VfPort> {
+        &self.port
+    }
+    fn attached(&self) -> bool {
+        self.attached.load(Ordering::Acquire)
+    }
+    fn scrub(&self) {
+        IgbVfDevice::scrub(self);
+    }
+    fn tick(&self) {
+        if self.attached() {
+            self.cts_ping();
+        }
+    }
+}
+
 impl VfioDevice for IgbVfDevice {
     fn spec(&self) -> DeviceSpec {
         let mut regions = vec![RegionSpec::default(); region::COUNT as usize];
@@ -165,7 +199,11 @@ impl VfioDevice for IgbVfDevice {
             size: r::BAR0_SIZE,
             readable: true,
             writable: true,
-            ..RegionSpec::default()
+            sparse_mmap: match self.bar0_pages {
+                Some(_) => vec![(QUEUE_PAGES_OFFSET, QUEUE_PAGES_SIZE)],
+                None => Vec::new(),
+            },
+            mmap_fd: self.bar0_pages.clone(),
         };
         regions[region::BAR3 as usize] = RegionSpec {
             size: r::BAR3_SIZE,
@@ -196,13 +234,19 @@ impl VfioDevice for IgbVfDevice {
                     data.len(),
                     emu_nic_defs::pci::CONFIG_SIZE as u64,
                 )?;
-                self.port.lock().vf.config_read(offset, data);
+                if let Some(st) = self.port.lock().igb() {
+                    st.vf.config_read(offset, data);
+                }
                 Ok(())
             }
             region::BAR0 => {
                 check_bar0(offset, data.len())?;
                 let counters = self.port.hw_counters();
-                let mut st = self.port.lock();
+                let mut g = self.port.lock();
+                let Some(st) = g.igb() else {
+                    data.fill(0xFF);
+                    return Ok(());
+                };
                 for (i, chunk) in data.chunks_exact_mut(4).enumerate() {
                     let v = st.vf.bar0_read(offset + 4 * i as u64, &counters);
                     chunk.copy_from_slice(&v.to_le_bytes());
@@ -233,18 +277,23 @@ impl VfioDevice for IgbVfDevice {
                     data.len(),
                     emu_nic_defs::pci::CONFIG_SIZE as u64,
                 )?;
-                self.port.lock().vf.config_write(offset, data);
+                if let Some(st) = self.port.lock().igb() {
+                    st.vf.config_write(offset, data);
+                }
                 // Bus mastering may just have been enabled.
                 self.dataplane.kick();
                 Ok(())
             }
             region::BAR0 => {
                 check_bar0(offset, data.len())?;
-                let mut guard = self.port.lock();
+                let mut g = self.port.lock();
+                let Some(st) = g.igb() else {
+                    return Ok(());
+                };
                 for (i, chunk) in data.chunks_exact(4).enumerate() {
                     let v = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
-                    let fx = guard.vf.bar0_write(offset + 4 * i as u64, v);
-                    self.apply(&mut guard, fx);
+                    let fx = st.vf.bar0_write(offset + 4 * i as u64, v);
+                    self.apply(st, fx);
                 }
                 Ok(())
             }
@@ -258,9 +307,11 @@ impl VfioDevice for IgbVfDevice {
     }
 
     fn reset(&self) {
-        let mut st = self.port.lock();
-        st.vf.device_reset();
-        st.txq.reset();
+        let mut g = self.port.lock();
+        if let Some(st) = g.igb() {
+            st.vf.device_reset();
+            st.txq.reset();
+        }
         let mut pf = self.pf.lock();
         pf.vf_reset(self.vf_index);
         self.republish(&pf);

@@ -2,7 +2,9 @@
 //! and the ready banner. The binary (`main.rs`) parses the command line and wires devices.
 //! Other crates (tests, the device plugin) use [`status`] and [`control`] to read an agent.
 
+pub mod avf_device;
 pub mod banner;
+pub mod bench;
 pub mod config;
 pub mod control;
 pub mod device;

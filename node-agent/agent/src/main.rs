@@ -68,6 +68,30 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Bench(args) => {
+            if args.vfs.iter().any(|&n| n < 2 || n % 2 != 0) {
+                anyhow::bail!("--vfs takes even counts of at least 2 (VFs send in pairs)");
+            }
+            if args.sizes.iter().any(|&s| !(60..=2048).contains(&s)) {
+                anyhow::bail!("--sizes takes frame sizes from 60 to 2048 bytes");
+            }
+            let plan = emu_sriov_agent::bench::BenchPlan {
+                vf_counts: args.vfs,
+                frame_sizes: args.sizes,
+                runs: args.runs.max(1),
+                duration: std::time::Duration::from_millis(args.duration_ms.max(10)),
+                ..Default::default()
+            };
+            let report = emu_sriov_agent::bench::run(&plan)?;
+            match args.output {
+                OutputFormat::Table => print!("{}", emu_sriov_agent::bench::render(&report)),
+                OutputFormat::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).context("encoding the report")?
+                ),
+            }
+            Ok(())
+        }
         Command::QemuArgs(args) => {
             let run_dir = cli::run_dir_or_default(args.run_dir.as_deref())?;
             let status = control::query(&run_dir)?;

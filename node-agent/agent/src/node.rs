@@ -3,17 +3,22 @@
 //! feeds `list` and the device plugin; [`Node::scrub`] readies a released VF for its next
 //! user; [`Node::shutdown`] tears everything down (sockets removed, threads joined).
 
-use crate::config::AgentConfig;
-use crate::device::{DmaAdapter, IgbVfDevice, IrqAdapter, PfShared};
+use crate::avf_device::{AvfPfShared, AvfVfDevice};
+use crate::config::{AgentConfig, DataplaneMode, NicModel, PfConfig};
+use crate::device::{DmaAdapter, IgbVfDevice, IrqAdapter, NodeDevice, PfShared};
 use crate::naming;
 use crate::status::{AgentStatus, VfCounters, VfState, VfStatus};
 use emu_dataplane::engine::DataplaneControl;
+use emu_dataplane::engine::Mode;
 use emu_dataplane::{Dataplane, DataplaneConfig, VfPort};
-use emu_nic_defs::{igbvf as r, pci};
+use emu_nic_defs::{avf as avf_regs, igbvf as r};
+use emu_nic_model::avf::pf::{AvfPf, AvfVfAdmin};
+use emu_nic_model::avf::vf::AvfVf;
 use emu_nic_model::igb_pf::{IgbPf, VfAdmin};
-use emu_nic_model::igbvf::vf::IgbVf;
+use emu_nic_model::igbvf::vf::{IgbVf, QUEUE_PAGES_OFFSET, QUEUE_PAGES_SIZE};
+use emu_nic_model::shared::SharedWords;
 use emu_nic_model::vmdq::SwitchTable;
-use emu_vfio_server::{DmaTable, IrqSet, Server, ServerError, ServerHandle};
+use emu_vfio_server::{DmaTable, IrqSet, Server, ServerError, ServerHandle, SharedPages};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,7 +33,7 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot start the dataplane thread")]
+    #[error("cannot start the dataplane thread or allocate its shared memory")]
     Dataplane(#[source] std::io::Error),
     #[error("cannot serve VF {id}")]
     Serve {
@@ -45,11 +50,27 @@ struct VfEntry {
     id: String,
     pf: String,
     index: u8,
+    model: NicModel,
     mac: [u8; 6],
     socket: PathBuf,
-    device: Arc<IgbVfDevice>,
+    device: Arc<dyn NodeDevice>,
     server: Option<ServerHandle>,
 }
+
+/// A VF built but not yet served.
+struct Pending {
+    id: String,
+    pf_name: String,
+    index: u8,
+    model: NicModel,
+    mac: [u8; 6],
+    dma: Arc<DmaTable>,
+    irqs: Arc<IrqSet>,
+    make: MakeDevice,
+}
+
+/// Builds a VF's device once the dataplane (and its control handle) exists.
+type MakeDevice = Box<dyn FnOnce(&DataplaneControl) -> Arc<dyn NodeDevice>>;
 
 /// How often the PF pings every ready VF with PF_CONTROL_MSG|CTS (devices.md §2.5): the VF's
 /// 2 s watchdog re-checks link from the mailbox word it reads.
@@ -78,89 +99,53 @@ impl Node {
             path: config.run_dir.clone(),
             source,
         })?;
-        // Switch port n = n-th VF over all PFs, in config order.
+        // Switch port n = n-th VF over all PFs, in config order: PFs of the node share one L2
+        // segment (like the ToR switch their ports would plug into).
         let mut ports = Vec::new();
         let mut pending = Vec::new();
         for pf_cfg in &config.pfs {
-            let admins: Vec<VfAdmin> = pf_cfg
-                .vfs
-                .iter()
-                .map(|v| VfAdmin {
-                    mac: v.mac,
-                    port_vlan: v.port_vlan,
-                    spoofchk: v.spoofchk,
-                    trusted: v.trusted,
-                })
-                .collect();
-            let first = ports.len();
-            let pf = Arc::new(PfShared {
-                name: pf_cfg.name.clone(),
-                model: Mutex::new(IgbPf::new(&admins)),
-                ports: (first..first + admins.len()).collect(),
-            });
-            for (i, v) in pf_cfg.vfs.iter().enumerate() {
-                let id = naming::vf_id(&pf_cfg.name, v.index);
-                let dma = Arc::new(DmaTable::new());
-                let irqs = Arc::new(IrqSet::new(u32::from(r::MSIX_VECTORS)));
-                let mut vf = IgbVf::new();
-                vf.set_link(true);
-                // The PF is up from the start: RSTI clears, RSTD is presented.
-                let _ = vf.pf_reset_done();
-                let port = Arc::new(VfPort::new(
-                    id.clone(),
-                    vf,
-                    Box::new(DmaAdapter(dma.clone())),
-                    Box::new(IrqAdapter(irqs.clone())),
-                ));
-                ports.push(port.clone());
-                pending.push((pf.clone(), i, v.index, v.mac, id, port, dma, irqs));
+            match pf_cfg.model {
+                NicModel::Igb => build_igb(pf_cfg, &mut ports, &mut pending)?,
+                NicModel::Avf => build_avf(pf_cfg, &mut ports, &mut pending)?,
             }
         }
 
         let mut table = SwitchTable::new();
         // DTXSWC.LOOPBACK_EN: VF-to-VF traffic is switched locally.
         table.set_loopback(true);
-        let dataplane = Dataplane::start(DataplaneConfig::default(), ports, table)
-            .map_err(NodeError::Dataplane)?;
+        let dp_config = DataplaneConfig {
+            mode: match config.dataplane.mode {
+                DataplaneMode::Adaptive => Mode::Adaptive,
+                DataplaneMode::Poll => Mode::Poll,
+            },
+            cores: config.dataplane.cores.clone(),
+        };
+        let dataplane = Dataplane::start(dp_config, ports, table).map_err(NodeError::Dataplane)?;
         let control = dataplane.control();
 
         let mut vfs = Vec::new();
-        for (pf, i, index, mac, id, port, dma, irqs) in pending {
-            let device = Arc::new(IgbVfDevice {
-                port,
-                vf_index: i,
-                pf: pf.clone(),
-                dataplane: control.clone(),
-                attached: AtomicBool::new(false),
-                mailbox_nacks: AtomicU64::new(0),
-            });
-            // The pool starts closed; publish it so the switch knows the port exists.
-            let filter = pf
-                .model
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .pool_filter(i);
-            control.update(|t| {
-                let _ = t.set_port(pf.ports[i], filter);
-            });
-            let socket = naming::vf_socket_path(&config.run_dir, &id);
-            let dir = naming::vf_dir(&config.run_dir, &id);
+        for p in pending {
+            let device = (p.make)(&control);
+            let socket = naming::vf_socket_path(&config.run_dir, &p.id);
+            let dir = naming::vf_dir(&config.run_dir, &p.id);
             std::fs::create_dir_all(&dir).map_err(|source| NodeError::RunDir {
                 path: dir.clone(),
                 source,
             })?;
-            let server = Server::bind(&socket, device.clone(), dma, irqs).map_err(|source| {
-                NodeError::Serve {
-                    id: id.clone(),
-                    source,
-                }
-            })?;
-            let handle = server.spawn(format!("vfio-{id}"));
+            let server =
+                Server::bind(&socket, device.clone(), p.dma, p.irqs).map_err(|source| {
+                    NodeError::Serve {
+                        id: p.id.clone(),
+                        source,
+                    }
+                })?;
+            let handle = server.spawn(format!("vfio-{}", p.id));
             vfs.push(VfEntry {
-                id,
-                pf: pf.name.clone(),
-                index,
-                mac,
+                id: p.id,
+                pf: p.pf_name,
+                index: p.index,
+                model: p.model,
+                mac: p.mac,
                 socket,
                 device,
                 server: Some(handle),
@@ -204,12 +189,10 @@ impl Node {
         self.vfs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// PF_CONTROL_MSG|CTS to every attached VF that completed its reset handshake.
+    /// Periodic PF duties (igb: PF_CONTROL_MSG|CTS to every attached VF).
     fn ping_all(&self) {
         for e in self.entries().iter() {
-            if e.device.attached.load(Ordering::Acquire) {
-                e.device.cts_ping();
-            }
+            e.device.tick();
         }
     }
 
@@ -220,7 +203,7 @@ impl Node {
             vfs: vfs
                 .iter()
                 .map(|e| {
-                    let c = e.device.port.counters.snapshot();
+                    let c = e.device.port().counters.snapshot();
                     let traps = e
                         .server
                         .as_ref()
@@ -233,12 +216,12 @@ impl Node {
                         id: e.id.clone(),
                         pf: e.pf.clone(),
                         index: e.index,
-                        model: "igbvf".into(),
-                        vendor_id: format!("{:#06x}", pci::VENDOR_INTEL),
-                        device_id: format!("{:#06x}", pci::DEVICE_IGBVF),
+                        model: e.model.vf_model().into(),
+                        vendor_id: format!("{:#06x}", e.model.vf_vendor_id()),
+                        device_id: format!("{:#06x}", e.model.vf_device_id()),
                         mac: format_mac(&e.mac),
                         socket: e.socket.clone(),
-                        state: if e.device.attached.load(Ordering::Acquire) {
+                        state: if e.device.attached() {
                             VfState::Attached
                         } else {
                             VfState::Free
@@ -321,4 +304,164 @@ impl Node {
         let _ = &self.control;
         self.status()
     }
+}
+
+fn igb_admins(pf: &PfConfig) -> Vec<VfAdmin> {
+    pf.vfs
+        .iter()
+        .map(|v| VfAdmin {
+            mac: v.mac,
+            port_vlan: v.port_vlan,
+            spoofchk: v.spoofchk,
+            trusted: v.trusted,
+        })
+        .collect()
+}
+
+fn build_igb(
+    pf_cfg: &PfConfig,
+    ports: &mut Vec<Arc<VfPort>>,
+    pending: &mut Vec<Pending>,
+) -> Result<(), NodeError> {
+    let admins = igb_admins(pf_cfg);
+    let first = ports.len();
+    let pf = Arc::new(PfShared {
+        name: pf_cfg.name.clone(),
+        model: Mutex::new(IgbPf::new(&admins)),
+        ports: (first..first + admins.len()).collect(),
+    });
+    for (i, v) in pf_cfg.vfs.iter().enumerate() {
+        let id = naming::vf_id(&pf_cfg.name, v.index);
+        let dma = Arc::new(DmaTable::new());
+        let irqs = Arc::new(IrqSet::new(u32::from(r::MSIX_VECTORS)));
+        // BAR0's queue pages live in a memfd the client maps: doorbells never trap.
+        let pages = Arc::new(
+            SharedPages::new(&format!("{id}-bar0"), r::BAR0_SIZE).map_err(NodeError::Dataplane)?,
+        );
+        let words = SharedWords::window(
+            pages.clone(),
+            (QUEUE_PAGES_OFFSET / 4) as usize,
+            (QUEUE_PAGES_SIZE / 4) as usize,
+        );
+        let mut vf = IgbVf::with_queue_pages(words);
+        vf.set_link(true);
+        // The PF is up from the start: RSTI clears, RSTD is presented.
+        let _ = vf.pf_reset_done();
+        let port = Arc::new(VfPort::new(
+            id.clone(),
+            vf,
+            Box::new(DmaAdapter(dma.clone())),
+            Box::new(IrqAdapter(irqs.clone())),
+        ));
+        ports.push(port.clone());
+        let pf = pf.clone();
+        pending.push(Pending {
+            id,
+            pf_name: pf_cfg.name.clone(),
+            index: v.index,
+            model: NicModel::Igb,
+            mac: v.mac,
+            dma,
+            irqs,
+            make: Box::new(move |control: &DataplaneControl| {
+                let device = Arc::new(IgbVfDevice {
+                    port,
+                    vf_index: i,
+                    pf: pf.clone(),
+                    dataplane: control.clone(),
+                    attached: AtomicBool::new(false),
+                    mailbox_nacks: AtomicU64::new(0),
+                    bar0_pages: Some(pages.fd()),
+                });
+                // The pool starts closed; publish it so the switch knows the port exists.
+                let filter = pf
+                    .model
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .pool_filter(i);
+                control.update(|t| {
+                    let _ = t.set_port(pf.ports[i], filter);
+                });
+                device
+            }),
+        });
+    }
+    Ok(())
+}
+
+fn build_avf(
+    pf_cfg: &PfConfig,
+    ports: &mut Vec<Arc<VfPort>>,
+    pending: &mut Vec<Pending>,
+) -> Result<(), NodeError> {
+    let pairs = pf_cfg.queue_pairs.clamp(1, 16);
+    let admins: Vec<AvfVfAdmin> = pf_cfg
+        .vfs
+        .iter()
+        .map(|v| AvfVfAdmin {
+            mac: v.mac,
+            trusted: v.trusted,
+            spoofchk: v.spoofchk,
+            port_vlan: v.port_vlan,
+            queue_pairs: pairs,
+        })
+        .collect();
+    let first = ports.len();
+    let pf = Arc::new(AvfPfShared {
+        name: pf_cfg.name.clone(),
+        model: Mutex::new(AvfPf::new(&admins)),
+        ports: (first..first + admins.len()).collect(),
+    });
+    for (i, v) in pf_cfg.vfs.iter().enumerate() {
+        let id = naming::vf_id(&pf_cfg.name, v.index);
+        let vectors = pairs + 1;
+        let dma = Arc::new(DmaTable::new());
+        let irqs = Arc::new(IrqSet::new(u32::from(vectors)));
+        let pages = Arc::new(
+            SharedPages::new(&format!("{id}-bar0"), avf_regs::BAR0_SIZE)
+                .map_err(NodeError::Dataplane)?,
+        );
+        let words = SharedWords::window(pages.clone(), 0, (avf_regs::BAR0_SIZE / 4) as usize);
+        let vf = AvfVf::new(pairs);
+        let port = Arc::new(VfPort::new_avf(
+            id.clone(),
+            vf,
+            Some(words.clone()),
+            Box::new(DmaAdapter(dma.clone())),
+            Box::new(IrqAdapter(irqs.clone())),
+        ));
+        ports.push(port.clone());
+        let pf = pf.clone();
+        let dma2 = dma.clone();
+        pending.push(Pending {
+            id,
+            pf_name: pf_cfg.name.clone(),
+            index: v.index,
+            model: NicModel::Avf,
+            mac: v.mac,
+            dma,
+            irqs,
+            make: Box::new(move |control: &DataplaneControl| {
+                let device = Arc::new(AvfVfDevice::new(
+                    port,
+                    i,
+                    pf.clone(),
+                    control.clone(),
+                    dma2,
+                    (words, pages.fd()),
+                    vectors,
+                ));
+                let filter = {
+                    let mut g = device.port.lock();
+                    let pfm = pf.model.lock().unwrap_or_else(|p| p.into_inner());
+                    g.avf().and_then(|st| pfm.pool_filter(i, &st.vf.vsi))
+                };
+                control.update(|t| {
+                    let _ = t.set_port(pf.ports[i], filter);
+                });
+                device
+            }),
+        });
+    }
+    Ok(())
 }

@@ -51,3 +51,10 @@ fn termination_set() -> libc::sigset_t {
         set
     }
 }
+
+/// Number of CPUs the system has online (for validating `dataplane.cores`).
+pub fn online_cpus() -> usize {
+    // SAFETY: sysconf takes no pointers and always returns; -1 (error) is handled below.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n).unwrap_or(1)
+}

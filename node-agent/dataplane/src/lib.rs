@@ -4,12 +4,14 @@
 //!
 //! This crate never links tokio, kube or tonic. Guest memory and interrupt delivery come in
 //! through the [`DmaMemory`] and [`IrqSink`] traits, implemented by the vfio-user server.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod counters;
 pub mod engine;
 pub mod port;
+#[allow(unsafe_code)]
+mod sys;
 
 pub use counters::{CounterSnapshot, VfCounters};
 pub use engine::{Dataplane, DataplaneConfig, Mode};
-pub use port::{DmaMemory, IrqSink, VfPort, VfState};
+pub use port::{AvfState, DmaMemory, IgbState, IrqSink, VfPort, VfState};

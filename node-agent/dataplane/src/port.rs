@@ -2,9 +2,13 @@
 //! that handles trapped register accesses), its guest memory, its interrupt sink, its counters.
 
 use crate::counters::VfCounters;
+use emu_nic_model::avf::rings::AvfTxQueue;
+use emu_nic_model::avf::state::MAX_QUEUE_PAIRS;
+use emu_nic_model::avf::vf::AvfVf;
 use emu_nic_model::igbvf::rings::TxQueue;
 use emu_nic_model::igbvf::vf::{HwCounters, IgbVf};
 use emu_nic_model::mem::GuestMemory;
+use emu_nic_model::shared::SharedWords;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -20,11 +24,73 @@ pub trait IrqSink: Send + Sync {
     fn fire(&self, vector: u32) -> bool;
 }
 
-/// The mutable device state of a VF: the register model and the TX queue's assembly state.
+/// The mutable device state of an igbvf VF: the register model and the TX queue's
+/// assembly state.
 #[derive(Debug, Default)]
-pub struct VfState {
+pub struct IgbState {
     pub vf: IgbVf,
     pub txq: TxQueue,
+    /// TXDCTL.EN as last seen: a re-enabled queue starts with fresh context slots.
+    pub tx_was_enabled: bool,
+}
+
+/// The mutable device state of an AVF VF: the register model (with the virtchnl-configured
+/// VSI), per-queue TX state and the tail pages the client writes without trapping.
+#[derive(Debug)]
+pub struct AvfState {
+    pub vf: AvfVf,
+    pub txqs: Vec<AvfTxQueue>,
+    /// BAR0 as shared words (at least the QTX_TAIL1 and QRX_TAIL1 pages); `None`: tails
+    /// trap and live in the model only.
+    pub bar0_words: Option<SharedWords>,
+}
+
+impl AvfState {
+    /// Refreshes the model's tails from the mapped pages (the guest's plain stores).
+    pub fn sync_tails(&mut self) {
+        if let Some(w) = &self.bar0_words {
+            let pairs = usize::from(self.vf.vsi.num_pairs).min(MAX_QUEUE_PAIRS);
+            for q in 0..pairs {
+                self.vf.vsi.tx[q].tail = w.load(TX_TAIL_WORD + q);
+                self.vf.vsi.rx[q].tail = w.load(RX_TAIL_WORD + q);
+            }
+        }
+    }
+}
+
+/// Word index of QTX_TAIL1(0) and QRX_TAIL1(0) in BAR0.
+pub const TX_TAIL_WORD: usize = 0;
+pub const RX_TAIL_WORD: usize = 0x2000 / 4;
+
+/// The device state behind one VF port.
+// One value per VF, behind its mutex for the VF's lifetime: the size gap between models
+// costs a few KiB per VF and no copies, so boxing would only add an indirection.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum VfState {
+    Igbvf(IgbState),
+    Avf(AvfState),
+}
+
+impl VfState {
+    pub fn igb(&mut self) -> Option<&mut IgbState> {
+        match self {
+            VfState::Igbvf(s) => Some(s),
+            VfState::Avf(_) => None,
+        }
+    }
+    pub fn avf(&mut self) -> Option<&mut AvfState> {
+        match self {
+            VfState::Avf(s) => Some(s),
+            VfState::Igbvf(_) => None,
+        }
+    }
+    pub fn bus_master(&self) -> bool {
+        match self {
+            VfState::Igbvf(s) => s.vf.bus_master(),
+            VfState::Avf(s) => s.vf.bus_master(),
+        }
+    }
 }
 
 /// A VF attached to the dataplane. The switch port number is its index in the dataplane's
@@ -48,13 +114,49 @@ impl std::fmt::Debug for VfPort {
 }
 
 impl VfPort {
+    /// An igbvf VF port.
     pub fn new(id: String, vf: IgbVf, mem: Box<dyn DmaMemory>, irqs: Box<dyn IrqSink>) -> Self {
-        VfPort {
+        Self::with_state(
             id,
-            state: Mutex::new(VfState {
+            VfState::Igbvf(IgbState {
                 vf,
                 txq: TxQueue::new(),
+                tx_was_enabled: false,
             }),
+            mem,
+            irqs,
+        )
+    }
+
+    /// An AVF VF port; `bar0_words` are the mapped tail pages, if any.
+    pub fn new_avf(
+        id: String,
+        vf: AvfVf,
+        bar0_words: Option<SharedWords>,
+        mem: Box<dyn DmaMemory>,
+        irqs: Box<dyn IrqSink>,
+    ) -> Self {
+        Self::with_state(
+            id,
+            VfState::Avf(AvfState {
+                vf,
+                txqs: (0..MAX_QUEUE_PAIRS).map(|_| AvfTxQueue::new()).collect(),
+                bar0_words,
+            }),
+            mem,
+            irqs,
+        )
+    }
+
+    fn with_state(
+        id: String,
+        state: VfState,
+        mem: Box<dyn DmaMemory>,
+        irqs: Box<dyn IrqSink>,
+    ) -> Self {
+        VfPort {
+            id,
+            state: Mutex::new(state),
             mem,
             irqs,
             counters: VfCounters::default(),

@@ -4,6 +4,8 @@
 #![forbid(unsafe_code)]
 #![no_std]
 
+pub mod avf;
+pub mod avf_virtchnl;
 pub mod igb_desc;
 pub mod igbvf;
 pub mod pci;

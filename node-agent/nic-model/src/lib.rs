@@ -11,4 +11,5 @@ pub mod igb_pf;
 pub mod igbvf;
 pub mod mem;
 pub mod pci;
+pub mod shared;
 pub mod vmdq;

@@ -19,6 +19,7 @@
 mod dma;
 mod irq;
 mod server;
+mod shared;
 #[allow(unsafe_code)]
 mod sys;
 pub mod wire;
@@ -28,6 +29,7 @@ pub use irq::IrqSet;
 pub use server::{
     Server, ServerError, ServerHandle, ServerStats, StatsSnapshot, DEFAULT_MESSAGE_TIMEOUT,
 };
+pub use shared::SharedPages;
 
 /// Safe fd helpers for device models (memfd-backed BARs) and tests.
 pub mod fdutil {

@@ -851,14 +851,12 @@ impl Conn<'_> {
         put_u32(&mut self.out, needed32);
         put_u32(&mut self.out, fl);
         put_u32(&mut self.out, req.index);
-        // cap_offset 0 when the caps did not fit: the client asks again with argsz=needed.
+        // cap_offset points just past the info even when the caps did not fit: QEMU's
+        // vfio-user client rejects a CAPS reply whose cap_offset is below sizeof(info)
+        // (EINVAL), then asks again with argsz = needed.
         put_u32(
             &mut self.out,
-            if fits && !areas.is_empty() {
-                base as u32
-            } else {
-                0
-            },
+            if areas.is_empty() { 0 } else { base as u32 },
         );
         put_u64(&mut self.out, size);
         put_u64(&mut self.out, 0);

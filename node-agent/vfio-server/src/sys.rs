@@ -353,3 +353,16 @@ pub fn send_with_fd(
     }
     Ok(n as usize)
 }
+
+impl Mmap {
+    /// The mapping as 32-bit atomic words (its length rounded down to whole words).
+    pub fn words(&self) -> &[std::sync::atomic::AtomicU32] {
+        let n = self.len / size_of::<u32>();
+        // SAFETY: mmap returns page-aligned memory, so the pointer is aligned for AtomicU32,
+        // which has the size and alignment of u32; the n words lie inside the live mapping,
+        // which outlives the returned borrow of `self`. Other processes (the client) may
+        // write the same memory concurrently: from our side every access goes through the
+        // atomics, which is exactly what they are for, and u32 has no invalid bit patterns.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast(), n) }
+    }
+}

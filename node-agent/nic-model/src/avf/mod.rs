@@ -7,4 +7,9 @@
 //! - `pf`: the PF side of virtchnl (what a real PF driver answers).
 //! - `rings`: TX/RX descriptor processing; `rss`: Toeplitz hashing.
 
+pub mod adminq;
+pub mod pf;
+pub mod rings;
+pub mod rss;
 pub mod state;
+pub mod vf;

@@ -15,12 +15,12 @@
 
 use emu_nic_defs::igb_desc::{DESC_LEN, RING_BASE_ALIGN_MASK, RING_LEN_ALIGN};
 
-mod offload;
+pub(crate) mod offload;
 mod rx;
 mod tx;
 
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 
 pub use rx::{rx_write, RxDescType, RxDrop, RxLayout, RxMeta, RxWritten, MAX_RX_FRAME};
 pub use tx::{TxOutcome, TxQueue, TxScratch, TxStats, MAX_TX_FRAME, MAX_TX_PACKET};

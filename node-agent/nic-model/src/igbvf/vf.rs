@@ -2,6 +2,7 @@
 //! [`Effects`] value that says which MSI-X vectors to fire and what the PF must handle.
 
 use crate::pci::{ConfigLayout, ConfigSpace, MsixLayout};
+use crate::shared::SharedWords;
 use emu_nic_defs::igbvf as r;
 use emu_nic_defs::pci as p;
 
@@ -93,9 +94,25 @@ pub struct IgbVf {
     ivar_misc: u32,
     psrtype: u32,
     pbacl: u32,
-    pub rxq: [QueueRegs; r::QUEUES],
-    pub txq: [QueueRegs; r::QUEUES],
+    /// The queue pages (0x2000 RX, 0x3000 TX) as shared words: the client may map them
+    /// (sparse mmap) and write doorbells without trapping; the dataplane polls them.
+    queues: SharedWords,
 }
+
+/// First byte of the queue pages and their size (RX page 0x2000, TX page 0x3000).
+pub const QUEUE_PAGES_OFFSET: u64 = 0x2000;
+pub const QUEUE_PAGES_SIZE: u64 = 0x2000;
+const QUEUE_WORDS: usize = (QUEUE_PAGES_SIZE / 4) as usize;
+
+// Word offsets of the per-queue registers relative to RDBAL0/TDBAL0.
+const Q_BAL: u32 = 0x00;
+const Q_BAH: u32 = 0x04;
+const Q_LEN: u32 = 0x08;
+const Q_SRRCTL: u32 = 0x0C;
+const Q_HEAD: u32 = 0x10;
+const Q_TXCTL: u32 = 0x14;
+const Q_TAIL: u32 = 0x18;
+const Q_DCTL: u32 = 0x28;
 
 /// The PCI identity and capabilities of an igbvf function (as QEMU's `igbvf.c`).
 pub fn config_layout() -> ConfigLayout {
@@ -151,9 +168,101 @@ impl IgbVf {
             ivar_misc: 0,
             psrtype: 0,
             pbacl: 0,
-            rxq: [QueueRegs::default(); r::QUEUES],
-            txq: [QueueRegs::default(); r::QUEUES],
+            queues: SharedWords::owned(QUEUE_WORDS),
         }
+    }
+
+    /// A VF whose queue pages live in `pages` (at least 8 KiB of words; e.g. a memfd mapping
+    /// offered to the client as a sparse-mmap area of BAR0 at [`QUEUE_PAGES_OFFSET`]).
+    pub fn with_queue_pages(pages: SharedWords) -> Self {
+        let mut vf = IgbVf::new();
+        pages.clear();
+        vf.queues = pages;
+        vf
+    }
+
+    fn qword(off: u32) -> usize {
+        ((u64::from(off) - QUEUE_PAGES_OFFSET) / 4) as usize
+    }
+
+    fn queue_regs(&self, base: u32, q: usize, ctl: u32) -> QueueRegs {
+        let words = self.queues.words();
+        let first = Self::qword(base + r::QUEUE_STRIDE * q as u32);
+        let at = |reg: u32| {
+            words
+                .get(first + (reg / 4) as usize)
+                .map_or(0, |w| w.load(std::sync::atomic::Ordering::Acquire))
+        };
+        // Masks are applied on read: a mapped page holds whatever the guest stored.
+        QueueRegs {
+            bal: at(Q_BAL) & !0xF,
+            bah: at(Q_BAH),
+            len: at(Q_LEN) & 0x000F_FF80,
+            head: at(Q_HEAD) & 0xFFFF,
+            tail: at(Q_TAIL) & 0xFFFF,
+            ctl: at(ctl),
+            dctl: at(Q_DCTL),
+        }
+    }
+
+    /// TX queue `q`'s doorbell state: (TXDCTL.EN, TDH, TDT) — three loads, for the poll loop.
+    pub fn tx_doorbell(&self, q: usize) -> (bool, u32, u32) {
+        if q >= r::QUEUES {
+            return (false, 0, 0);
+        }
+        let words = self.queues.words();
+        let first = Self::qword(r::TDBAL0 + r::QUEUE_STRIDE * q as u32);
+        let at = |reg: u32| {
+            words
+                .get(first + (reg / 4) as usize)
+                .map_or(0, |w| w.load(std::sync::atomic::Ordering::Acquire))
+        };
+        (
+            at(Q_DCTL) & r::XDCTL_ENABLE != 0,
+            at(Q_HEAD) & 0xFFFF,
+            at(Q_TAIL) & 0xFFFF,
+        )
+    }
+
+    /// RX queue `q`'s registers (q < 2; others read as zero).
+    pub fn rxq(&self, q: usize) -> QueueRegs {
+        if q >= r::QUEUES {
+            return QueueRegs::default();
+        }
+        self.queue_regs(r::RDBAL0, q, Q_SRRCTL)
+    }
+
+    /// TX queue `q`'s registers.
+    pub fn txq(&self, q: usize) -> QueueRegs {
+        if q >= r::QUEUES {
+            return QueueRegs::default();
+        }
+        self.queue_regs(r::TDBAL0, q, Q_TXCTL)
+    }
+
+    /// Device-owned head write-back (RDH).
+    pub fn set_rx_head(&self, q: usize, head: u32) {
+        if q < r::QUEUES {
+            self.queues.store(
+                Self::qword(r::RDBAL0 + r::QUEUE_STRIDE * q as u32 + Q_HEAD),
+                head,
+            );
+        }
+    }
+
+    /// Device-owned head write-back (TDH).
+    pub fn set_tx_head(&self, q: usize, head: u32) {
+        if q < r::QUEUES {
+            self.queues.store(
+                Self::qword(r::TDBAL0 + r::QUEUE_STRIDE * q as u32 + Q_HEAD),
+                head,
+            );
+        }
+    }
+
+    /// The shared words behind the queue pages.
+    pub fn queue_pages(&self) -> &SharedWords {
+        &self.queues
     }
 
     pub fn config(&self) -> &ConfigSpace {
@@ -192,16 +301,17 @@ impl IgbVf {
     /// is presented again. The caller also resets the PF's view of this VF.
     pub fn device_reset(&mut self) {
         let link = self.link_up;
+        let pages = self.queues.clone();
         *self = IgbVf::new();
+        pages.clear();
+        self.queues = pages;
         self.link_up = link;
         self.v2p = r::V2P_RSTD;
     }
 
     /// VF software reset (CTRL.RST): queues and interrupts off, mailbox reset presented.
     fn soft_reset(&mut self) -> Effects {
-        for q in self.rxq.iter_mut().chain(self.txq.iter_mut()) {
-            *q = QueueRegs::default();
-        }
+        self.queues.clear();
         self.eicr = 0;
         self.eims = 0;
         self.eiac = 0;
@@ -307,31 +417,9 @@ impl IgbVf {
         if off >= r::VMBMEM && off < r::VMBMEM + 4 * r::VMBMEM_WORDS as u32 {
             return self.mbx[((off - r::VMBMEM) / 4) as usize];
         }
-        if let Some((q, reg)) = queue_reg(off, r::RDBAL0) {
-            let s = &self.rxq[q];
-            return match reg {
-                0x00 => s.bal,
-                0x04 => s.bah,
-                0x08 => s.len,
-                0x0C => s.ctl,
-                0x10 => s.head,
-                0x18 => s.tail,
-                0x28 => s.dctl,
-                _ => 0,
-            };
-        }
-        if let Some((q, reg)) = queue_reg(off, r::TDBAL0) {
-            let s = &self.txq[q];
-            return match reg {
-                0x00 => s.bal,
-                0x04 => s.bah,
-                0x08 => s.len,
-                0x10 => s.head,
-                0x14 => s.ctl,
-                0x18 => s.tail,
-                0x28 => s.dctl,
-                _ => 0,
-            };
+        if (QUEUE_PAGES_OFFSET..QUEUE_PAGES_OFFSET + QUEUE_PAGES_SIZE).contains(&u64::from(off)) {
+            // Plain memory semantics (the same words the client may have mapped).
+            return self.queues.load(Self::qword(off));
         }
         match off {
             r::CTRL => 0,
@@ -380,35 +468,8 @@ impl IgbVf {
             self.mbx[((off - r::VMBMEM) / 4) as usize] = value;
             return Effects::default();
         }
-        if let Some((q, reg)) = queue_reg(off, r::RDBAL0) {
-            let s = &mut self.rxq[q];
-            match reg {
-                0x00 => s.bal = value & !0xF,
-                0x04 => s.bah = value,
-                0x08 => s.len = value & 0x000F_FF80,
-                0x0C => s.ctl = value,
-                0x10 => s.head = value & 0xFFFF,
-                0x18 => s.tail = value & 0xFFFF,
-                0x28 => s.dctl = value,
-                _ => return Effects::default(),
-            }
-            return Effects {
-                queues_changed: true,
-                ..Effects::default()
-            };
-        }
-        if let Some((q, reg)) = queue_reg(off, r::TDBAL0) {
-            let s = &mut self.txq[q];
-            match reg {
-                0x00 => s.bal = value & !0xF,
-                0x04 => s.bah = value,
-                0x08 => s.len = value & 0x000F_FF80,
-                0x10 => s.head = value & 0xFFFF,
-                0x14 => s.ctl = value,
-                0x18 => s.tail = value & 0xFFFF,
-                0x28 => s.dctl = value,
-                _ => return Effects::default(),
-            }
+        if (QUEUE_PAGES_OFFSET..QUEUE_PAGES_OFFSET + QUEUE_PAGES_SIZE).contains(&u64::from(off)) {
+            self.queues.store(Self::qword(off), value);
             return Effects {
                 queues_changed: true,
                 ..Effects::default()
@@ -492,13 +553,6 @@ impl IgbVf {
     pub fn mailbox_idle(&mut self) -> Effects {
         self.try_post_pending()
     }
-}
-
-/// Decodes a queue register: (queue index, register offset within the queue block).
-fn queue_reg(off: u32, base: u32) -> Option<(usize, u32)> {
-    let rel = off.checked_sub(base)?;
-    let q = (rel / r::QUEUE_STRIDE) as usize;
-    (q < r::QUEUES).then_some((q, rel % r::QUEUE_STRIDE))
 }
 
 #[cfg(test)]
@@ -600,11 +654,11 @@ mod tests {
         let _ = rd(&mut vf, r::V2PMAILBOX);
         let _ = vf.bar0_write(u64::from(r::RXDCTL0), r::XDCTL_ENABLE);
         let _ = vf.bar0_write(u64::from(r::TDLEN0), 4096);
-        assert!(vf.rxq[0].enabled());
+        assert!(vf.rxq(0).enabled());
         let fx = vf.bar0_write(u64::from(r::CTRL), r::CTRL_RST);
         assert!(fx.vf_reset);
-        assert!(!vf.rxq[0].enabled());
-        assert_eq!(vf.txq[0].len, 0);
+        assert!(!vf.rxq(0).enabled());
+        assert_eq!(vf.txq(0).len, 0);
         assert_eq!(rd(&mut vf, r::V2PMAILBOX) & r::V2P_RSTD, r::V2P_RSTD);
     }
 

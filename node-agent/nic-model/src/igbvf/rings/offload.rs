@@ -15,9 +15,9 @@
 use emu_nic_defs::igb_desc::tx as d;
 
 /// Spare bytes before the frame in every TX buffer: room for one 802.1Q tag.
-pub(super) const HEADROOM: usize = 4;
+pub(crate) const HEADROOM: usize = 4;
 /// Ethernet header length without tags; also the smallest frame we emit.
-pub(super) const ETH_HLEN: usize = 14;
+pub(crate) const ETH_HLEN: usize = 14;
 const TPID_8021Q: u16 = 0x8100;
 const IPV4_MIN_HLEN: usize = 20;
 const IPV6_HLEN: usize = 40;
@@ -28,7 +28,7 @@ const TCP_FLAG_CWR: u8 = 0x80;
 
 /// The L4 type of a context descriptor (TUCMD.L4T).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) enum L4Type {
+pub(crate) enum L4Type {
     #[default]
     Udp,
     Tcp,
@@ -50,7 +50,7 @@ impl L4Type {
 
 /// A decoded advanced TX context descriptor.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) struct TxContext {
+pub(crate) struct TxContext {
     pub vlan: u16,
     pub maclen: usize,
     pub iplen: usize,
@@ -90,7 +90,7 @@ impl TxContext {
 
 /// Offload requests of one packet (from its first data descriptor).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) struct Offloads {
+pub(crate) struct Offloads {
     pub ixsm: bool,
     pub txsm: bool,
     pub tse: bool,
@@ -100,7 +100,7 @@ pub(super) struct Offloads {
 /// The context and frame disagree: a header would lie outside the frame, a length is
 /// impossible, or TSO was asked of something that is not TCP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Malformed;
+pub(crate) struct Malformed;
 
 /// Ones-complement sum of `data` as big-endian 16-bit words (odd tail padded with zero),
 /// not yet folded. A u64 cannot overflow for any slice that fits in memory.
@@ -171,7 +171,7 @@ fn get_be16(frame: &[u8], at: usize) -> Result<u16, Malformed> {
 
 /// IXSM: IPv4 header checksum over the IPLEN bytes at MACLEN, including the seeded field.
 /// Ignored for IPv6 contexts (there is no IPv6 header checksum).
-pub(super) fn insert_ipv4_checksum(frame: &mut [u8], ctx: &TxContext) -> Result<(), Malformed> {
+pub(crate) fn insert_ipv4_checksum(frame: &mut [u8], ctx: &TxContext) -> Result<(), Malformed> {
     if !ctx.ipv4 {
         return Ok(());
     }
@@ -184,7 +184,7 @@ pub(super) fn insert_ipv4_checksum(frame: &mut [u8], ctx: &TxContext) -> Result<
 }
 
 /// TXSM without TSO: L4 checksum from MACLEN+IPLEN to the end of the frame.
-pub(super) fn insert_l4_checksum(frame: &mut [u8], ctx: &TxContext) -> Result<(), Malformed> {
+pub(crate) fn insert_l4_checksum(frame: &mut [u8], ctx: &TxContext) -> Result<(), Malformed> {
     let (field, width) = ctx.l4.csum_field().ok_or(Malformed)?;
     let start = ctx.l4_start();
     if ctx.maclen < ETH_HLEN || start + field + width > frame.len() {
@@ -219,7 +219,7 @@ pub(super) fn tag_frame(buf: &mut [u8], len: usize, vlan: u16) -> Option<&[u8]> 
 
 /// What a TSO run produced.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) struct TsoResult {
+pub(crate) struct TsoResult {
     pub segments: u64,
     pub bytes: u64,
 }
@@ -234,7 +234,7 @@ pub(super) struct TsoResult {
 /// IP header and IPLEN (GSO_PARTIAL tunnel headers, inner IP) is copied untouched.
 ///
 /// Every check happens before the first segment is emitted: a malformed request emits nothing.
-pub(super) fn segment(
+pub(crate) fn segment(
     pkt: &[u8],
     ctx: &TxContext,
     off: Offloads,
@@ -309,7 +309,7 @@ pub(super) fn segment(
 }
 
 /// The wire frame in `buf` (frame at `HEADROOM..HEADROOM+len`), tagged when `vlan` is set.
-pub(super) fn emit_frame(buf: &mut [u8], len: usize, vlan: Option<u16>) -> Option<&[u8]> {
+pub(crate) fn emit_frame(buf: &mut [u8], len: usize, vlan: Option<u16>) -> Option<&[u8]> {
     match vlan {
         Some(v) => tag_frame(buf, len, v),
         None => buf.get(HEADROOM..HEADROOM + len),

@@ -1,0 +1,440 @@
+//! `emu-sriov-agent bench`: the dataplane measured with synthetic guests.
+//!
+//! Each scenario starts a real node (PF models, vfio-user servers, dataplane thread) in a
+//! temporary run dir and attaches one userspace igbvf driver per VF over its socket, exactly
+//! as a VM would: queue pages mapped, DMA memory shared, control registers trapped. VF 2k sends
+//! to VF 2k+1. The drivers run on this thread (polling, no interrupts), the dataplane on its
+//! own; the machine's two cores are both busy, which is the setup PERFORMANCE.md asks for.
+//!
+//! A copy-only reference runs in the same process: one thread that reads a TX descriptor,
+//! copies the frame into another memory's RX buffer and writes the RX descriptor back through
+//! the same guest-memory layer, with no switching — how close the switch gets to the limit.
+//! Figures are medians over `runs` repetitions; never use them as assertions.
+
+use crate::config::{ConfigFile, HostDefaults, NicModel};
+use crate::node::Node;
+use emu_nic_model::mem::GuestMemory;
+use emu_vf_driver::client::{attach, AttachedVf};
+use emu_vfio_server::{fdutil, DmaTable};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// What to measure.
+#[derive(Debug, Clone)]
+pub struct BenchPlan {
+    pub vf_counts: Vec<usize>,
+    pub frame_sizes: Vec<usize>,
+    pub runs: usize,
+    pub duration: Duration,
+    pub ring_size: u32,
+}
+
+impl Default for BenchPlan {
+    fn default() -> Self {
+        BenchPlan {
+            vf_counts: vec![2, 8, 64],
+            frame_sizes: vec![64, 1500],
+            runs: 5,
+            duration: Duration::from_millis(500),
+            ring_size: 512,
+        }
+    }
+}
+
+/// One row of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub scenario: String,
+    pub packets: u64,
+    pub mpps: f64,
+    pub gbps: f64,
+    pub ns_per_packet: f64,
+    /// Median over runs; `runs` holds each run's Mpps.
+    pub runs_mpps: Vec<f64>,
+    pub traps_per_1000: f64,
+    pub interrupts_per_1000: f64,
+    /// Mpps of this row divided by the copy-only reference of the same frame size.
+    pub ratio_to_reference: Option<f64>,
+    pub note: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub rows: Vec<Row>,
+    pub latency_p50_us: Option<f64>,
+    pub latency_p99_us: Option<f64>,
+    pub latency_note: String,
+    pub idle_vf_ns_per_pass: Option<f64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("cannot prepare the bench run dir {path}")]
+    RunDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("bench config: {0}")]
+    Config(String),
+    #[error("cannot start the node: {0}")]
+    Node(String),
+    #[error("cannot attach synthetic driver to {vf}: {why}")]
+    Attach { vf: String, why: String },
+    #[error("guest memory: {0}")]
+    Memory(String),
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    if v.is_empty() {
+        0.0
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+struct Rig {
+    node: std::sync::Arc<Node>,
+    vfs: Vec<AttachedVf>,
+    ids: Vec<String>,
+    _dir: TempDir,
+}
+
+struct TempDir(PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn rig(n: usize, ring: u32) -> Result<Rig, BenchError> {
+    let dir = std::env::temp_dir().join(format!("emu-bench-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).map_err(|source| BenchError::RunDir {
+        path: dir.clone(),
+        source,
+    })?;
+    let max = NicModel::Igb.max_vfs() as usize;
+    let mut pfs = Vec::new();
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(max);
+        pfs.push((NicModel::Igb, k as u8));
+        left -= k;
+    }
+    let mut file = ConfigFile::builtin();
+    file.set_pfs(pfs);
+    let config = file
+        .validate_with(&HostDefaults {
+            node_name: Some("bench".into()),
+            run_dir: dir.clone(),
+        })
+        .map_err(|e| BenchError::Config(e.to_string()))?;
+    let node = Node::start(&config).map_err(|e| BenchError::Node(e.to_string()))?;
+    let status = node.status();
+    let mut vfs = Vec::new();
+    let mut ids = Vec::new();
+    for v in &status.vfs {
+        let a = attach(&v.socket, ring).map_err(|e| BenchError::Attach {
+            vf: v.id.clone(),
+            why: e.to_string(),
+        })?;
+        vfs.push(a);
+        ids.push(v.id.clone());
+    }
+    Ok(Rig {
+        node,
+        vfs,
+        ids,
+        _dir: TempDir(dir),
+    })
+}
+
+fn frame_to(dst: [u8; 6], src: [u8; 6], size: usize) -> Vec<u8> {
+    let mut f = vec![0u8; size.max(60)];
+    f[..6].copy_from_slice(&dst);
+    f[6..12].copy_from_slice(&src);
+    f[12..14].copy_from_slice(&0x88B5u16.to_be_bytes());
+    f
+}
+
+/// Runs the pairs for `dur`; returns frames received.
+fn pump(rig: &mut Rig, size: usize, dur: Duration) -> Result<u64, BenchError> {
+    let mem_err = |e: emu_vf_driver::DriverError| BenchError::Memory(e.to_string());
+    let end = Instant::now() + dur;
+    let mut received = 0u64;
+    let pairs = rig.vfs.len() / 2;
+    while Instant::now() < end {
+        for p in 0..pairs {
+            let (tx, rx) = rig.vfs.split_at_mut(2 * p + 1);
+            let a = &mut tx[2 * p];
+            let b = &mut rx[0];
+            {
+                let mem = a.mem.lock();
+                a.driver.reclaim(&mem).map_err(mem_err)?;
+                while a.driver.tx_free() > 0 {
+                    if !a.driver.queue_tx_with(&mem, size, None).map_err(mem_err)? {
+                        break;
+                    }
+                }
+                a.driver.flush();
+            }
+            let mem = b.mem.lock();
+            received += u64::from(
+                b.driver
+                    .poll_rx(&mem, &mut [], &mut |_| {})
+                    .map_err(mem_err)?,
+            );
+        }
+    }
+    Ok(received)
+}
+
+fn traps_and_irqs(node: &Node) -> (u64, u64) {
+    node.status().vfs.iter().fold((0, 0), |(t, i), v| {
+        (t + v.counters.traps, i + v.counters.interrupts)
+    })
+}
+
+fn throughput(plan: &BenchPlan, n: usize, size: usize) -> Result<Row, BenchError> {
+    let mut rig = rig(n, plan.ring_size)?;
+    for p in 0..rig.vfs.len() / 2 {
+        let dst = rig.vfs[2 * p + 1].driver.mac();
+        let src = rig.vfs[2 * p].driver.mac();
+        let a = &rig.vfs[2 * p];
+        a.driver
+            .fill_tx_buffers(&a.mem.lock(), &frame_to(dst, src, size))
+            .map_err(|e| BenchError::Memory(e.to_string()))?;
+    }
+    for v in &mut rig.vfs {
+        v.driver.set_rs_interval(32);
+    }
+    // Warm-up, then measured runs.
+    pump(&mut rig, size, Duration::from_millis(100))?;
+    let mut runs = Vec::new();
+    let mut total = 0;
+    let (t0, i0) = traps_and_irqs(&rig.node);
+    for _ in 0..plan.runs {
+        let start = Instant::now();
+        let got = pump(&mut rig, size, plan.duration)?;
+        let secs = start.elapsed().as_secs_f64();
+        total += got;
+        runs.push(got as f64 / secs / 1e6);
+    }
+    let (t1, i1) = traps_and_irqs(&rig.node);
+    let ids = rig.ids.len();
+    rig.node.shutdown();
+    let mpps = median(&mut runs.clone());
+    let per_k = |d: u64| {
+        if total == 0 {
+            0.0
+        } else {
+            d as f64 * 1000.0 / total as f64
+        }
+    };
+    Ok(Row {
+        scenario: format!("VF→VF {size} B, {ids} VFs ({} pairs)", ids / 2),
+        packets: total,
+        mpps,
+        gbps: mpps * 1e6 * size as f64 * 8.0 / 1e9,
+        ns_per_packet: if mpps > 0.0 { 1e3 / mpps } else { 0.0 },
+        runs_mpps: runs,
+        traps_per_1000: per_k(t1 - t0),
+        interrupts_per_1000: per_k(i1 - i0),
+        ratio_to_reference: None,
+        note: "polling drivers, 1 dataplane thread".into(),
+    })
+}
+
+/// The copy-only reference: descriptor read, frame copy, descriptor write-back, through the
+/// same guest-memory layer, no switch, one thread.
+fn reference(plan: &BenchPlan, size: usize) -> Result<Row, BenchError> {
+    let ring = plan.ring_size as u64;
+    let bytes = (ring * 16 + ring * 2048).next_multiple_of(4096);
+    let mk = || -> Result<DmaTable, BenchError> {
+        let fd =
+            fdutil::memfd("bench-ref", bytes).map_err(|e| BenchError::Memory(e.to_string()))?;
+        let t = DmaTable::new();
+        t.map(0, bytes, 0, 3, Some(fd))
+            .map_err(|e| BenchError::Memory(e.to_string()))?;
+        Ok(t)
+    };
+    let (src, dst) = (mk()?, mk()?);
+    let m = |e: emu_nic_model::mem::MemError| BenchError::Memory(e.to_string());
+    let mut runs = Vec::new();
+    let mut total = 0u64;
+    let mut buf = vec![0u8; size];
+    for _ in 0..plan.runs {
+        let (s, d) = (src.lock(), dst.lock());
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < plan.duration {
+            for _ in 0..256 {
+                let i = n % ring;
+                let mut desc = [0u8; 16];
+                s.read(i * 16, &mut desc).map_err(m)?;
+                s.read(ring * 16 + i * 2048, &mut buf).map_err(m)?;
+                d.write(ring * 16 + i * 2048, &buf).map_err(m)?;
+                let mut wb = [0u8; 16];
+                wb[8] = 1;
+                wb[12..14].copy_from_slice(&(size as u16).to_le_bytes());
+                d.write(i * 16, &wb).map_err(m)?;
+                s.write(i * 16 + 12, &[1, 0, 0, 0]).map_err(m)?;
+                n += 1;
+            }
+        }
+        total += n;
+        runs.push(n as f64 / start.elapsed().as_secs_f64() / 1e6);
+    }
+    let mpps = median(&mut runs.clone());
+    Ok(Row {
+        scenario: format!("copy-only reference {size} B"),
+        packets: total,
+        mpps,
+        gbps: mpps * 1e6 * size as f64 * 8.0 / 1e9,
+        ns_per_packet: if mpps > 0.0 { 1e3 / mpps } else { 0.0 },
+        runs_mpps: runs,
+        traps_per_1000: 0.0,
+        interrupts_per_1000: 0.0,
+        ratio_to_reference: Some(1.0),
+        note: "desc read + copy + desc write, same memory layer, no switch".into(),
+    })
+}
+
+/// One-way latency VF→VF at ~10% of `max_mpps`: frames carry their send time.
+fn latency(plan: &BenchPlan, max_mpps: f64) -> Result<(f64, f64, String), BenchError> {
+    let mut rig = rig(2, plan.ring_size)?;
+    let (dst, src) = (rig.vfs[1].driver.mac(), rig.vfs[0].driver.mac());
+    let base = frame_to(dst, src, 64);
+    let rate = (max_mpps * 0.1 * 1e6).max(1000.0);
+    let gap = Duration::from_secs_f64(1.0 / rate);
+    let t0 = Instant::now();
+    let mut samples = Vec::with_capacity(20_000);
+    let mut next = Instant::now();
+    let end = Instant::now() + plan.duration * 2;
+    let mut buf = [0u8; 64];
+    let m = |e: emu_vf_driver::DriverError| BenchError::Memory(e.to_string());
+    while Instant::now() < end && samples.len() < 200_000 {
+        if Instant::now() >= next {
+            next += gap;
+            let mut f = base.clone();
+            let ns = t0.elapsed().as_nanos() as u64;
+            f[14..22].copy_from_slice(&ns.to_le_bytes());
+            let a = &mut rig.vfs[0];
+            let mem = a.mem.lock();
+            a.driver.reclaim(&mem).map_err(m)?;
+            a.driver.queue_tx(&mem, &f).map_err(m)?;
+            a.driver.flush();
+        }
+        let b = &mut rig.vfs[1];
+        let mem = b.mem.lock();
+        b.driver
+            .poll_rx(&mem, &mut buf, &mut |f| {
+                if f.len() >= 22 {
+                    let mut x = [0u8; 8];
+                    x.copy_from_slice(&f[14..22]);
+                    let sent = u64::from_le_bytes(x);
+                    let now = t0.elapsed().as_nanos() as u64;
+                    samples.push(now.saturating_sub(sent) as f64 / 1e3);
+                }
+            })
+            .map_err(m)?;
+    }
+    rig.node.shutdown();
+    let mut s = samples.clone();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let pick = |q: f64| {
+        s.get(((s.len() as f64 - 1.0) * q) as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    Ok((
+        pick(0.5),
+        pick(0.99),
+        format!(
+            "{} samples at {:.0} kpps, sender and receiver polling on one thread",
+            s.len(),
+            rate / 1e3
+        ),
+    ))
+}
+
+/// Runs the whole plan, printing progress to stderr.
+pub fn run(plan: &BenchPlan) -> Result<Report, BenchError> {
+    let mut rows = Vec::new();
+    let mut refs = std::collections::HashMap::new();
+    for &size in &plan.frame_sizes {
+        eprintln!("bench: copy-only reference, {size} B");
+        let r = reference(plan, size)?;
+        refs.insert(size, r.mpps);
+        rows.push(r);
+    }
+    for &n in &plan.vf_counts {
+        for &size in &plan.frame_sizes {
+            eprintln!("bench: VF→VF {size} B with {n} VFs ({} runs)", plan.runs);
+            let mut r = throughput(plan, n, size)?;
+            r.ratio_to_reference = refs.get(&size).filter(|&&x| x > 0.0).map(|x| r.mpps / x);
+            rows.push(r);
+        }
+    }
+    let max64 = rows
+        .iter()
+        .filter(|r| r.scenario.starts_with("VF→VF 64 B, 2 VFs"))
+        .map(|r| r.mpps)
+        .next()
+        .unwrap_or(1.0);
+    eprintln!("bench: latency at 10% load");
+    let (p50, p99, note) = latency(plan, max64)?;
+    eprintln!("bench: idle VF cost");
+    let idle = emu_dataplane::engine::idle_pass_cost(64, 20_000);
+    Ok(Report {
+        rows,
+        latency_p50_us: Some(p50),
+        latency_p99_us: Some(p99),
+        latency_note: note,
+        idle_vf_ns_per_pass: Some(idle),
+    })
+}
+
+/// The report as a table for people.
+pub fn render(report: &Report) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<40} {:>10} {:>8} {:>8} {:>9} {:>10} {:>9} {:>9}",
+        "SCENARIO", "PACKETS", "MPPS", "GBIT/S", "NS/PKT", "TRAPS/1K", "IRQS/1K", "VS REF"
+    );
+    for r in &report.rows {
+        let _ = writeln!(
+            s,
+            "{:<40} {:>10} {:>8.2} {:>8.2} {:>9.1} {:>10.3} {:>9.3} {:>9}",
+            r.scenario,
+            r.packets,
+            r.mpps,
+            r.gbps,
+            r.ns_per_packet,
+            r.traps_per_1000,
+            r.interrupts_per_1000,
+            r.ratio_to_reference
+                .map(|x| format!("{:.0}%", x * 100.0))
+                .unwrap_or_else(|| "-".into()),
+        );
+    }
+    if let (Some(p50), Some(p99)) = (report.latency_p50_us, report.latency_p99_us) {
+        let _ = writeln!(
+            s,
+            "latency VF→VF 64 B at 10% load: p50 {p50:.2} µs, p99 {p99:.2} µs ({})",
+            report.latency_note
+        );
+    }
+    if let Some(idle) = report.idle_vf_ns_per_pass {
+        let _ = writeln!(
+            s,
+            "idle VF in the poll loop: {idle:.1} ns per pass (64 idle VFs)"
+        );
+    }
+    s
+}

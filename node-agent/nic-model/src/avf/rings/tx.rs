@@ -1,0 +1,400 @@
+//! TX ring: walk descriptors from head, assemble one packet up to EOP (an optional context
+//! descriptor first), apply offloads, emit, complete the RS descriptors, advance head.
+//!
+//! Offloads (`iavf_txrx.c` `iavf_tx_enable_csum`, `iavf_tso`, `iavf_tx_map`), all requested in
+//! the first data descriptor: IIPT = IPv4 with checksum (IPv4 header checksum), L4T with
+//! MACLEN/IPLEN/L4LEN (TCP/UDP checksum from the seeded field, SCTP CRC32c), IL2TAG1 (802.1Q
+//! insertion of L2TAG1), and a context descriptor with CMD TSO (segmentation by MSS). The
+//! checksum and segmentation code is igbvf's (`igbvf::rings::offload`): the fields mean the
+//! same, only the units differ.
+//!
+//! Completion: qword1 of every descriptor of the packet whose CMD has RS is overwritten with
+//! DTYPE = DESC_DONE (iavf sets RS on the EOP descriptor and checks it there). Head
+//! write-back is not used ("deprecated with AVF 1.0").
+//!
+//! A packet is consumed only once its EOP descriptor lies before tail: until then nothing is
+//! written and head stays. Context descriptors apply only to the packet that follows them,
+//! so no per-queue state is needed between calls.
+
+use emu_nic_defs::avf::tx as d;
+
+use super::Ring;
+use crate::avf::state::TxQueueCfg;
+use crate::igbvf::rings::offload::{self, L4Type, Offloads, TxContext, ETH_HLEN, HEADROOM};
+use crate::mem::GuestMemory;
+
+/// Largest packet assembled from data descriptors: a 64 KiB GSO packet plus room for
+/// headers.
+pub const MAX_TX_PACKET: usize = 64 * 1024 + 1024;
+/// Largest frame emitted (before VLAN insertion): beyond the 9000-byte max MTU.
+pub const MAX_TX_FRAME: usize = 16 * 1024;
+/// Smallest MSS accepted for TSO (`iavf_features_check` refuses smaller gso_size); bounds
+/// the segments one packet can produce.
+pub const MIN_TSO_MSS: usize = 64;
+
+/// Reusable buffers for [`AvfTxQueue::process`]; allocated once, never per packet.
+pub struct TxScratch {
+    frame: Vec<u8>,
+    seg: Vec<u8>,
+}
+
+impl TxScratch {
+    /// A packet assembly buffer of [`MAX_TX_PACKET`] and a segment buffer of
+    /// [`MAX_TX_FRAME`], each with headroom for a VLAN tag.
+    pub fn new() -> Self {
+        TxScratch {
+            frame: vec![0; HEADROOM + MAX_TX_PACKET],
+            seg: vec![0; HEADROOM + MAX_TX_FRAME],
+        }
+    }
+}
+
+impl Default for TxScratch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Counters of one [`AvfTxQueue::process`] call (also accumulated in the queue).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TxStats {
+    /// Frames emitted, after TSO segmentation.
+    pub packets: u64,
+    /// Bytes emitted (wire frames, VLAN tag included, no FCS).
+    pub bytes: u64,
+    /// Descriptors consumed (data and context).
+    pub descriptors: u64,
+    /// Faulty descriptors: buffer unmapped, zero length, packet too long, unknown DTYPE,
+    /// context descriptor after data; also one per packet whose offload request is malformed.
+    pub bad_descriptors: u64,
+    /// Packets dropped; every drop also adds at least one to `bad_descriptors`.
+    pub dropped_packets: u64,
+    /// Segments produced by TSO (included in `packets`).
+    pub tso_segments: u64,
+    /// The ring configuration was invalid or a descriptor of the ring was unreadable or
+    /// unwritable.
+    pub bad_ring: u64,
+}
+
+impl TxStats {
+    fn add(&mut self, o: &TxStats) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.descriptors += o.descriptors;
+        self.bad_descriptors += o.bad_descriptors;
+        self.dropped_packets += o.dropped_packets;
+        self.tso_segments += o.tso_segments;
+        self.bad_ring += o.bad_ring;
+    }
+}
+
+/// Result of one [`AvfTxQueue::process`] call.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TxOutcome {
+    pub stats: TxStats,
+    /// Descriptors completed with DESC_DONE (RS set): raise the TX interrupt if non-zero.
+    pub write_backs: u32,
+}
+
+/// Per-TX-queue state kept by the dataplane: running totals.
+#[derive(Debug, Default, Clone)]
+pub struct AvfTxQueue {
+    totals: TxStats,
+}
+
+/// How walking one packet ended.
+enum Walk {
+    Consumed,
+    /// EOP is not before tail yet; nothing was consumed.
+    Incomplete,
+    /// A descriptor of the ring could not be read or written.
+    RingFault,
+}
+
+/// One 16-byte descriptor as two little-endian qwords.
+#[derive(Clone, Copy)]
+struct RawDesc {
+    qw0: u64,
+    qw1: u64,
+}
+
+impl RawDesc {
+    fn read(mem: &impl GuestMemory, addr: u64) -> Option<Self> {
+        let mut b = [0u8; 16];
+        mem.read(addr, &mut b).ok()?;
+        let (lo, hi) = b.split_at(8);
+        Some(RawDesc {
+            qw0: u64::from_le_bytes(lo.try_into().ok()?),
+            qw1: u64::from_le_bytes(hi.try_into().ok()?),
+        })
+    }
+    fn dtype(&self) -> u64 {
+        self.qw1 & d::DTYPE_MASK
+    }
+    fn cmd(&self) -> u64 {
+        (self.qw1 >> d::CMD_SHIFT) & d::CMD_MASK
+    }
+    fn buf_size(&self) -> usize {
+        ((self.qw1 >> d::BUF_SZ_SHIFT) & d::BUF_SZ_MASK) as usize
+    }
+}
+
+/// A decoded context descriptor (only what a VF without tunnels uses).
+#[derive(Clone, Copy, Default)]
+struct CtxDesc {
+    tso: bool,
+    mss: usize,
+}
+
+impl CtxDesc {
+    fn decode(desc: &RawDesc) -> Self {
+        let cmd = (desc.qw1 >> d::CTX_CMD_SHIFT) & d::CTX_CMD_MASK;
+        CtxDesc {
+            tso: cmd & d::CTX_CMD_TSO != 0,
+            mss: ((desc.qw1 >> d::CTX_MSS_SHIFT) & d::CTX_MSS_MASK) as usize,
+        }
+    }
+}
+
+/// The offload request of a packet, from its first data descriptor and its context.
+fn offloads(first: &RawDesc, ctx: CtxDesc) -> (TxContext, Offloads) {
+    let cmd = first.cmd();
+    let offset = first.qw1 >> d::OFFSET_SHIFT;
+    let field = |shift: u32, mask: u64, unit: usize| ((offset >> shift) & mask) as usize * unit;
+    let iipt = cmd & d::CMD_IIPT_MASK;
+    let l4t = cmd & d::CMD_L4T_MASK;
+    let l4 = match l4t {
+        d::CMD_L4T_TCP => L4Type::Tcp,
+        d::CMD_L4T_SCTP => L4Type::Sctp,
+        d::CMD_L4T_UDP => L4Type::Udp,
+        _ => L4Type::Reserved,
+    };
+    let tx_ctx = TxContext {
+        // Truncation intended: L2TAG1 is the top 16 bits.
+        vlan: (first.qw1 >> d::L2TAG1_SHIFT) as u16,
+        maclen: field(d::OFFSET_MACLEN_SHIFT, d::OFFSET_MACLEN_MASK, 2),
+        iplen: field(d::OFFSET_IPLEN_SHIFT, d::OFFSET_IPLEN_MASK, 4),
+        ipv4: iipt == d::CMD_IIPT_IPV4 || iipt == d::CMD_IIPT_IPV4_CSUM,
+        l4,
+        l4len: field(d::OFFSET_L4LEN_SHIFT, d::OFFSET_L4LEN_MASK, 4),
+        mss: ctx.mss,
+    };
+    let off = Offloads {
+        ixsm: iipt == d::CMD_IIPT_IPV4_CSUM,
+        txsm: l4t != d::CMD_L4T_UNK,
+        tse: ctx.tso,
+        vle: cmd & d::CMD_IL2TAG1 != 0,
+    };
+    (tx_ctx, off)
+}
+
+impl AvfTxQueue {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Forgets the totals (VF reset).
+    pub fn reset(&mut self) {
+        *self = Self::default();
+    }
+
+    /// Totals of every [`AvfTxQueue::process`] call since creation or reset.
+    pub fn totals(&self) -> &TxStats {
+        &self.totals
+    }
+
+    /// Processes descriptors from `q.head` up to `q.tail`, at most `budget` packets (dropped
+    /// ones included), hands every resulting wire frame to `emit`, completes the RS
+    /// descriptors and advances `q.head`. A disabled queue is left alone; an invalid ring is
+    /// counted in `bad_ring` and left alone. A packet whose descriptors or offload request
+    /// are faulty is dropped, counted, and still completed so that the guest does not hang.
+    pub fn process(
+        &mut self,
+        q: &mut TxQueueCfg,
+        mem: &impl GuestMemory,
+        scratch: &mut TxScratch,
+        budget: usize,
+        emit: &mut dyn FnMut(&[u8]),
+    ) -> TxOutcome {
+        let mut out = TxOutcome::default();
+        if !q.enabled {
+            return out;
+        }
+        let Some(ring) = Ring::tx(q) else {
+            out.stats.bad_ring += 1;
+            self.totals.add(&out.stats);
+            return out;
+        };
+        let mut done = 0;
+        while done < budget && q.head != q.tail {
+            match walk_packet(q, &ring, mem, scratch, &mut out, emit) {
+                Walk::Consumed => done += 1,
+                Walk::Incomplete => break,
+                Walk::RingFault => {
+                    out.stats.bad_ring += 1;
+                    break;
+                }
+            }
+        }
+        self.totals.add(&out.stats);
+        out
+    }
+}
+
+fn walk_packet(
+    q: &mut TxQueueCfg,
+    ring: &Ring,
+    mem: &impl GuestMemory,
+    scratch: &mut TxScratch,
+    out: &mut TxOutcome,
+    emit: &mut dyn FnMut(&[u8]),
+) -> Walk {
+    let pending = ring.pending(q.head, q.tail);
+    let mut idx = q.head;
+    let mut used = 0u32;
+    let mut pos = 0usize;
+    let mut bad_descs = 0u64;
+    let mut first: Option<RawDesc> = None;
+    let mut ctx = CtxDesc::default();
+    let mut eop = false;
+
+    while used < pending {
+        let Some(desc) = ring.desc_addr(idx).and_then(|a| RawDesc::read(mem, a)) else {
+            return Walk::RingFault;
+        };
+        used += 1;
+        idx = ring.next(idx);
+        match desc.dtype() {
+            d::DTYPE_CONTEXT if first.is_none() => ctx = CtxDesc::decode(&desc),
+            d::DTYPE_DATA => {
+                first.get_or_insert(desc);
+                if bad_descs == 0 && !copy_buffer(mem, &desc, &mut scratch.frame, &mut pos) {
+                    bad_descs += 1;
+                }
+                if desc.cmd() & d::CMD_EOP != 0 {
+                    eop = true;
+                    break;
+                }
+            }
+            // A context descriptor inside a packet, or a reserved/DESC_DONE DTYPE: Linux
+            // never sends one.
+            _ => bad_descs += 1,
+        }
+    }
+
+    if !eop {
+        if pending < ring.count - 1 {
+            // The guest may still be filling the packet in: wait for a later tail.
+            return Walk::Incomplete;
+        }
+        // The ring is full and holds no EOP: it can never complete. Drop it all.
+        bad_descs += 1;
+    }
+
+    let stats = &mut out.stats;
+    stats.descriptors += u64::from(used);
+    match first {
+        Some(desc) if bad_descs == 0 => {
+            let (tx_ctx, off) = offloads(&desc, ctx);
+            if !send(tx_ctx, off, pos, scratch, stats, emit) {
+                stats.bad_descriptors += 1;
+                stats.dropped_packets += 1;
+            }
+        }
+        _ => {
+            stats.bad_descriptors += bad_descs.max(1);
+            stats.dropped_packets += 1;
+        }
+    }
+
+    // Complete every RS descriptor of the packet, good or dropped.
+    let mut i = q.head;
+    for _ in 0..used {
+        let Some(addr) = ring.desc_addr(i).map(|a| a + d::QW1_OFFSET) else {
+            return Walk::RingFault;
+        };
+        let Ok(qw1) = mem.read_u64(addr) else {
+            return Walk::RingFault;
+        };
+        let rs = qw1 & d::DTYPE_MASK == d::DTYPE_DATA && (qw1 >> d::CMD_SHIFT) & d::CMD_RS != 0;
+        if rs {
+            if mem.write_u64(addr, d::DTYPE_DESC_DONE).is_err() {
+                return Walk::RingFault;
+            }
+            out.write_backs += 1;
+        }
+        i = ring.next(i);
+    }
+    q.head = idx;
+    Walk::Consumed
+}
+
+/// Applies the offloads of the packet assembled in `scratch.frame` and emits it.
+/// Returns false when the offload request does not fit the packet.
+fn send(
+    ctx: TxContext,
+    off: Offloads,
+    len: usize,
+    scratch: &mut TxScratch,
+    stats: &mut TxStats,
+    emit: &mut dyn FnMut(&[u8]),
+) -> bool {
+    if len < ETH_HLEN {
+        return false;
+    }
+    if off.tse {
+        if ctx.mss < MIN_TSO_MSS {
+            return false;
+        }
+        let Some(pkt) = scratch.frame.get(HEADROOM..HEADROOM + len) else {
+            return false;
+        };
+        return match offload::segment(pkt, &ctx, off, &mut scratch.seg, emit) {
+            Ok(r) => {
+                stats.packets += r.segments;
+                stats.tso_segments += r.segments;
+                stats.bytes += r.bytes;
+                true
+            }
+            Err(_) => false,
+        };
+    }
+    if len > MAX_TX_FRAME {
+        return false;
+    }
+    let Some(frame) = scratch.frame.get_mut(HEADROOM..HEADROOM + len) else {
+        return false;
+    };
+    if off.ixsm && offload::insert_ipv4_checksum(frame, &ctx).is_err() {
+        return false;
+    }
+    if off.txsm && offload::insert_l4_checksum(frame, &ctx).is_err() {
+        return false;
+    }
+    let Some(wire) = offload::emit_frame(&mut scratch.frame, len, off.vle.then_some(ctx.vlan))
+    else {
+        return false;
+    };
+    stats.packets += 1;
+    stats.bytes += wire.len() as u64;
+    emit(wire);
+    true
+}
+
+/// Appends the buffer of data descriptor `desc` to the packet at `*pos`.
+/// False for a zero size, a packet over [`MAX_TX_PACKET`] or an unreadable buffer.
+fn copy_buffer(mem: &impl GuestMemory, desc: &RawDesc, frame: &mut [u8], pos: &mut usize) -> bool {
+    let len = desc.buf_size();
+    let end = *pos + len;
+    if len == 0 || end > MAX_TX_PACKET {
+        return false;
+    }
+    let Some(dst) = frame.get_mut(HEADROOM + *pos..HEADROOM + end) else {
+        return false;
+    };
+    if mem.read(desc.qw0, dst).is_err() {
+        return false;
+    }
+    *pos = end;
+    true
+}

@@ -1,0 +1,117 @@
+//! Register words the device shares with its client as plain memory (vfio-user sparse-mmap
+//! areas). The guest stores to them without trapping; the device and the dataplane read and
+//! write them atomically. Where they live (a memfd mapping in production, a boxed slice in
+//! tests or when the page traps) is the caller's choice, so the models stay free of `unsafe`.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+/// Memory holding 32-bit registers that another party may access concurrently.
+pub trait WordBacking: Send + Sync + std::fmt::Debug {
+    fn words(&self) -> &[AtomicU32];
+}
+
+#[derive(Debug)]
+struct Owned(Box<[AtomicU32]>);
+
+impl WordBacking for Owned {
+    fn words(&self) -> &[AtomicU32] {
+        &self.0
+    }
+}
+
+/// A handle on a window of shared register words. Indexes out of range read as 0 and ignore
+/// writes.
+#[derive(Clone, Debug)]
+pub struct SharedWords {
+    backing: Arc<dyn WordBacking>,
+    start: usize,
+    len: usize,
+}
+
+impl SharedWords {
+    /// `n` zeroed words in ordinary process memory.
+    pub fn owned(n: usize) -> Self {
+        let backing = Arc::new(Owned((0..n).map(|_| AtomicU32::new(0)).collect()));
+        SharedWords {
+            backing,
+            start: 0,
+            len: n,
+        }
+    }
+
+    /// Words `[start, start + len)` of caller-provided memory (e.g. a memfd mapping offered
+    /// to the client); clipped to what the backing holds.
+    pub fn window(backing: Arc<dyn WordBacking>, start: usize, len: usize) -> Self {
+        let total = backing.words().len();
+        let start = start.min(total);
+        let len = len.min(total - start);
+        SharedWords {
+            backing,
+            start,
+            len,
+        }
+    }
+
+    /// The window as atomics, for callers that read several words at once.
+    pub fn words(&self) -> &[AtomicU32] {
+        self.backing
+            .words()
+            .get(self.start..self.start + self.len)
+            .unwrap_or(&[])
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Acquire load: descriptor memory the client wrote before this word is visible after it.
+    pub fn load(&self, i: usize) -> u32 {
+        self.words().get(i).map_or(0, |w| w.load(Ordering::Acquire))
+    }
+
+    /// Release store: everything written before is visible to a client that reads this word.
+    pub fn store(&self, i: usize, v: u32) {
+        if let Some(w) = self.words().get(i) {
+            w.store(v, Ordering::Release);
+        }
+    }
+
+    /// Zeroes every word (reset).
+    pub fn clear(&self) {
+        for w in self.words() {
+            w.store(0, Ordering::Release);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_of_range_is_harmless() {
+        let w = SharedWords::owned(4);
+        w.store(3, 7);
+        w.store(4, 9);
+        assert_eq!(w.load(3), 7);
+        assert_eq!(w.load(4), 0);
+        assert_eq!(w.load(usize::MAX), 0);
+        w.clear();
+        assert_eq!(w.load(3), 0);
+    }
+
+    #[test]
+    fn window_is_clipped() {
+        let all = SharedWords::owned(8);
+        let win = SharedWords::window(all.backing.clone(), 6, 10);
+        assert_eq!(win.len(), 2);
+        win.store(1, 5);
+        assert_eq!(all.load(7), 5);
+        assert_eq!(SharedWords::window(all.backing.clone(), 100, 1).len(), 0);
+    }
+}
