@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod console;
 pub mod env;
+pub mod fake_kubelet;
 pub mod harness;
 pub mod initramfs;
 pub mod proc;

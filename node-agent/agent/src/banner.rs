@@ -74,8 +74,8 @@ mod tests {
     #[test]
     fn device_arg_is_exact_json() {
         assert_eq!(
-            qemu_device_arg(Path::new("/run/emu-sriov/igb0-vf0.sock")),
-            r#"{"driver":"vfio-user-pci","socket":{"type":"unix","path":"/run/emu-sriov/igb0-vf0.sock"},"rombar":0}"#
+            qemu_device_arg(Path::new("/run/emu-sriov/vfs/igb0-vf0/vf.sock")),
+            r#"{"driver":"vfio-user-pci","socket":{"type":"unix","path":"/run/emu-sriov/vfs/igb0-vf0/vf.sock"},"rombar":0}"#
         );
         let odd = qemu_device_arg(Path::new("/tmp/a \"b\"\\c.sock"));
         let v: serde_json::Value = serde_json::from_str(&odd).unwrap();
@@ -108,7 +108,7 @@ mod tests {
             );
         }
         assert!(text.contains(
-            r#"-device '{"driver":"vfio-user-pci","socket":{"type":"unix","path":"/run/emu-sriov/igb0-vf0.sock"},"rombar":0}'"#
+            r#"-device '{"driver":"vfio-user-pci","socket":{"type":"unix","path":"/run/emu-sriov/vfs/igb0-vf0/vf.sock"},"rombar":0}'"#
         ), "{text}");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
     }

@@ -139,6 +139,39 @@ pub struct RunArgs {
     /// Overrides the config's `nodeName`. [default: the host name]
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
+
+    /// Also run the kubelet device plugin: advertise the VFs as extended resources (each PF's
+    /// `resourceName`, default emu.sriov/vf), register with the kubelet, answer Allocate with a
+    /// mount of the VF's socket directory, env vars and CDI names. Off by default: standalone
+    /// use needs no kubelet.
+    #[arg(long)]
+    pub device_plugin: bool,
+
+    /// Kubelet's device-plugin dir (kubelet.sock and our sockets); with --device-plugin.
+    #[arg(long, value_name = "DIR", default_value = emu_device_plugin::config::DEFAULT_DEVICE_PLUGIN_DIR, requires = "device_plugin")]
+    pub device_plugin_dir: PathBuf,
+
+    /// Kubelet's pod-resources socket, polled to learn which VFs pods still hold (released VFs
+    /// are scrubbed before being offered again); with --device-plugin.
+    #[arg(long, value_name = "SOCKET", default_value = emu_device_plugin::config::DEFAULT_POD_RESOURCES_SOCKET, requires = "device_plugin")]
+    pub pod_resources_socket: PathBuf,
+
+    /// Write CDI spec files here and return CDI device names (emu.sriov/vf=<id>) from
+    /// Allocate, e.g. /var/run/cdi. [default: CDI off]
+    #[arg(long, value_name = "DIR", requires = "device_plugin")]
+    pub cdi_dir: Option<PathBuf>,
+}
+
+impl RunArgs {
+    /// The device-plugin paths when --device-plugin is given.
+    pub fn plugin_paths(&self) -> Option<emu_sriov_agent::plugin::PluginPaths> {
+        self.device_plugin
+            .then(|| emu_sriov_agent::plugin::PluginPaths {
+                device_plugin_dir: self.device_plugin_dir.clone(),
+                pod_resources_socket: self.pod_resources_socket.clone(),
+                cdi_dir: self.cdi_dir.clone(),
+            })
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -382,6 +415,20 @@ mod tests {
         assert!(help.contains("Built-in default"), "{help}");
         assert!(help.contains("vfs: 4"));
         assert!(help.contains("spoofchk"));
+    }
+
+    #[test]
+    fn device_plugin_flags() {
+        let args = run_args(&["run"]);
+        assert_eq!(args.plugin_paths(), None);
+        let args = run_args(&["run", "--device-plugin", "--cdi-dir", "/c"]);
+        let p = args.plugin_paths().unwrap();
+        assert_eq!(
+            p.device_plugin_dir,
+            Path::new("/var/lib/kubelet/device-plugins")
+        );
+        assert_eq!(p.cdi_dir.as_deref(), Some(Path::new("/c")));
+        assert!(parse(&["run", "--cdi-dir", "/c"]).is_err());
     }
 
     #[test]

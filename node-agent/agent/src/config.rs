@@ -28,11 +28,14 @@ dataplane:
 /// A unit test checks that this text parses and validates.
 pub const CONFIG_REFERENCE_YAML: &str = r#"nodeName: node-a        # default: the host name. Seeds the generated MACs.
 runDir: /run/emu-sriov  # default: /run/emu-sriov (root), else $XDG_RUNTIME_DIR/emu-sriov
-                        # or /tmp/emu-sriov-$UID. Holds control.sock and one socket per VF.
+                        # or /tmp/emu-sriov-$UID. Holds control.sock and, per VF,
+                        # vfs/<id>/vf.sock (one directory per VF).
 pfs:                    # at least one
   - name: igb0          # default: <model><n>, n counting PFs of that model from 0
     model: igb          # supported: igb (Intel 82576, VFs are igbvf 8086:10ca)
     vfs: 4              # 1..=7 for igb
+    resourceName: emu.sriov/vf  # kubelet extended resource these VFs are advertised as
+                                # by the device plugin (run --device-plugin); default emu.sriov/vf
     vf:                 # optional per-VF settings, by index (0..vfs-1)
       - index: 0
         mac: "02:00:00:00:00:10"  # default: stable, locally administered, derived from
@@ -235,6 +238,8 @@ pub struct PfFile {
     pub name: Option<String>,
     pub model: NicModel,
     pub vfs: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_name: Option<String>,
     /// Queue pairs per VF (avf only; 1..=16, default 4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_pairs: Option<u32>,
@@ -301,6 +306,7 @@ impl ConfigFile {
                 name: None,
                 model,
                 vfs: u32::from(vfs),
+                resource_name: None,
                 queue_pairs: None,
                 vf: Vec::new(),
             })
@@ -356,9 +362,14 @@ impl ConfigFile {
                 });
             }
             names.insert(name.clone(), field.clone());
+            let resource_name = match pf.resource_name {
+                Some(r) => validate_resource_name(&format!("{field}.resourceName"), r)?,
+                None => DEFAULT_RESOURCE_NAME.to_owned(),
+            };
             let queue_pairs = validate_queue_pairs(&field, pf.model, pf.queue_pairs)?;
             let mut cfg = validate_pf(&field, name, pf.model, pf.vfs, pf.vf)?;
             cfg.queue_pairs = queue_pairs;
+            cfg.resource_name = resource_name;
             pfs.push(cfg);
         }
 
@@ -431,6 +442,8 @@ pub struct PfConfig {
     pub model: NicModel,
     /// `vfs[i].index == i`; 1..=`model.max_vfs()` entries.
     pub vfs: Vec<VfConfig>,
+    /// Extended resource the device plugin advertises these VFs as.
+    pub resource_name: String,
     /// Queue pairs per VF (1 for igb, whose Linux driver uses one pair).
     pub queue_pairs: u16,
 }
@@ -611,6 +624,7 @@ fn validate_pf(
         name,
         model,
         vfs: vf_list,
+        resource_name: DEFAULT_RESOURCE_NAME.to_owned(),
         queue_pairs: 1,
     })
 }
@@ -641,6 +655,30 @@ fn validate_mac(field: &str, text: &str) -> Result<Mac, ConfigError> {
         );
     }
     Ok(mac)
+}
+
+/// The extended resource VFs are advertised as unless a PF names its own.
+pub const DEFAULT_RESOURCE_NAME: &str = "emu.sriov/vf";
+
+/// `<domain>/<name>`: a DNS-subdomain-like prefix and a name of 1..=63 of `[A-Za-z0-9._-]`
+/// with alphanumeric ends (what the kubelet accepts as an extended resource name).
+fn validate_resource_name(field: &str, name: String) -> Result<String, ConfigError> {
+    let ok_part = |s: &str, max: usize| {
+        !s.is_empty()
+            && s.len() <= max
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+            && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+    };
+    match name.split_once('/') {
+        Some((domain, n)) if ok_part(domain, 253) && ok_part(n, 63) && !n.contains('/') => Ok(name),
+        _ => Err(invalid(
+            field,
+            &name,
+            "an extended resource name DOMAIN/NAME, e.g. emu.sriov/vf-fast".to_owned(),
+        )),
+    }
 }
 
 /// Every socket the agent binds must fit in `sun_path`; say so now rather than at bind time.

@@ -11,5 +11,6 @@ pub mod device;
 pub mod mac;
 pub mod naming;
 pub mod node;
+pub mod plugin;
 pub mod status;
 pub mod sys;

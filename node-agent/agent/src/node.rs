@@ -127,6 +127,11 @@ impl Node {
         for p in pending {
             let device = (p.make)(&control);
             let socket = naming::vf_socket_path(&config.run_dir, &p.id);
+            let dir = naming::vf_dir(&config.run_dir, &p.id);
+            std::fs::create_dir_all(&dir).map_err(|source| NodeError::RunDir {
+                path: dir.clone(),
+                source,
+            })?;
             let server =
                 Server::bind(&socket, device.clone(), p.dma, p.irqs).map_err(|source| {
                     NodeError::Serve {

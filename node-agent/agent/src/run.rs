@@ -4,10 +4,11 @@
 use anyhow::Context;
 use emu_sriov_agent::config::AgentConfig;
 use emu_sriov_agent::node::Node;
+use emu_sriov_agent::plugin::{plugin_config, NodeInventory, PluginPaths};
 use emu_sriov_agent::{banner, control, naming, sys};
 use std::sync::Arc;
 
-pub fn run(config: AgentConfig) -> anyhow::Result<()> {
+pub fn run(config: AgentConfig, plugin: Option<PluginPaths>) -> anyhow::Result<()> {
     sys::block_termination_signals().context("cannot set up signal handling")?;
     let node = Node::start(&config)?;
     let n = node.clone();
@@ -20,8 +21,25 @@ pub fn run(config: AgentConfig) -> anyhow::Result<()> {
     banner::print_ready(&config, &ready.vfs);
     tracing::info!(vfs = ready.vfs.len(), run_dir = %config.run_dir.display(), "agent ready");
 
+    // After the node is up: a VF is never advertised before its server is.
+    let plugins = match plugin {
+        Some(paths) => {
+            let inventory = Arc::new(NodeInventory::new(node.clone(), &config));
+            Some(
+                emu_device_plugin::DevicePlugins::start(plugin_config(&config, paths), inventory)
+                    .context("cannot start the device plugin")?,
+            )
+        }
+        None => None,
+    };
+
     let sig = sys::wait_termination_signal();
     tracing::info!(signal = sig, "shutting down");
+    if let Some(p) = plugins {
+        if let Err(e) = p.shutdown() {
+            tracing::warn!(error = %e, "device plugin ended with an error");
+        }
+    }
     control_server.shutdown();
     let summary = node.shutdown();
     for s in &summary.vfs {

@@ -179,7 +179,7 @@ pub(crate) mod tests {
                     vendor_id: "0x8086".into(),
                     device_id: "0x10ca".into(),
                     mac: "02:00:00:00:00:10".into(),
-                    socket: "/run/emu-sriov/igb0-vf0.sock".into(),
+                    socket: "/run/emu-sriov/vfs/igb0-vf0/vf.sock".into(),
                     state: VfState::Attached,
                     counters: VfCounters {
                         tx_packets: 12345,
@@ -193,7 +193,7 @@ pub(crate) mod tests {
                     id: "igb0-vf1".into(),
                     index: 1,
                     mac: "02:00:00:00:00:11".into(),
-                    socket: "/run/emu-sriov/igb0-vf1.sock".into(),
+                    socket: "/run/emu-sriov/vfs/igb0-vf1/vf.sock".into(),
                     state: VfState::Free,
                     counters: VfCounters::default(),
                     ..sample_vf0()
@@ -258,7 +258,7 @@ pub(crate) mod tests {
         assert_eq!(vf["index"], 0);
         assert_eq!(vf["vendor_id"], "0x8086");
         assert_eq!(vf["device_id"], "0x10ca");
-        assert_eq!(vf["socket"], "/run/emu-sriov/igb0-vf0.sock");
+        assert_eq!(vf["socket"], "/run/emu-sriov/vfs/igb0-vf0/vf.sock");
         assert_eq!(vf["state"], "attached");
         assert_eq!(json["vfs"][1]["state"], "free");
         assert_eq!(vf["counters"]["tx_packets"], 12345);
@@ -278,7 +278,7 @@ pub(crate) mod tests {
         assert_eq!(status.vfs.len(), 4);
         let vf = &status.vfs[3];
         assert_eq!(vf.id, "igb0-vf3");
-        assert_eq!(vf.socket, PathBuf::from("/run/x/igb0-vf3.sock"));
+        assert_eq!(vf.socket, PathBuf::from("/run/x/vfs/igb0-vf3/vf.sock"));
         assert_eq!(
             (vf.vendor_id.as_str(), vf.device_id.as_str()),
             ("0x8086", "0x10ca")
@@ -299,11 +299,11 @@ pub(crate) mod tests {
         );
         let socket_col = lines[0].find("SOCKET").unwrap();
         assert_eq!(
-            lines[1].find("/run/emu-sriov/igb0-vf0.sock"),
+            lines[1].find("/run/emu-sriov/vfs/igb0-vf0/vf.sock"),
             Some(socket_col)
         );
         assert_eq!(
-            lines[2].find("/run/emu-sriov/igb0-vf1.sock"),
+            lines[2].find("/run/emu-sriov/vfs/igb0-vf1/vf.sock"),
             Some(socket_col)
         );
         assert!(lines[1].contains("attached") && lines[1].contains("12345"));

@@ -74,7 +74,7 @@ fn list_prints_table_and_json_of_a_running_agent() {
     assert_eq!(
         String::from_utf8(out.stdout).unwrap(),
         format!(
-            "{{\"driver\":\"vfio-user-pci\",\"socket\":{{\"type\":\"unix\",\"path\":\"{d}/igb0-vf2.sock\"}},\"rombar\":0}}\n"
+            "{{\"driver\":\"vfio-user-pci\",\"socket\":{{\"type\":\"unix\",\"path\":\"{d}/vfs/igb0-vf2/vf.sock\"}},\"rombar\":0}}\n"
         )
     );
     let out = agent(&["qemu-args", "--run-dir", d, "igb9-vf0"]);
