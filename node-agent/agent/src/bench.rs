@@ -220,10 +220,23 @@ fn throughput(plan: &BenchPlan, n: usize, size: usize) -> Result<Row, BenchError
         let start = Instant::now();
         let got = pump(&mut rig, size, plan.duration)?;
         let secs = start.elapsed().as_secs_f64();
+        if got == 0 {
+            for (k, v) in rig.vfs.iter().enumerate() {
+                eprintln!(
+                    "bench: stalled run; VF {k}: {}",
+                    v.driver.ring_state(&v.mem.lock())
+                );
+            }
+        }
         total += got;
         runs.push(got as f64 / secs / 1e6);
     }
     let (t1, i1) = traps_and_irqs(&rig.node);
+    if total == 0 {
+        for (id, c) in rig.node.counter_snapshots() {
+            eprintln!("bench: warning: nothing arrived; {id} counters {c:?}");
+        }
+    }
     let ids = rig.ids.len();
     rig.node.shutdown();
     let mpps = median(&mut runs.clone());

@@ -242,6 +242,23 @@ impl Node {
         }
     }
 
+    /// Every VF's full dataplane counters (drops by reason included), by VF id.
+    pub fn counter_snapshots(&self) -> Vec<(String, emu_dataplane::CounterSnapshot)> {
+        self.entries()
+            .iter()
+            .map(|e| (e.id.clone(), e.device.port().counters.snapshot()))
+            .collect()
+    }
+
+    /// Share of wall time the dataplane threads spent moving packets, since start.
+    pub fn dataplane_busy_ratio(&self) -> f64 {
+        self.dataplane
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or(0.0, |d| d.busy_ratio())
+    }
+
     /// Whether VF `id`'s server thread and the dataplane are running.
     pub fn healthy(&self, id: &str) -> bool {
         let dp_up = self

@@ -611,16 +611,18 @@ fn deliver_batch<'a>(
     let mut guard = port.lock();
     let mut t = RxTally::default();
     if !port.is_active() || !guard.bus_master() {
-        t.no_buf = items.count() as u64;
-        t.commit(c);
+        for _ in items {
+            c.drop(DropReason::RxDisabled, true);
+        }
         return;
     }
     match &mut *guard {
         VfState::Igbvf(st) => {
             let q = st.vf.rxq(0);
             if !q.enabled() {
-                t.no_buf = items.count() as u64;
-                t.commit(c);
+                for _ in items {
+                    c.drop(DropReason::RxDisabled, true);
+                }
                 return;
             }
             let mut ring = RingRegs {

@@ -88,7 +88,15 @@ impl Mmap {
         // our own objects. Protections: a write-only mapping is never read (checked by the
         // caller via the region's rights).
         unsafe {
-            std::ptr::copy_nonoverlapping(self.ptr.as_ptr().add(off), buf.as_mut_ptr(), buf.len());
+            if buf.len() <= VOLATILE_MAX {
+                volatile_read(self.ptr.as_ptr().add(off), buf);
+            } else {
+                std::ptr::copy_nonoverlapping(
+                    self.ptr.as_ptr().add(off),
+                    buf.as_mut_ptr(),
+                    buf.len(),
+                );
+            }
         }
         Some(())
     }
@@ -100,7 +108,15 @@ impl Mmap {
         // region's rights); no Rust reference into the mapping exists, so concurrent byte
         // writes by the guest are a data race on raw bytes only.
         unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.as_ptr().add(off), data.len());
+            if data.len() <= VOLATILE_MAX {
+                volatile_write(self.ptr.as_ptr().add(off), data);
+            } else {
+                std::ptr::copy_nonoverlapping(
+                    data.as_ptr(),
+                    self.ptr.as_ptr().add(off),
+                    data.len(),
+                );
+            }
         }
         Some(())
     }
@@ -364,5 +380,62 @@ impl Mmap {
         // write the same memory concurrently: from our side every access goes through the
         // atomics, which is exactly what they are for, and u32 has no invalid bit patterns.
         unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast(), n) }
+    }
+}
+
+/// Accesses up to this size (descriptors, status words, doorbell-adjacent metadata: what a
+/// guest driver and the device hand back and forth) use volatile word copies; bigger ones
+/// (packet payloads) use `memcpy`, whose speed matters and whose bytes steer no control flow.
+/// Plain copies of small shared fields let the compiler merge or re-read them: a userspace
+/// driver at several Mpps saw RX rings diverge until these became volatile.
+const VOLATILE_MAX: usize = 32;
+
+/// Copies guest memory at `src` into `dst` with volatile accesses: the compiler may neither
+/// elide, repeat, merge nor reorder them with other volatile accesses, which is what memory
+/// shared with a guest driver on another CPU needs (vm-memory does the same). Aligned 8-byte
+/// words are copied as single loads, so a guest's aligned 64-bit store is never torn.
+///
+/// # Safety
+/// `src..src+dst.len()` must lie inside a live mapping.
+unsafe fn volatile_read(src: *const u8, dst: &mut [u8]) {
+    let mut i = 0;
+    let n = dst.len();
+    while i < n {
+        // SAFETY: i < n and the caller guarantees src..src+n is mapped.
+        let p = unsafe { src.add(i) };
+        if (p as usize).is_multiple_of(8) && n - i >= 8 {
+            // SAFETY: p is 8-byte aligned and p..p+8 is inside the mapping.
+            let v = unsafe { std::ptr::read_volatile(p.cast::<u64>()) };
+            dst[i..i + 8].copy_from_slice(&v.to_ne_bytes());
+            i += 8;
+        } else {
+            // SAFETY: p is inside the mapping.
+            dst[i] = unsafe { std::ptr::read_volatile(p) };
+            i += 1;
+        }
+    }
+}
+
+/// The write counterpart of [`volatile_read`].
+///
+/// # Safety
+/// `dst..dst+src.len()` must lie inside a live, writable mapping.
+unsafe fn volatile_write(dst: *mut u8, src: &[u8]) {
+    let mut i = 0;
+    let n = src.len();
+    while i < n {
+        // SAFETY: i < n and the caller guarantees dst..dst+n is mapped and writable.
+        let p = unsafe { dst.add(i) };
+        if (p as usize).is_multiple_of(8) && n - i >= 8 {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&src[i..i + 8]);
+            // SAFETY: p is 8-byte aligned and p..p+8 is inside the writable mapping.
+            unsafe { std::ptr::write_volatile(p.cast::<u64>(), u64::from_ne_bytes(w)) };
+            i += 8;
+        } else {
+            // SAFETY: p is inside the writable mapping.
+            unsafe { std::ptr::write_volatile(p, src[i]) };
+            i += 1;
+        }
     }
 }

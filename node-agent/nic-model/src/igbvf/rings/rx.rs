@@ -267,6 +267,10 @@ pub fn rx_write(
         idx = next_idx(idx, count);
     }
 
+    // The guest may poll the ring from another CPU: keep the compiler from moving the
+    // write-back stores ahead of the buffer stores (x86 keeps store order in hardware).
+    std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+
     // Pass 2: the lower qwords (no DD) of every descriptor, so that a ring that reads but
     // does not write fails before any descriptor shows DD.
     let mut idx = ring.head;
@@ -292,6 +296,10 @@ pub fn rx_write(
             .map_err(|_| RxDrop::BadRing)?;
         idx = next_idx(idx, count);
     }
+
+    // DD last: a guest that sees it may re-post the descriptor and reuse the buffer at once,
+    // so every other store must be visible first (free on x86; needed on weaker CPUs).
+    std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
 
     // Pass 3: the qwords carrying DD, in ring order, EOP and metadata on the last.
     let mut idx = ring.head;
