@@ -49,7 +49,7 @@ pub enum Mode {
 
 /// How long an adaptive thread keeps polling after its last work before it sleeps: long
 /// enough to cover the gap while a guest refills its ring.
-pub const IDLE_SPIN: Duration = Duration::from_micros(200);
+pub const IDLE_SPIN: Duration = Duration::from_micros(50);
 
 #[derive(Debug, Clone, Default)]
 pub struct DataplaneConfig {
