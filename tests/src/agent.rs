@@ -166,6 +166,17 @@ impl Agent {
         pfs: &[&str],
         ready_timeout: Duration,
     ) -> Result<Agent, String> {
+        let args: Vec<&str> = pfs.iter().flat_map(|pf| ["--pf", pf]).collect();
+        Agent::start_with(bin, dir, &args, ready_timeout)
+    }
+
+    /// `run --run-dir <dir>/agent` plus `args` (e.g. `["--config", path]`), as [`Agent::start`].
+    pub fn start_with(
+        bin: &Path,
+        dir: &Path,
+        args: &[&str],
+        ready_timeout: Duration,
+    ) -> Result<Agent, String> {
         let run_dir = dir.join("agent");
         std::fs::create_dir_all(&run_dir)
             .map_err(|e| format!("mkdir {}: {e}", run_dir.display()))?;
@@ -176,7 +187,7 @@ impl Agent {
         cmd.arg("run")
             .arg("--run-dir")
             .arg(&run_dir)
-            .args(pfs.iter().flat_map(|pf| ["--pf", pf]))
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(f))
             .stderr(Stdio::from(f2));
