@@ -320,9 +320,15 @@ impl Worker {
             }
             self.deliver_all(&shared.ports);
         }
-        // Interrupts coalesced over the pass: at most one eventfd write per vector.
+        // Interrupts coalesced over the pass: at most one eventfd write per vector, and none
+        // sooner than the vector's moderation gap. A held-back interrupt keeps the thread
+        // polling (it counts as work) so that it fires on time.
+        let mut held = false;
         for port in &shared.ports {
-            port.flush_fire();
+            held |= port.flush_fire();
+        }
+        if held && work == 0 {
+            work = 1;
         }
         work
     }

@@ -107,7 +107,15 @@ pub struct VfPort {
     active: AtomicBool,
     /// Transmit rate limit in bits per second (0: unlimited), set by the control path.
     rate_bps: std::sync::atomic::AtomicU64,
+    /// Interrupt moderation: minimum gap per vector in ns (0: none), as the guest programmed
+    /// it (igbvf EITR), and when each vector last fired (ns since `epoch`).
+    itr_ns: [AtomicU32; MAX_MODERATED_VECTORS],
+    last_fire_ns: [std::sync::atomic::AtomicU64; MAX_MODERATED_VECTORS],
+    epoch: std::time::Instant,
 }
+
+/// Vectors whose interrupt rate can be moderated.
+pub const MAX_MODERATED_VECTORS: usize = 32;
 
 impl std::fmt::Debug for VfPort {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -165,6 +173,9 @@ impl VfPort {
             pending_fire: AtomicU32::new(0),
             active: AtomicBool::new(false),
             rate_bps: std::sync::atomic::AtomicU64::new(0),
+            itr_ns: std::array::from_fn(|_| AtomicU32::new(0)),
+            last_fire_ns: std::array::from_fn(|_| std::sync::atomic::AtomicU64::new(0)),
+            epoch: std::time::Instant::now(),
         }
     }
 
@@ -213,9 +224,52 @@ impl VfPort {
         }
     }
 
-    pub(crate) fn flush_fire(&self) {
+    /// Sets vector `v`'s minimum interrupt gap (the guest wrote its throttle register).
+    pub fn set_moderation(&self, v: usize, gap: std::time::Duration) {
+        if let Some(slot) = self.itr_ns.get(v) {
+            slot.store(
+                u32::try_from(gap.as_nanos()).unwrap_or(u32::MAX),
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Fires the pending vectors whose moderation gap has passed; the others stay pending for
+    /// a later pass. Returns true when some interrupt is still held back.
+    pub(crate) fn flush_fire(&self) -> bool {
         let v = self.pending_fire.swap(0, Ordering::Relaxed);
-        self.fire_now(v);
+        if v == 0 {
+            return false;
+        }
+        let now = self.epoch.elapsed().as_nanos() as u64;
+        let (mut fire, mut hold) = (0u32, 0u32);
+        let mut bits = v;
+        while bits != 0 {
+            let n = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            let gap = self
+                .itr_ns
+                .get(n)
+                .map_or(0, |g| u64::from(g.load(Ordering::Relaxed)));
+            // 0: never fired. Stored times are offset by one to keep 0 free.
+            let last = self
+                .last_fire_ns
+                .get(n)
+                .map_or(0, |l| l.load(Ordering::Relaxed));
+            if gap == 0 || last == 0 || (now + 1).saturating_sub(last) >= gap {
+                fire |= 1 << n;
+                if let Some(l) = self.last_fire_ns.get(n) {
+                    l.store(now + 1, Ordering::Relaxed);
+                }
+            } else {
+                hold |= 1 << n;
+            }
+        }
+        self.fire_now(fire);
+        if hold != 0 {
+            self.pending_fire.fetch_or(hold, Ordering::Relaxed);
+        }
+        hold != 0
     }
 
     /// The statistics registers' view of the counters.
@@ -229,5 +283,69 @@ impl VfPort {
             rx_multicast: s.rx_multicast,
             ..HwCounters::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use emu_nic_model::mem::MemError;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    struct NoMem;
+    impl GuestMemory for NoMem {
+        fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+            Err(MemError::Unmapped {
+                addr,
+                len: buf.len(),
+            })
+        }
+        fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemError> {
+            Err(MemError::Unmapped {
+                addr,
+                len: data.len(),
+            })
+        }
+    }
+    impl DmaMemory for NoMem {
+        fn with_memory(&self, f: &mut dyn FnMut(&dyn GuestMemory)) {
+            f(self);
+        }
+    }
+    struct Count(Arc<AtomicU64>);
+    impl IrqSink for Count {
+        fn fire(&self, _: u32) -> bool {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            true
+        }
+    }
+
+    #[test]
+    fn moderation_holds_interrupts_back_until_the_gap_passed() {
+        let fired = Arc::new(AtomicU64::new(0));
+        let p = VfPort::new(
+            "t".into(),
+            IgbVf::new(),
+            Box::new(NoMem),
+            Box::new(Count(fired.clone())),
+        );
+        p.set_moderation(1, Duration::from_millis(20));
+        p.defer_fire(0b10);
+        assert!(!p.flush_fire(), "first interrupt goes at once");
+        assert_eq!(fired.load(Ordering::Relaxed), 1);
+        p.defer_fire(0b10);
+        p.defer_fire(0b10);
+        assert!(p.flush_fire(), "second one is held back");
+        assert_eq!(fired.load(Ordering::Relaxed), 1);
+        std::thread::sleep(Duration::from_millis(25));
+        assert!(!p.flush_fire());
+        assert_eq!(fired.load(Ordering::Relaxed), 2, "coalesced into one");
+        // An unmoderated vector is never held.
+        p.defer_fire(0b1);
+        p.defer_fire(0b1);
+        assert!(!p.flush_fire());
+        assert_eq!(fired.load(Ordering::Relaxed), 3);
     }
 }
