@@ -166,6 +166,17 @@ impl Agent {
         pfs: &[&str],
         ready_timeout: Duration,
     ) -> Result<Agent, String> {
+        Agent::start_with(bin, dir, pfs, &[], ready_timeout)
+    }
+
+    /// [`Agent::start_pfs`] with more `run` arguments (e.g. `["--uplink", "tap:emu0"]`).
+    pub fn start_with(
+        bin: &Path,
+        dir: &Path,
+        pfs: &[&str],
+        extra: &[&str],
+        ready_timeout: Duration,
+    ) -> Result<Agent, String> {
         let run_dir = dir.join("agent");
         std::fs::create_dir_all(&run_dir)
             .map_err(|e| format!("mkdir {}: {e}", run_dir.display()))?;
@@ -177,6 +188,7 @@ impl Agent {
             .arg("--run-dir")
             .arg(&run_dir)
             .args(pfs.iter().flat_map(|pf| ["--pf", pf]))
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::from(f))
             .stderr(Stdio::from(f2));
@@ -248,6 +260,12 @@ impl Agent {
             Some(Err(e)) => Err(format!("agent wait failed: {e}")),
             None => Err("agent already stopped".into()),
         }
+    }
+
+    /// The `uplink` object of `list` (`name`, `kind`, `rx_packets`, `tx_packets`, …), or `None`
+    /// when the agent has no uplink.
+    pub fn uplink(&self) -> Result<Option<Value>, String> {
+        Ok(self.list()?.get("uplink").cloned())
     }
 
     /// `list()` parsed into VFs, ordered by index.
