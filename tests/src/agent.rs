@@ -166,15 +166,15 @@ impl Agent {
         pfs: &[&str],
         ready_timeout: Duration,
     ) -> Result<Agent, String> {
-        Agent::start_with(bin, dir, pfs, &[], ready_timeout)
+        let args: Vec<&str> = pfs.iter().flat_map(|pf| ["--pf", pf]).collect();
+        Agent::start_with(bin, dir, &args, ready_timeout)
     }
 
-    /// [`Agent::start_pfs`] with more `run` arguments (e.g. `["--uplink", "tap:emu0"]`).
+    /// `run --run-dir <dir>/agent` plus `args` (e.g. `["--config", path]`), as [`Agent::start`].
     pub fn start_with(
         bin: &Path,
         dir: &Path,
-        pfs: &[&str],
-        extra: &[&str],
+        args: &[&str],
         ready_timeout: Duration,
     ) -> Result<Agent, String> {
         let run_dir = dir.join("agent");
@@ -187,8 +187,7 @@ impl Agent {
         cmd.arg("run")
             .arg("--run-dir")
             .arg(&run_dir)
-            .args(pfs.iter().flat_map(|pf| ["--pf", pf]))
-            .args(extra)
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(f))
             .stderr(Stdio::from(f2));

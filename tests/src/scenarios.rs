@@ -28,7 +28,9 @@ pub fn start_agent_with(h: &mut Harness, pfs: &[&str], extra: &[&str]) -> Agent 
         what.push(' ');
         what.push_str(a);
     }
-    let agent = match Agent::start_with(&bin, &dir, pfs, extra, Duration::from_secs(30)) {
+    let mut args: Vec<&str> = pfs.iter().flat_map(|pf| ["--pf", pf]).collect();
+    args.extend_from_slice(extra);
+    let agent = match Agent::start_with(&bin, &dir, &args, Duration::from_secs(30)) {
         Ok(a) => a,
         Err(e) if e.starts_with("agent exited during start-up") => {
             h.fail(&format!("agent rejected {what}: {e}"))

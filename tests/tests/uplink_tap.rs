@@ -54,8 +54,7 @@ fn vf_arps_the_netns_host_through_the_tap_uplink() {
     let agent = Agent::start_with(
         &bin,
         dir.path(),
-        &["igb:2"],
-        &["--uplink", &uplink],
+        &["--pf", "igb:2", "--uplink", &uplink],
         Duration::from_secs(30),
     )
     .expect("agent with a TAP uplink");

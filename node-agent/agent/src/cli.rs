@@ -2,6 +2,7 @@
 //! what it defaults to, and each command ends with examples.
 
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -43,7 +44,9 @@ fn run_after_help() -> String {
          Examples:\n  \
          emu-sriov-agent run\n  \
          emu-sriov-agent run --pf igb:2 --pf igb:2 --run-dir /tmp/sriov\n  \
-         emu-sriov-agent run --config /etc/emu-sriov/agent.yaml --log-level debug",
+         emu-sriov-agent run --config /etc/emu-sriov/agent.yaml --log-level debug\n  \
+         emu-sriov-agent run --metrics-addr 127.0.0.1:9477 &\n  \
+         curl -s http://127.0.0.1:9477/metrics | grep emu_sriov_vf_rx_packets_total",
         indent(config::DEFAULT_CONFIG_YAML),
         indent(config::CONFIG_REFERENCE_YAML)
     )
@@ -167,6 +170,30 @@ pub struct RunArgs {
     /// Allocate, e.g. /var/run/cdi. [default: CDI off]
     #[arg(long, value_name = "DIR", requires = "device_plugin")]
     pub cdi_dir: Option<PathBuf>,
+
+    /// Serve Prometheus metrics over HTTP on ADDR (IP:PORT, e.g. 127.0.0.1:9477 or
+    /// [::]:9477): GET /metrics (per-VF packet, byte, drop, trap and interrupt counters,
+    /// attached and healthy gauges, dataplane busy ratio) and GET /healthz. No TLS and no
+    /// authentication: bind to a loopback or otherwise trusted address.
+    /// Try: curl -s http://127.0.0.1:9477/metrics. [default: off]
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// `--metrics-addr`: an IP address and a port; host names are not resolved.
+fn parse_metrics_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse::<SocketAddr>().map_err(|_| {
+        let hint = match s.parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(ip)) => format!("a port is missing, e.g. {ip}:9477"),
+            Ok(std::net::IpAddr::V6(ip)) => {
+                format!("a port is missing (an IPv6 address goes in brackets), e.g. [{ip}]:9477")
+            }
+            Err(_) => "expected IP:PORT with a numeric IP (host names are not resolved), \
+                       e.g. 127.0.0.1:9477 or [::]:9477"
+                .to_owned(),
+        };
+        format!("invalid address `{s}`: {hint}")
+    })
 }
 
 impl RunArgs {
@@ -471,6 +498,42 @@ mod tests {
         );
         assert_eq!(p.cdi_dir.as_deref(), Some(Path::new("/c")));
         assert!(parse(&["run", "--cdi-dir", "/c"]).is_err());
+    }
+
+    #[test]
+    fn metrics_addr_flag() {
+        assert_eq!(run_args(&["run"]).metrics_addr, None);
+        let args = run_args(&["run", "--metrics-addr", "127.0.0.1:9477"]);
+        assert_eq!(args.metrics_addr, Some("127.0.0.1:9477".parse().unwrap()));
+        let args = run_args(&["run", "--metrics-addr", "[::]:9477"]);
+        assert_eq!(args.metrics_addr, Some("[::]:9477".parse().unwrap()));
+        let cases: &[(&str, &str)] = &[
+            ("127.0.0.1", "a port is missing, e.g. 127.0.0.1:9477"),
+            ("::1", "goes in brackets), e.g. [::1]:9477"),
+            ("::1:80", "goes in brackets), e.g. [::1:80]:9477"),
+            ("localhost:9477", "host names are not resolved"),
+            ("127.0.0.1:99999", "e.g. 127.0.0.1:9477"),
+            ("", "expected IP:PORT"),
+        ];
+        for (value, needle) in cases {
+            let e = parse(&["run", "--metrics-addr", value]).unwrap_err();
+            assert!(e.contains("--metrics-addr"), "{e}");
+            assert!(e.contains(&format!("invalid address `{value}`")), "{e}");
+            assert!(
+                e.contains(needle),
+                "--metrics-addr {value}: {needle:?} missing: {e}"
+            );
+        }
+        let help = Cli::command()
+            .find_subcommand_mut("run")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("--metrics-addr <ADDR>"), "{help}");
+        assert!(
+            help.contains("curl -s http://127.0.0.1:9477/metrics"),
+            "{help}"
+        );
     }
 
     #[test]

@@ -320,6 +320,9 @@ pub struct VfFile {
     pub spoofchk: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust: Option<bool>,
+    /// Transmit rate limit in Mbit/s (token bucket; frames wait in the VF's ring).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_mbps: Option<u32>,
 }
 
 /// The `dataplane` section as written.
@@ -524,6 +527,8 @@ pub struct VfConfig {
     pub spoofchk: bool,
     /// Allow the VF to request promiscuous mode and MAC changes.
     pub trusted: bool,
+    /// Transmit rate limit in Mbit/s; `None`: unlimited.
+    pub rate_mbps: Option<u32>,
 }
 
 /// Dataplane settings.
@@ -644,6 +649,7 @@ fn validate_pf(
             port_vlan: None,
             spoofchk: true,
             trusted: false,
+            rate_mbps: None,
         })
         .collect();
     let mut seen = BTreeSet::new();
@@ -680,6 +686,16 @@ fn validate_pf(
         }
         vf.spoofchk = entry.spoofchk.unwrap_or(true);
         vf.trusted = entry.trust.unwrap_or(false);
+        if let Some(r) = entry.rate_mbps {
+            if !(1..=400_000).contains(&r) {
+                return Err(invalid(
+                    format!("{vf_field}.rateMbps"),
+                    r,
+                    "1..=400000 (Mbit/s), or leave it out for no limit",
+                ));
+            }
+            vf.rate_mbps = Some(r);
+        }
         if let Some(text) = entry.mac {
             vf.mac = validate_mac(&format!("{vf_field}.mac"), &text)?;
         }
@@ -893,6 +909,7 @@ mod tests {
             ("pfs: [{model: igb, vfs: 1, queuePairs: 2}]", &["pfs[0].queuePairs", "model avf"]),
             ("pfs: [{model: avf, vfs: 1, queuePairs: 17}]", &["pfs[0].queuePairs", "17", "1..=16"]),
             ("pfs: [{model: avf, vfs: 65}]", &["pfs[0].vfs", "65", "1..=64"]),
+            ("pfs: [{model: igb, vfs: 1, vf: [{index: 0, rateMbps: 0}]}]", &["pfs[0].vf[0].rateMbps", "1..=400000"]),
             ("pfs: [{model: igb, vfs: 1, name: a}, {model: igb, vfs: 1, name: a}]", &["pfs[1].name", "`a`", "pfs[0]"]),
             ("pfs: [{model: igb, vfs: 1, name: Bad-Name}]", &["pfs[0].name", "Bad-Name", "a-z"]),
             ("pfs: [{model: igb, vfs: 2, vf: [{index: 2}]}]", &["pfs[0].vf[0].index", "`2`", "0..=1"]),

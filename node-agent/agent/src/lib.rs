@@ -1,6 +1,7 @@
-//! Library half of `emu-sriov-agent`: configuration, naming, status types, the control socket
-//! and the ready banner. The binary (`main.rs`) parses the command line and wires devices.
-//! Other crates (tests, the device plugin) use [`status`] and [`control`] to read an agent.
+//! Library half of `emu-sriov-agent`: configuration, naming, status types, the control
+//! socket, the ready banner and the Prometheus endpoint ([`metrics`]). The binary (`main.rs`)
+//! parses the command line and wires devices. Other crates (tests, the device plugin) use
+//! [`status`] and [`control`] to read an agent.
 
 pub mod avf_device;
 pub mod banner;
@@ -9,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod device;
 pub mod mac;
+pub mod metrics;
 pub mod naming;
 pub mod node;
 pub mod plugin;

@@ -52,7 +52,7 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 vfs = config.vfs().count(),
                 "configuration loaded"
             );
-            run::run(config, args.plugin_paths())
+            run::run(config, args.plugin_paths(), args.metrics_addr)
         }
         Command::List(args) => {
             let run_dir = cli::run_dir_or_default(args.run_dir.as_deref())?;

@@ -422,6 +422,9 @@ fn build_igb(
             Box::new(DmaAdapter(dma.clone())),
             Box::new(IrqAdapter(irqs.clone())),
         ));
+        if let Some(mbps) = v.rate_mbps {
+            port.set_rate_limit(u64::from(mbps) * 1_000_000);
+        }
         ports.push(port.clone());
         let pf = pf.clone();
         pending.push(Pending {
@@ -499,6 +502,9 @@ fn build_avf(
             Box::new(DmaAdapter(dma.clone())),
             Box::new(IrqAdapter(irqs.clone())),
         ));
+        if let Some(mbps) = v.rate_mbps {
+            port.set_rate_limit(u64::from(mbps) * 1_000_000);
+        }
         ports.push(port.clone());
         let pf = pf.clone();
         let dma2 = dma.clone();

@@ -1,14 +1,21 @@
-//! `emu-sriov-agent run`: start the node and the control socket, print where the VFs are,
-//! wait for SIGINT/SIGTERM, shut down and log the final counters.
+//! `emu-sriov-agent run`: start the node, the control socket and (with `--metrics-addr`) the
+//! metrics endpoint, print where the VFs are, wait for SIGINT/SIGTERM, shut down and log the
+//! final counters.
 
 use anyhow::Context;
 use emu_sriov_agent::config::AgentConfig;
+use emu_sriov_agent::metrics::MetricsServer;
 use emu_sriov_agent::node::Node;
 use emu_sriov_agent::plugin::{plugin_config, NodeInventory, PluginPaths};
 use emu_sriov_agent::{banner, control, naming, sys};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub fn run(config: AgentConfig, plugin: Option<PluginPaths>) -> anyhow::Result<()> {
+pub fn run(
+    config: AgentConfig,
+    plugin: Option<PluginPaths>,
+    metrics_addr: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     sys::block_termination_signals().context("cannot set up signal handling")?;
     let node = Node::start(&config)?;
     let n = node.clone();
@@ -16,6 +23,18 @@ pub fn run(config: AgentConfig, plugin: Option<PluginPaths>) -> anyhow::Result<(
     let control_path = naming::control_socket_path(&config.run_dir);
     let control_server = control::ControlServer::start(&control_path, status)
         .with_context(|| format!("cannot open the control socket {}", control_path.display()))?;
+    let metrics = match metrics_addr
+        .map(|addr| MetricsServer::for_node(addr, node.clone()))
+        .transpose()
+    {
+        Ok(metrics) => metrics,
+        Err(e) => {
+            // Nothing was advertised yet: take the node down before reporting.
+            control_server.shutdown();
+            node.shutdown();
+            return Err(e.into());
+        }
+    };
 
     let ready = node.status();
     banner::print_ready(&config, &ready.vfs);
@@ -39,6 +58,9 @@ pub fn run(config: AgentConfig, plugin: Option<PluginPaths>) -> anyhow::Result<(
         if let Err(e) = p.shutdown() {
             tracing::warn!(error = %e, "device plugin ended with an error");
         }
+    }
+    if let Some(m) = metrics {
+        m.shutdown();
     }
     control_server.shutdown();
     let summary = node.shutdown();

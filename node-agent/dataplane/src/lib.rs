@@ -9,6 +9,7 @@
 pub mod counters;
 pub mod engine;
 pub mod port;
+pub mod ratelimit;
 #[allow(unsafe_code)]
 mod sys;
 pub mod uplink;

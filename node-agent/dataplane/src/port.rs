@@ -105,6 +105,8 @@ pub struct VfPort {
     pending_fire: AtomicU32,
     /// A client is attached: its memory and interrupts are live.
     active: AtomicBool,
+    /// Transmit rate limit in bits per second (0: unlimited), set by the control path.
+    rate_bps: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for VfPort {
@@ -162,6 +164,7 @@ impl VfPort {
             counters: VfCounters::default(),
             pending_fire: AtomicU32::new(0),
             active: AtomicBool::new(false),
+            rate_bps: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -169,6 +172,16 @@ impl VfPort {
     /// VFs and drops frames addressed to them.
     pub fn set_active(&self, on: bool) {
         self.active.store(on, Ordering::Release);
+    }
+
+    /// Limits what the VF may transmit to `bits_per_second` (0: no limit). Frames over the
+    /// budget wait in the VF's TX ring, as on hardware with a per-VF rate limiter.
+    pub fn set_rate_limit(&self, bits_per_second: u64) {
+        self.rate_bps.store(bits_per_second, Ordering::Relaxed);
+    }
+
+    pub fn rate_limit(&self) -> u64 {
+        self.rate_bps.load(Ordering::Relaxed)
     }
 
     pub fn is_active(&self) -> bool {
