@@ -8,6 +8,8 @@
 #   emu.mode=full|basic|throughput (default full)
 #   emu.queues=N      (iavf: the queue pairs the VF must expose; `channels` check)
 #   emu.vlan=1        (full mode: run the `vlan` check; needs the 8021q modules in the image)
+#   emu.hostip=IP     (`host` check: ping the host end of the agent's uplink TAP, which the test
+#                     put in a network namespace it made; right after `ping`, no barrier)
 #   emu.iperf=client|server  (this guest's iperf3 role: `rss` in full mode, throughput mode)
 #   emu.scen=NAME emu.scens=A,B emu.rounds=N  (throughput mode: this pair's scenario, the run
 #                     order of all scenarios, rounds; pairs take turns, one at a time)
@@ -259,6 +261,22 @@ else
   check ping FAIL "peer $PEER unreachable for 60s"
 fi
 irq1=$(msix_count)
+
+# --- host: the host end of the agent's uplink TAP (a test-made netns), emu.hostip= ----------
+HOSTIP=$(arg hostip)
+if [ -n "$HOSTIP" ]; then
+  t0=$(now)
+  dl=$(until_ 30)
+  while [ "$(now)" -lt "$dl" ]; do
+    ping -c 1 -W 1 -I "$MYIP" "$HOSTIP" >/dev/null 2>&1 && break
+    sleep 1
+  done
+  if ping -c 3 -W 2 -I "$MYIP" "$HOSTIP" >/tmp/ping.out 2>&1 && grep -q ' 0% packet loss' /tmp/ping.out; then
+    check host PASS "$MYIP -> $HOSTIP 3/3 (host after $(($(now) - t0))s)"
+  else
+    check host FAIL "$MYIP -> $HOSTIP: $(grep -E 'packets|loss|bad' /tmp/ping.out | tr '\n' ' ')"
+  fi
+fi
 
 # Every state change below (MTU, down/up) resets the peer's view of this link, so both guests
 # finish each phase before either starts the next (host-driven barriers).

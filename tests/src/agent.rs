@@ -261,6 +261,12 @@ impl Agent {
         }
     }
 
+    /// The `uplink` object of `list` (`name`, `kind`, `rx_packets`, `tx_packets`, …), or `None`
+    /// when the agent has no uplink.
+    pub fn uplink(&self) -> Result<Option<Value>, String> {
+        Ok(self.list()?.get("uplink").cloned())
+    }
+
     /// `list()` parsed into VFs, ordered by index.
     pub fn vfs(&self) -> Result<Vec<VfInfo>, String> {
         let mut v = parse_vfs(&self.list()?)?;

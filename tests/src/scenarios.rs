@@ -10,16 +10,27 @@ use crate::topology::Topology;
 /// Builds (or finds) the agent and starts it with `--pf` per entry of `pfs`. A start-up exit
 /// fails with `agent rejected --pf <pfs>: …`.
 pub fn start_agent(h: &mut Harness, pfs: &[&str]) -> Agent {
+    start_agent_with(h, pfs, &[])
+}
+
+/// [`start_agent`] with more `run` arguments (e.g. `["--uplink", "tap:emu0"]`).
+pub fn start_agent_with(h: &mut Harness, pfs: &[&str], extra: &[&str]) -> Agent {
     let bin = h.timed("agent build", |h| h.check("agent binary", agent_bin()));
     let dir = h.dir().to_path_buf();
     h.add_log("agent", dir.join("agent.log"));
     let t = Instant::now();
-    let what = pfs
+    let mut what = pfs
         .iter()
         .map(|p| format!("--pf {p}"))
         .collect::<Vec<_>>()
         .join(" ");
-    let agent = match Agent::start_pfs(&bin, &dir, pfs, Duration::from_secs(30)) {
+    for a in extra {
+        what.push(' ');
+        what.push_str(a);
+    }
+    let mut args: Vec<&str> = pfs.iter().flat_map(|pf| ["--pf", pf]).collect();
+    args.extend_from_slice(extra);
+    let agent = match Agent::start_with(&bin, &dir, &args, Duration::from_secs(30)) {
         Ok(a) => a,
         Err(e) if e.starts_with("agent exited during start-up") => {
             h.fail(&format!("agent rejected {what}: {e}"))

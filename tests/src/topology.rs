@@ -199,6 +199,9 @@ impl GuestSpec {
             v.push("mac");
         }
         v.extend(["link", "ping"]);
+        if self.arg("hostip").is_some() {
+            v.push("host");
+        }
         match self.mode() {
             "throughput" => v.push("iperf"),
             "basic" => v.extend(["msix", "dmesg"]),

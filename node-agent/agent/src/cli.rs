@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use emu_sriov_agent::config::{self, AgentConfig, ConfigError, ConfigFile, NicModel};
+use emu_sriov_agent::config::{self, AgentConfig, ConfigError, ConfigFile, NicModel, UplinkConfig};
 
 const ABOUT: &str = "Emulated SR-IOV NICs: Intel 82576 (igb) PFs carved into igbvf VFs, each \
                      served as a vfio-user socket that QEMU (>= 10.1) attaches with vfio-user-pci.";
@@ -143,6 +143,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
 
+    /// The node's uplink, the switch's default port (unknown unicast and broadcast/multicast
+    /// leave through it; frames read from it are switched to the VFs): `tap:NAME` creates TAP
+    /// NAME (root; gone when the agent exits), `packet:IFNAME` opens an AF_PACKET socket on an
+    /// existing interface. Overrides the config's `uplink`. [default: none]
+    #[arg(long, value_name = "tap:NAME|packet:IFNAME")]
+    pub uplink: Option<UplinkSpec>,
+
     /// Also run the kubelet device plugin: advertise the VFs as extended resources (each PF's
     /// `resourceName`, default emu.sriov/vf), register with the kubelet, answer Allocate with a
     /// mount of the VF's socket directory, env vars and CDI names. Off by default: standalone
@@ -266,6 +273,38 @@ impl fmt::Display for PfSpec {
     }
 }
 
+/// `--uplink tap:NAME | packet:IFNAME`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UplinkSpec(pub UplinkConfig);
+
+impl FromStr for UplinkSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let cfg = match s.split_once(':') {
+            Some(("tap", name)) => UplinkConfig::Tap {
+                name: name.to_owned(),
+            },
+            Some(("packet", ifname)) => UplinkConfig::Packet {
+                interface: ifname.to_owned(),
+            },
+            _ => {
+                return Err(
+                    "expected tap:NAME or packet:IFNAME, e.g. tap:emu0 or packet:eth1".to_owned(),
+                )
+            }
+        };
+        let n = cfg.ifname();
+        if n.is_empty() || n.len() > config::MAX_IFNAME {
+            return Err(format!(
+                "interface name `{n}` must be 1 to {} characters",
+                config::MAX_IFNAME
+            ));
+        }
+        Ok(UplinkSpec(cfg))
+    }
+}
+
 /// A directory given on the command line, made absolute against the current directory
 /// (socket paths in status and banners are absolute).
 pub fn absolute_dir(flag: &str, dir: &Path) -> Result<PathBuf, ConfigError> {
@@ -299,6 +338,9 @@ impl RunArgs {
         }
         if let Some(name) = &self.node_name {
             file.node_name = Some(name.clone());
+        }
+        if let Some(up) = &self.uplink {
+            file.uplink = Some(up.0.clone());
         }
         Ok(file)
     }
@@ -499,5 +541,28 @@ mod tests {
         let args = run_args(&["run", "--config", "/nonexistent/agent.yaml"]);
         let e = args.config_file().unwrap_err().to_string();
         assert!(e.contains("/nonexistent/agent.yaml"), "{e}");
+    }
+
+    #[test]
+    fn uplink_flag() {
+        let args = run_args(&["run", "--uplink", "tap:emu7", "--node-name", "n"]);
+        let c = AgentConfig::try_from(&args).unwrap();
+        assert_eq!(
+            c.uplink,
+            Some(UplinkConfig::Tap {
+                name: "emu7".into()
+            })
+        );
+        let args = run_args(&["run", "--uplink", "packet:eth1", "--node-name", "n"]);
+        assert_eq!(
+            args.config_file().unwrap().uplink,
+            Some(UplinkConfig::Packet {
+                interface: "eth1".into()
+            })
+        );
+        for bad in ["emu0", "tap:", "vxlan:x", "tap:sixteen-chars-xx"] {
+            let e = parse(&["run", "--uplink", bad]).unwrap_err();
+            assert!(e.contains("--uplink"), "{bad}: {e}");
+        }
     }
 }

@@ -45,6 +45,10 @@ pfs:                    # at least one
         trust: false    # let the VF set promiscuous mode / change its MAC; default false
 dataplane:
   mode: adaptive        # adaptive (default): sleeps when idle. poll: not supported yet.
+uplink:                 # optional; default: none (VF traffic stays inside the node)
+  type: tap             # tap: create TAP `name` (needs root; gone when the agent exits)
+  name: emu0            # packet: `interface: eth1`, an AF_PACKET socket on that interface
+                        # Interface names: 1 to 15 characters.
 "#;
 
 /// Longest path a unix socket can be bound at: `sun_path` is 108 bytes including the NUL.
@@ -228,6 +232,62 @@ pub struct ConfigFile {
     pub pfs: Vec<PfFile>,
     #[serde(default)]
     pub dataplane: DataplaneFile,
+    /// Where unknown unicast and broadcast/multicast leave the node's switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<UplinkConfig>,
+}
+
+/// The node's uplink (the switch's default port), as written and as validated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
+pub enum UplinkConfig {
+    /// A TAP device the agent creates (`IFF_TAP|IFF_NO_PI`, not persistent).
+    Tap { name: String },
+    /// An AF_PACKET socket on an existing interface.
+    Packet { interface: String },
+}
+
+/// Longest network interface name (IFNAMSIZ - 1).
+pub const MAX_IFNAME: usize = 15;
+
+impl UplinkConfig {
+    /// `tap`/`packet`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            UplinkConfig::Tap { .. } => "tap",
+            UplinkConfig::Packet { .. } => "packet",
+        }
+    }
+
+    /// The interface name.
+    pub fn ifname(&self) -> &str {
+        match self {
+            UplinkConfig::Tap { name } => name,
+            UplinkConfig::Packet { interface } => interface,
+        }
+    }
+
+    fn validate(self) -> Result<Self, ConfigError> {
+        let field = match &self {
+            UplinkConfig::Tap { .. } => "uplink.name",
+            UplinkConfig::Packet { .. } => "uplink.interface",
+        };
+        let n = self.ifname();
+        let ok = !n.is_empty()
+            && n.len() <= MAX_IFNAME
+            && n != "."
+            && n != ".."
+            && n.chars()
+                .all(|c| c.is_ascii_graphic() && c != '/' && c != ':');
+        if !ok {
+            return Err(invalid(
+                field,
+                n,
+                format!("an interface name of 1 to {MAX_IFNAME} printable ASCII characters without `/`, `:` or spaces"),
+            ));
+        }
+        Ok(self)
+    }
 }
 
 /// One `pfs[]` entry as written.
@@ -376,6 +436,7 @@ impl ConfigFile {
             pfs.push(cfg);
         }
 
+        let uplink = self.uplink.map(UplinkConfig::validate).transpose()?;
         check_socket_paths(&run_dir, &pfs)?;
         assign_macs(&node_name, &mut pfs)?;
         Ok(AgentConfig {
@@ -386,6 +447,7 @@ impl ConfigFile {
                 mode: self.dataplane.mode,
                 cores: self.dataplane.cores.iter().map(|&c| c as usize).collect(),
             },
+            uplink,
         })
     }
 }
@@ -435,6 +497,8 @@ pub struct AgentConfig {
     /// At least one PF, names unique.
     pub pfs: Vec<PfConfig>,
     pub dataplane: DataplaneConfig,
+    /// The switch's default port, if any.
+    pub uplink: Option<UplinkConfig>,
 }
 
 /// One emulated PF and its VFs.
@@ -917,5 +981,37 @@ mod tests {
             .map(|p| (p.name.as_str(), p.vfs.len()))
             .collect();
         assert_eq!(shape, [("igb0", 2), ("igb1", 3)]);
+    }
+
+    #[test]
+    fn uplink_tap_and_packet_validate() {
+        let base = "pfs: [{model: igb, vfs: 1}]\n";
+        let c = validate(&format!("{base}uplink: {{type: tap, name: emu0}}")).unwrap();
+        assert_eq!(
+            c.uplink,
+            Some(UplinkConfig::Tap {
+                name: "emu0".into()
+            })
+        );
+        let c = validate(&format!("{base}uplink: {{type: packet, interface: eth1}}")).unwrap();
+        assert_eq!(
+            c.uplink,
+            Some(UplinkConfig::Packet {
+                interface: "eth1".into()
+            })
+        );
+        assert_eq!(validate(base).unwrap().uplink, None);
+        let e = err(&format!(
+            "{base}uplink: {{type: tap, name: a-very-long-name0}}"
+        ));
+        assert!(e.contains("uplink.name") && e.contains("1 to 15"), "{e}");
+        let e = err(&format!(
+            "{base}uplink: {{type: packet, interface: \"a/b\"}}"
+        ));
+        assert!(e.contains("uplink.interface"), "{e}");
+        let e = err(&format!("{base}uplink: {{type: vxlan, name: x}}"));
+        assert!(e.contains("does not match the schema"), "{e}");
+        let e = err(&format!("{base}uplink: {{type: tap, name: x, mtu: 9000}}"));
+        assert!(e.contains("does not match the schema"), "{e}");
     }
 }

@@ -4,13 +4,15 @@
 //! user; [`Node::shutdown`] tears everything down (sockets removed, threads joined).
 
 use crate::avf_device::{AvfPfShared, AvfVfDevice};
-use crate::config::{AgentConfig, DataplaneMode, NicModel, PfConfig};
+use crate::config::{AgentConfig, DataplaneMode, NicModel, PfConfig, UplinkConfig};
 use crate::device::{DmaAdapter, IgbVfDevice, IrqAdapter, NodeDevice, PfShared};
 use crate::naming;
-use crate::status::{AgentStatus, VfCounters, VfState, VfStatus};
+use crate::status::{AgentStatus, UplinkStatus, VfCounters, VfState, VfStatus};
 use emu_dataplane::engine::DataplaneControl;
 use emu_dataplane::engine::Mode;
-use emu_dataplane::{Dataplane, DataplaneConfig, VfPort};
+use emu_dataplane::{
+    Dataplane, DataplaneConfig, PacketUplink, TapUplink, Uplink, UplinkInfo, VfPort,
+};
 use emu_nic_defs::{avf as avf_regs, igbvf as r};
 use emu_nic_model::avf::pf::{AvfPf, AvfVfAdmin};
 use emu_nic_model::avf::vf::AvfVf;
@@ -43,6 +45,12 @@ pub enum NodeError {
     },
     #[error("no VF with id {0}")]
     UnknownVf(String),
+    #[error("cannot open the {kind} uplink")]
+    Uplink {
+        kind: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Everything known about one VF at run time.
@@ -83,6 +91,7 @@ pub struct Node {
     control: DataplaneControl,
     stop: Arc<AtomicBool>,
     pinger: Mutex<Option<std::thread::JoinHandle<()>>>,
+    uplink: Option<UplinkInfo>,
 }
 
 fn format_mac(m: &[u8; 6]) -> String {
@@ -113,6 +122,11 @@ impl Node {
         let mut table = SwitchTable::new();
         // DTXSWC.LOOPBACK_EN: VF-to-VF traffic is switched locally.
         table.set_loopback(true);
+        // The uplink is switch port `ports.len()`, the default port (VT_CTL.DEF_PL).
+        let uplink = config.uplink.as_ref().map(open_uplink).transpose()?;
+        if uplink.is_some() {
+            let _ = table.set_default_port(Some(ports.len()));
+        }
         let dp_config = DataplaneConfig {
             mode: match config.dataplane.mode {
                 DataplaneMode::Adaptive => Mode::Adaptive,
@@ -120,8 +134,13 @@ impl Node {
             },
             cores: config.dataplane.cores.clone(),
         };
-        let dataplane = Dataplane::start(dp_config, ports, table).map_err(NodeError::Dataplane)?;
+        let dataplane = Dataplane::start_with_uplink(dp_config, ports, table, uplink)
+            .map_err(NodeError::Dataplane)?;
         let control = dataplane.control();
+        let uplink = dataplane.uplink();
+        if let Some(u) = &uplink {
+            tracing::info!(uplink = %u.name, kind = u.kind, port = u.port, "uplink is the switch's default port");
+        }
 
         let mut vfs = Vec::new();
         for p in pending {
@@ -158,6 +177,7 @@ impl Node {
             control,
             stop: Arc::new(AtomicBool::new(false)),
             pinger: Mutex::new(None),
+            uplink,
         });
         let weak = Arc::downgrade(&node);
         let stop = node.stop.clone();
@@ -239,7 +259,26 @@ impl Node {
                     }
                 })
                 .collect(),
+            uplink: self.uplink_status(),
         }
+    }
+
+    /// The uplink's name, backend and counters, if the node has one.
+    pub fn uplink_status(&self) -> Option<UplinkStatus> {
+        self.uplink.as_ref().map(|u| {
+            let c = u.counters.snapshot();
+            UplinkStatus {
+                name: u.name.clone(),
+                kind: u.kind.to_owned(),
+                rx_packets: c.rx_packets,
+                rx_bytes: c.rx_bytes,
+                rx_unmatched: c.rx_unmatched,
+                rx_errors: c.rx_errors,
+                tx_packets: c.tx_packets,
+                tx_bytes: c.tx_bytes,
+                tx_errors: c.tx_errors,
+            }
+        })
     }
 
     /// Every VF's full dataplane counters (drops by reason included), by VF id.
@@ -321,6 +360,19 @@ impl Node {
         let _ = &self.control;
         self.status()
     }
+}
+
+fn open_uplink(cfg: &UplinkConfig) -> Result<Box<dyn Uplink>, NodeError> {
+    let kind = cfg.kind();
+    let dev: Box<dyn Uplink> = match cfg {
+        UplinkConfig::Tap { name } => {
+            Box::new(TapUplink::open(name).map_err(|source| NodeError::Uplink { kind, source })?)
+        }
+        UplinkConfig::Packet { interface } => Box::new(
+            PacketUplink::open(interface).map_err(|source| NodeError::Uplink { kind, source })?,
+        ),
+    };
+    Ok(dev)
 }
 
 fn igb_admins(pf: &PfConfig) -> Vec<VfAdmin> {

@@ -13,6 +13,29 @@ use crate::naming;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentStatus {
     pub vfs: Vec<VfStatus>,
+    /// The node's uplink (switch default port), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<UplinkStatus>,
+}
+
+/// The uplink as `list` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UplinkStatus {
+    /// Interface name, `emu0`.
+    pub name: String,
+    /// `tap` or `packet`.
+    pub kind: String,
+    /// Frames read from the uplink (switched to VFs or unmatched).
+    pub rx_packets: u64,
+    pub rx_bytes: u64,
+    /// Frames read from the uplink that no VF was addressed by.
+    pub rx_unmatched: u64,
+    pub rx_errors: u64,
+    /// Frames sent to the uplink.
+    pub tx_packets: u64,
+    pub tx_bytes: u64,
+    /// Frames the uplink refused (dropped).
+    pub tx_errors: u64,
 }
 
 /// One VF as `list` shows it.
@@ -95,6 +118,7 @@ impl AgentStatus {
                 .vfs()
                 .map(|(pf, vf)| VfStatus::configured(config, pf, vf))
                 .collect(),
+            uplink: None,
         }
     }
 }
@@ -159,6 +183,20 @@ pub fn render_table(status: &AgentStatus) -> String {
         out.push_str(&cells.join("  "));
         out.push('\n');
     }
+    if let Some(u) = &status.uplink {
+        out.push_str(&format!(
+            "uplink {} ({}): tx {} pkts {} bytes, {} errors; rx {} pkts {} bytes, {} unmatched, {} errors\n",
+            u.name,
+            u.kind,
+            u.tx_packets,
+            u.tx_bytes,
+            u.tx_errors,
+            u.rx_packets,
+            u.rx_bytes,
+            u.rx_unmatched,
+            u.rx_errors
+        ));
+    }
     out
 }
 
@@ -170,6 +208,7 @@ pub(crate) mod tests {
 
     pub(crate) fn sample() -> AgentStatus {
         AgentStatus {
+            uplink: None,
             vfs: vec![
                 VfStatus {
                     id: "igb0-vf0".into(),

@@ -12,6 +12,7 @@
 use crate::counters::bump;
 use crate::port::{AvfState, IgbState, VfPort, VfState};
 use crate::ratelimit::TokenBucket;
+use crate::uplink::{Uplink, UplinkCounters, UPLINK_MAX_FRAME};
 use emu_nic_model::avf::rings::{
     rx_write as avf_rx_write, RxDrop as AvfRxDrop, RxMeta as AvfRxMeta, TxScratch as AvfTxScratch,
 };
@@ -30,6 +31,8 @@ use std::time::Duration;
 
 /// Packets taken from one TX ring per pass (fairness between VFs).
 pub const TX_BUDGET: usize = 64;
+/// Frames read from the uplink per pass (thread 0 polls it).
+pub const UPLINK_RX_BUDGET: usize = 64;
 /// Longest sleep of an idle adaptive dataplane. Doorbells on mapped pages do not trap, so
 /// an idle dataplane polls at least this often; trapped doorbells and config writes wake it
 /// at once. Sleeps start at [`IDLE_WAIT_MIN`] and double while idle.
@@ -70,6 +73,27 @@ struct Shared {
     /// Nanoseconds spent in passes that found work (for the busy ratio).
     busy_ns: AtomicU64,
     started: std::time::Instant,
+    /// The uplink, switch port `ports.len()` (the control path makes it the default port).
+    uplink: Option<UplinkSlot>,
+}
+
+/// The uplink as the threads share it: any thread sends (under the lock), thread 0 receives.
+struct UplinkSlot {
+    port: usize,
+    dev: Mutex<Box<dyn Uplink>>,
+    counters: Arc<UplinkCounters>,
+}
+
+/// What the control path needs to know about the dataplane's uplink.
+#[derive(Debug, Clone)]
+pub struct UplinkInfo {
+    /// Interface name (`emu0`).
+    pub name: String,
+    /// Backend (`tap`, `packet`).
+    pub kind: &'static str,
+    /// Its switch port: the number of VF ports. Make it the table's default port.
+    pub port: usize,
+    pub counters: Arc<UplinkCounters>,
 }
 
 /// Handle on the running dataplane threads.
@@ -85,7 +109,25 @@ impl Dataplane {
         ports: Vec<Arc<VfPort>>,
         table: SwitchTable,
     ) -> std::io::Result<Dataplane> {
+        Self::start_with_uplink(config, ports, table, None)
+    }
+
+    /// [`Dataplane::start`] with an uplink on switch port `ports.len()`: frames the switch sends
+    /// to the default port go out through it, and frames read from it are switched to the VFs.
+    /// The caller makes that port the table's default port ([`Dataplane::uplink`] names it).
+    pub fn start_with_uplink(
+        config: DataplaneConfig,
+        ports: Vec<Arc<VfPort>>,
+        table: SwitchTable,
+        uplink: Option<Box<dyn Uplink>>,
+    ) -> std::io::Result<Dataplane> {
+        let uplink = uplink.map(|dev| UplinkSlot {
+            port: ports.len(),
+            dev: Mutex::new(dev),
+            counters: Arc::new(UplinkCounters::default()),
+        });
         let shared = Arc::new(Shared {
+            uplink,
             ports,
             table: RwLock::new(Arc::new(table)),
             kicked: Mutex::new(false),
@@ -126,6 +168,18 @@ impl Dataplane {
         DataplaneControl {
             shared: self.shared.clone(),
         }
+    }
+
+    /// The uplink, if the dataplane has one.
+    pub fn uplink(&self) -> Option<UplinkInfo> {
+        let up = self.shared.uplink.as_ref()?;
+        let dev = up.dev.lock().unwrap_or_else(|p| p.into_inner());
+        Some(UplinkInfo {
+            name: dev.name().to_owned(),
+            kind: dev.kind(),
+            port: up.port,
+            counters: up.counters.clone(),
+        })
     }
 
     /// (passes, passes that found work).
@@ -267,6 +321,10 @@ struct Worker {
     /// Destinations of the current burst, in first-seen order.
     dsts: Vec<u16>,
     targets: RxTargets,
+    /// Frames of the current burst bound for the uplink (`dst` unused).
+    to_uplink: Vec<Delivery>,
+    /// One frame read from the uplink (sized on first use).
+    uplink_buf: Vec<u8>,
     /// Rate limiters by port (`None`: unlimited).
     buckets: Vec<Option<TokenBucket>>,
     /// This thread owns the TX side of ports `me`, `me + threads`, …
@@ -288,6 +346,8 @@ impl Worker {
             deliveries: Vec::with_capacity(TX_BUDGET * 4),
             dsts: Vec::with_capacity(64),
             targets: RxTargets::new(),
+            to_uplink: Vec::with_capacity(TX_BUDGET),
+            uplink_buf: Vec::new(),
         }
     }
 
@@ -319,7 +379,9 @@ impl Worker {
                 start = end;
             }
             self.deliver_all(&shared.ports);
+            self.flush_uplink(shared);
         }
+        work += self.uplink_rx(shared, &table);
         // Interrupts coalesced over the pass: at most one eventfd write per vector, and none
         // sooner than the vector's moderation gap. A held-back interrupt keeps the thread
         // polling (it counts as work) so that it fires on time.
@@ -509,7 +571,28 @@ impl Worker {
                 port.counters.drop(reason, true);
             }
         }
-        // No uplink yet: frames for the default port have nowhere to go.
+        if self.targets.to_default {
+            self.to_uplink.push(Delivery {
+                dst: u16::MAX,
+                start: fs as u32,
+                end: fe as u32,
+                extra,
+                vlan: None,
+            });
+        }
+        self.queue_deliveries(ports, table, extra, fs, fe);
+    }
+
+    /// Queues the frame at `fs..fe` (in `extra_bytes` when `extra`) for every port of
+    /// `self.targets.ports`, VLAN-stripped per destination.
+    fn queue_deliveries(
+        &mut self,
+        ports: &[Arc<VfPort>],
+        table: &SwitchTable,
+        extra: bool,
+        fs: usize,
+        fe: usize,
+    ) {
         let dests = self.targets.ports;
         for p in dests.iter() {
             let (Some(_), Some(filter)) = (ports.get(p), table.port(p)) else {
@@ -568,6 +651,116 @@ impl Worker {
             }
             self.deliveries.push(d);
         }
+    }
+
+    /// Sends the burst's frames for the default port to the uplink (dropped without one).
+    fn flush_uplink(&mut self, shared: &Shared) {
+        if self.to_uplink.is_empty() {
+            return;
+        }
+        let Some(up) = &shared.uplink else {
+            self.to_uplink.clear();
+            return;
+        };
+        let (mut ok, mut bytes, mut err) = (0u64, 0u64, 0u64);
+        let mut first_err = None;
+        {
+            let mut dev = up.dev.lock().unwrap_or_else(|p| p.into_inner());
+            for d in &self.to_uplink {
+                let arena = if d.extra {
+                    &self.extra_bytes
+                } else {
+                    &self.frame_bytes
+                };
+                let Some(frame) = arena.get(d.start as usize..d.end as usize) else {
+                    continue;
+                };
+                match dev.send(frame) {
+                    Ok(()) => {
+                        ok += 1;
+                        bytes += frame.len() as u64;
+                    }
+                    Err(e) => {
+                        err += 1;
+                        first_err.get_or_insert(e);
+                    }
+                }
+            }
+        }
+        self.to_uplink.clear();
+        let c = &up.counters;
+        if ok > 0 {
+            bump(&c.tx_packets, ok);
+            bump(&c.tx_bytes, bytes);
+        }
+        if err > 0 && c.tx_errors.fetch_add(err, Ordering::Relaxed) == 0 {
+            if let Some(e) = first_err {
+                tracing::warn!(error = %e, "uplink send failed (further failures only counted)");
+            }
+        }
+    }
+
+    /// Thread 0: reads up to [`UPLINK_RX_BUDGET`] frames from the uplink and switches them to
+    /// the VFs (source = the uplink's port). Returns the number of frames read.
+    fn uplink_rx(&mut self, shared: &Shared, table: &SwitchTable) -> usize {
+        let Some(up) = &shared.uplink else { return 0 };
+        if self.me != 0 {
+            return 0;
+        }
+        if self.uplink_buf.is_empty() {
+            self.uplink_buf.resize(UPLINK_MAX_FRAME, 0);
+        }
+        self.frame_bytes.clear();
+        self.frame_ends.clear();
+        {
+            let mut dev = up.dev.lock().unwrap_or_else(|p| p.into_inner());
+            for _ in 0..UPLINK_RX_BUDGET {
+                match dev.recv(&mut self.uplink_buf) {
+                    Ok(Some(n)) => {
+                        let n = n.min(self.uplink_buf.len());
+                        self.frame_bytes.extend_from_slice(&self.uplink_buf[..n]);
+                        self.frame_ends.push(self.frame_bytes.len());
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        if up.counters.rx_errors.fetch_add(1, Ordering::Relaxed) == 0 {
+                            tracing::warn!(error = %e, "uplink read failed (further failures only counted)");
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+        let n = self.frame_ends.len();
+        if n == 0 {
+            return 0;
+        }
+        bump(&up.counters.rx_packets, n as u64);
+        bump(&up.counters.rx_bytes, self.frame_bytes.len() as u64);
+        self.deliveries.clear();
+        self.extra_bytes.clear();
+        let mut start = 0;
+        for i in 0..n {
+            let end = self.frame_ends[i];
+            rx_targets(
+                table,
+                Some(up.port),
+                &self.frame_bytes[start..end],
+                &mut self.targets,
+            );
+            if self.targets.drop.is_some() {
+                bump(&up.counters.rx_unmatched, 1);
+            }
+            for (p, reason) in self.targets.rejections() {
+                if let Some(port) = shared.ports.get(p) {
+                    port.counters.drop(reason, true);
+                }
+            }
+            self.queue_deliveries(&shared.ports, table, false, start, end);
+            start = end;
+        }
+        self.deliver_all(&shared.ports);
+        n
     }
 
     /// Writes the queued deliveries, one destination at a time (one lock, one ring read,
@@ -793,6 +986,7 @@ pub fn idle_pass_cost(vfs: usize, passes: u32) -> f64 {
         busy_passes: AtomicU64::new(0),
         busy_ns: AtomicU64::new(0),
         started: std::time::Instant::now(),
+        uplink: None,
     };
     let mut w = Worker::new(0, 1);
     let start = std::time::Instant::now();

@@ -12,7 +12,9 @@ pub mod port;
 pub mod ratelimit;
 #[allow(unsafe_code)]
 mod sys;
+pub mod uplink;
 
 pub use counters::{CounterSnapshot, VfCounters};
-pub use engine::{Dataplane, DataplaneConfig, Mode};
+pub use engine::{Dataplane, DataplaneConfig, Mode, UplinkInfo};
 pub use port::{AvfState, DmaMemory, IgbState, IrqSink, VfPort, VfState};
+pub use uplink::{PacketUplink, TapUplink, Uplink, UplinkCounters, UplinkSnapshot};

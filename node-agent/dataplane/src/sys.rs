@@ -1,4 +1,5 @@
-//! The dataplane's only `unsafe`: pinning a thread to a CPU core.
+//! The dataplane's only `unsafe`: pinning a thread to a CPU core, and the uplink syscalls (TAP
+//! and AF_PACKET fds, nonblocking frame reads and writes).
 
 /// Pins the calling thread to `core`.
 pub fn pin_to_core(core: usize) -> std::io::Result<()> {
@@ -16,6 +17,195 @@ pub fn pin_to_core(core: usize) -> std::io::Result<()> {
     };
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Uplinks: a TAP device and an AF_PACKET socket. Every function returns an owned fd or works on
+// a borrowed one; the fds are nonblocking and close-on-exec.
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+
+/// Longest interface name (IFNAMSIZ without the NUL).
+pub const IFNAME_MAX: usize = 15;
+
+/// `struct ifreq` as TUNSETIFF reads and writes it: the name, then `ifr_flags` (a short) at the
+/// start of the 24-byte union.
+#[repr(C)]
+struct IfReqFlags {
+    name: [libc::c_char; IFNAME_MAX + 1],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// `struct packet_mreq` (linux/if_packet.h).
+#[repr(C)]
+struct PacketMreq {
+    ifindex: libc::c_int,
+    kind: libc::c_ushort,
+    alen: libc::c_ushort,
+    address: [u8; 8],
+}
+
+const PACKET_ADD_MEMBERSHIP: libc::c_int = 1;
+const PACKET_MR_PROMISC: libc::c_ushort = 1;
+const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
+
+fn check_ifname(name: &str) -> io::Result<()> {
+    if name.is_empty() || name.len() > IFNAME_MAX || name.bytes().any(|b| b == 0 || b == b'/') {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("interface name `{name}` must be 1 to {IFNAME_MAX} bytes without NUL or /"),
+        ));
+    }
+    Ok(())
+}
+
+fn cvt(rc: libc::c_int) -> io::Result<libc::c_int> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// Opens `/dev/net/tun` and attaches it to TAP `name` (`IFF_TAP | IFF_NO_PI`), creating it if it
+/// does not exist (not persistent: it goes away with the fd). Returns the fd and the name the
+/// kernel gave the device.
+pub fn tap_open(name: &str) -> io::Result<(OwnedFd, String)> {
+    check_ifname(name)?;
+    // SAFETY: the path is a NUL-terminated literal; open(2) reads it and returns a new fd or -1.
+    let fd = cvt(unsafe {
+        libc::open(
+            c"/dev/net/tun".as_ptr(),
+            libc::O_RDWR | libc::O_NONBLOCK | libc::O_CLOEXEC,
+        )
+    })?;
+    // SAFETY: `fd` was just returned by open(2) and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut req = IfReqFlags {
+        name: [0; IFNAME_MAX + 1],
+        flags: (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short,
+        _pad: [0; 22],
+    };
+    for (d, s) in req.name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: TUNSETIFF reads and writes one `struct ifreq` (40 bytes, the layout of
+    // `IfReqFlags`) through the pointer, which is valid for the whole call.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETIFF as _, &mut req) })?;
+    let len = req.name.iter().position(|&c| c == 0).unwrap_or(IFNAME_MAX);
+    let got: Vec<u8> = req.name[..len].iter().map(|&c| c as u8).collect();
+    Ok((fd, String::from_utf8_lossy(&got).into_owned()))
+}
+
+/// The index of interface `name` in this network namespace.
+pub fn if_index(name: &str) -> io::Result<u32> {
+    check_ifname(name)?;
+    let c = std::ffi::CString::new(name).map_err(|_| io::ErrorKind::InvalidInput)?;
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if idx == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(idx)
+}
+
+/// An AF_PACKET raw socket bound to interface `name` for every protocol (ETH_P_ALL), the
+/// interface put in promiscuous mode for the socket's lifetime, our own sends not looped back
+/// (PACKET_IGNORE_OUTGOING, Linux ≥ 4.20; ignored when unsupported).
+pub fn packet_open(name: &str) -> io::Result<OwnedFd> {
+    let ifindex = if_index(name)?;
+    let proto = (libc::ETH_P_ALL as u16).to_be();
+    // SAFETY: socket(2) takes plain integers and returns a new fd or -1.
+    let fd = cvt(unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            libc::c_int::from(proto),
+        )
+    })?;
+    // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: sockaddr_ll is plain data; all-zero is a valid value that we then fill in.
+    let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    sll.sll_family = libc::AF_PACKET as u16;
+    sll.sll_protocol = proto;
+    sll.sll_ifindex = ifindex as i32;
+    // SAFETY: the pointer and length describe `sll`, a valid sockaddr_ll, for the whole call.
+    cvt(unsafe {
+        libc::bind(
+            fd.as_raw_fd(),
+            (&sll as *const libc::sockaddr_ll).cast(),
+            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    })?;
+    let mreq = PacketMreq {
+        ifindex: ifindex as i32,
+        kind: PACKET_MR_PROMISC,
+        alen: 0,
+        address: [0; 8],
+    };
+    // SAFETY: PACKET_ADD_MEMBERSHIP reads one `struct packet_mreq` (the layout of `PacketMreq`)
+    // from the pointer, valid for the call.
+    cvt(unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            PACKET_ADD_MEMBERSHIP,
+            (&mreq as *const PacketMreq).cast(),
+            std::mem::size_of::<PacketMreq>() as libc::socklen_t,
+        )
+    })?;
+    let one: libc::c_int = 1;
+    // SAFETY: the option value is one c_int read from a valid pointer during the call. Failure
+    // (a kernel older than 4.20) only means our own sends are read back.
+    let ignored = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            PACKET_IGNORE_OUTGOING,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if ignored != 0 {
+        tracing::warn!(
+            interface = name,
+            "PACKET_IGNORE_OUTGOING unsupported: frames sent to the uplink are read back"
+        );
+    }
+    Ok(fd)
+}
+
+/// Reads one frame from a nonblocking fd: `Ok(None)` when nothing is queued.
+pub fn read_frame(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes for the whole call.
+    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(None),
+            _ => Err(e),
+        };
+    }
+    Ok(Some(n as usize))
+}
+
+/// Writes one frame to a nonblocking fd (a full queue is an error: the frame is dropped).
+pub fn write_frame(fd: BorrowedFd<'_>, frame: &[u8]) -> io::Result<()> {
+    // SAFETY: `frame` is valid for reads of `frame.len()` bytes for the whole call.
+    let n = unsafe { libc::write(fd.as_raw_fd(), frame.as_ptr().cast(), frame.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if n as usize != frame.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::WriteZero,
+            "short frame write",
+        ));
     }
     Ok(())
 }
