@@ -24,6 +24,12 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 command -v cargo >/dev/null || { echo "run-all: cargo not found; install Rust (rustup) first" >&2; exit 1; }
+# The uplink tests make network namespaces and TAPs with iproute2.
+if ! command -v ip >/dev/null; then
+  echo "run-all: installing iproute2 (uplink tests use ip netns)" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iproute2 >&2 \
+    || { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iproute2 >&2; }
+fi
 
 step "guest environment" tests/guest/prepare.sh
 step "cargo fmt --check" cargo fmt --all --check
