@@ -5,6 +5,7 @@
 //! 0x0000, QRX_TAIL1 + VFINT_ITRN1 at 0x2000) are a sparse-mmap memfd the dataplane polls.
 
 use crate::device::NodeDevice;
+use crate::regions::{check, check_registers, no_region, vf_spec, CONFIG_SIZE};
 use emu_dataplane::engine::DataplaneControl;
 use emu_dataplane::{AvfState, VfPort};
 use emu_nic_defs::avf as r;
@@ -12,9 +13,7 @@ use emu_nic_defs::avf_virtchnl::VIRTCHNL_OP_EVENT;
 use emu_nic_model::avf::adminq::{post_arq, process_atq, AqScratch};
 use emu_nic_model::avf::pf::{AvfPf, VfStats};
 use emu_nic_model::shared::SharedWords;
-use emu_vfio_server::{
-    irq_index, region, AccessError, DeviceSpec, DmaTable, RegionSpec, VfioDevice,
-};
+use emu_vfio_server::{region, AccessError, DeviceSpec, DmaTable, VfioDevice};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -59,17 +58,6 @@ fn mapped(offset: u64) -> bool {
     MAPPED_PAGES
         .iter()
         .any(|&(o, len)| (o..o + len).contains(&offset))
-}
-
-fn check(region: u32, offset: u64, len: usize, size: u64) -> Result<(), AccessError> {
-    match offset.checked_add(len as u64) {
-        Some(e) if e <= size => Ok(()),
-        _ => Err(AccessError::OutOfBounds {
-            region,
-            offset,
-            len,
-        }),
-    }
 }
 
 impl AvfVfDevice {
@@ -219,57 +207,26 @@ impl NodeDevice for AvfVfDevice {
 
 impl VfioDevice for AvfVfDevice {
     fn spec(&self) -> DeviceSpec {
-        let mut regions = vec![RegionSpec::default(); region::COUNT as usize];
-        regions[region::BAR0 as usize] = RegionSpec {
-            size: r::BAR0_SIZE,
-            readable: true,
-            writable: true,
-            sparse_mmap: MAPPED_PAGES.to_vec(),
-            mmap_fd: Some(self.bar0_fd.clone()),
-        };
-        regions[region::BAR3 as usize] = RegionSpec {
-            size: r::BAR3_SIZE,
-            readable: true,
-            writable: true,
-            ..RegionSpec::default()
-        };
-        regions[region::CONFIG as usize] = RegionSpec {
-            size: emu_nic_defs::pci::CONFIG_SIZE as u64,
-            readable: true,
-            writable: true,
-            ..RegionSpec::default()
-        };
-        let mut irq_counts = [0; irq_index::COUNT as usize];
-        irq_counts[irq_index::MSIX as usize] = u32::from(self.vectors);
-        DeviceSpec {
-            regions,
-            irq_counts,
-        }
+        vf_spec(
+            r::BAR0_SIZE,
+            &MAPPED_PAGES,
+            Some(self.bar0_fd.clone()),
+            r::BAR3_SIZE,
+            u32::from(self.vectors),
+        )
     }
 
     fn region_read(&self, region: u32, offset: u64, data: &mut [u8]) -> Result<(), AccessError> {
         match region {
             region::CONFIG => {
-                check(
-                    region,
-                    offset,
-                    data.len(),
-                    emu_nic_defs::pci::CONFIG_SIZE as u64,
-                )?;
+                check(region, offset, data.len(), CONFIG_SIZE)?;
                 if let Some(st) = self.port.lock().avf() {
                     st.vf.config_read(offset, data);
                 }
                 Ok(())
             }
             region::BAR0 => {
-                check(region, offset, data.len(), r::BAR0_SIZE)?;
-                if !offset.is_multiple_of(4) || (data.len() != 4 && data.len() != 8) {
-                    return Err(AccessError::BadWidth {
-                        region,
-                        offset,
-                        len: data.len(),
-                    });
-                }
+                check_registers(region, offset, data.len(), r::BAR0_SIZE)?;
                 let mut g = self.port.lock();
                 for (k, chunk) in data.chunks_exact_mut(4).enumerate() {
                     let off = offset + 4 * k as u64;
@@ -287,23 +244,14 @@ impl VfioDevice for AvfVfDevice {
                 data.fill(0);
                 Ok(())
             }
-            _ => Err(AccessError::OutOfBounds {
-                region,
-                offset,
-                len: data.len(),
-            }),
+            _ => Err(no_region(region, offset, data.len())),
         }
     }
 
     fn region_write(&self, region: u32, offset: u64, data: &[u8]) -> Result<(), AccessError> {
         match region {
             region::CONFIG => {
-                check(
-                    region,
-                    offset,
-                    data.len(),
-                    emu_nic_defs::pci::CONFIG_SIZE as u64,
-                )?;
+                check(region, offset, data.len(), CONFIG_SIZE)?;
                 if let Some(st) = self.port.lock().avf() {
                     st.vf.config_write(offset, data);
                 }
@@ -311,14 +259,7 @@ impl VfioDevice for AvfVfDevice {
                 Ok(())
             }
             region::BAR0 => {
-                check(region, offset, data.len(), r::BAR0_SIZE)?;
-                if !offset.is_multiple_of(4) || (data.len() != 4 && data.len() != 8) {
-                    return Err(AccessError::BadWidth {
-                        region,
-                        offset,
-                        len: data.len(),
-                    });
-                }
+                check_registers(region, offset, data.len(), r::BAR0_SIZE)?;
                 let mut g = self.port.lock();
                 let Some(st) = g.avf() else {
                     return Ok(());
@@ -346,11 +287,7 @@ impl VfioDevice for AvfVfDevice {
                 Ok(())
             }
             region::BAR3 => check(region, offset, data.len(), r::BAR3_SIZE),
-            _ => Err(AccessError::OutOfBounds {
-                region,
-                offset,
-                len: data.len(),
-            }),
+            _ => Err(no_region(region, offset, data.len())),
         }
     }
 

@@ -3,15 +3,14 @@
 //! republishes the VF's switch filter when the PF changed it, fires MSI-X vectors and kicks the
 //! dataplane on doorbells.
 
+use crate::regions::{check, check_registers, no_region, vf_spec, CONFIG_SIZE};
 use emu_dataplane::engine::DataplaneControl;
 use emu_dataplane::{DmaMemory, IgbState, IrqSink, VfPort};
 use emu_nic_defs::igbvf as r;
 use emu_nic_model::igb_pf::IgbPf;
 use emu_nic_model::igbvf::vf::{Effects, QUEUE_PAGES_OFFSET, QUEUE_PAGES_SIZE};
 use emu_nic_model::mem::GuestMemory;
-use emu_vfio_server::{
-    irq_index, region, AccessError, DeviceSpec, DmaTable, IrqSet, RegionSpec, VfioDevice,
-};
+use emu_vfio_server::{region, AccessError, DeviceSpec, DmaTable, IrqSet, VfioDevice};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -150,18 +149,6 @@ impl IgbVfDevice {
     }
 }
 
-fn check(region: u32, offset: u64, len: usize, size: u64) -> Result<(), AccessError> {
-    let end = offset.checked_add(len as u64);
-    match end {
-        Some(e) if e <= size => Ok(()),
-        _ => Err(AccessError::OutOfBounds {
-            region,
-            offset,
-            len,
-        }),
-    }
-}
-
 /// The MSI-X vector whose EITR lives at BAR0 offset `off`.
 fn eitr_vector(off: u64) -> Option<usize> {
     let first = u64::from(r::EITR0);
@@ -176,19 +163,6 @@ fn eitr_vector(off: u64) -> Option<usize> {
 fn eitr_gap(eitr: u32) -> std::time::Duration {
     let us = (eitr & r::EITR_INTERVAL_MASK) >> 2;
     std::time::Duration::from_micros(u64::from(us.min(10_000)))
-}
-
-/// BAR0 takes 32-bit accesses only (devices.md §2.1); an aligned 64-bit access is split.
-fn check_bar0(offset: u64, len: usize) -> Result<(), AccessError> {
-    check(region::BAR0, offset, len, r::BAR0_SIZE)?;
-    if !offset.is_multiple_of(4) || (len != 4 && len != 8) {
-        return Err(AccessError::BadWidth {
-            region: region::BAR0,
-            offset,
-            len,
-        });
-    }
-    Ok(())
 }
 
 impl NodeDevice for IgbVfDevice {
@@ -210,53 +184,26 @@ impl NodeDevice for IgbVfDevice {
 
 impl VfioDevice for IgbVfDevice {
     fn spec(&self) -> DeviceSpec {
-        let mut regions = vec![RegionSpec::default(); region::COUNT as usize];
-        regions[region::BAR0 as usize] = RegionSpec {
-            size: r::BAR0_SIZE,
-            readable: true,
-            writable: true,
-            sparse_mmap: match self.bar0_pages {
-                Some(_) => vec![(QUEUE_PAGES_OFFSET, QUEUE_PAGES_SIZE)],
-                None => Vec::new(),
-            },
-            mmap_fd: self.bar0_pages.clone(),
-        };
-        regions[region::BAR3 as usize] = RegionSpec {
-            size: r::BAR3_SIZE,
-            readable: true,
-            writable: true,
-            ..RegionSpec::default()
-        };
-        regions[region::CONFIG as usize] = RegionSpec {
-            size: emu_nic_defs::pci::CONFIG_SIZE as u64,
-            readable: true,
-            writable: true,
-            ..RegionSpec::default()
-        };
-        let mut irq_counts = [0; irq_index::COUNT as usize];
-        irq_counts[irq_index::MSIX as usize] = u32::from(r::MSIX_VECTORS);
-        DeviceSpec {
-            regions,
-            irq_counts,
-        }
+        vf_spec(
+            r::BAR0_SIZE,
+            &[(QUEUE_PAGES_OFFSET, QUEUE_PAGES_SIZE)],
+            self.bar0_pages.clone(),
+            r::BAR3_SIZE,
+            u32::from(r::MSIX_VECTORS),
+        )
     }
 
     fn region_read(&self, region: u32, offset: u64, data: &mut [u8]) -> Result<(), AccessError> {
         match region {
             region::CONFIG => {
-                check(
-                    region,
-                    offset,
-                    data.len(),
-                    emu_nic_defs::pci::CONFIG_SIZE as u64,
-                )?;
+                check(region, offset, data.len(), CONFIG_SIZE)?;
                 if let Some(st) = self.port.lock().igb() {
                     st.vf.config_read(offset, data);
                 }
                 Ok(())
             }
             region::BAR0 => {
-                check_bar0(offset, data.len())?;
+                check_registers(region, offset, data.len(), r::BAR0_SIZE)?;
                 let counters = self.port.hw_counters();
                 let mut g = self.port.lock();
                 let Some(st) = g.igb() else {
@@ -276,23 +223,14 @@ impl VfioDevice for IgbVfDevice {
                 data.fill(0);
                 Ok(())
             }
-            _ => Err(AccessError::OutOfBounds {
-                region,
-                offset,
-                len: data.len(),
-            }),
+            _ => Err(no_region(region, offset, data.len())),
         }
     }
 
     fn region_write(&self, region: u32, offset: u64, data: &[u8]) -> Result<(), AccessError> {
         match region {
             region::CONFIG => {
-                check(
-                    region,
-                    offset,
-                    data.len(),
-                    emu_nic_defs::pci::CONFIG_SIZE as u64,
-                )?;
+                check(region, offset, data.len(), CONFIG_SIZE)?;
                 if let Some(st) = self.port.lock().igb() {
                     st.vf.config_write(offset, data);
                 }
@@ -301,7 +239,7 @@ impl VfioDevice for IgbVfDevice {
                 Ok(())
             }
             region::BAR0 => {
-                check_bar0(offset, data.len())?;
+                check_registers(region, offset, data.len(), r::BAR0_SIZE)?;
                 let mut g = self.port.lock();
                 let Some(st) = g.igb() else {
                     return Ok(());
@@ -319,11 +257,7 @@ impl VfioDevice for IgbVfDevice {
                 Ok(())
             }
             region::BAR3 => check(region, offset, data.len(), r::BAR3_SIZE),
-            _ => Err(AccessError::OutOfBounds {
-                region,
-                offset,
-                len: data.len(),
-            }),
+            _ => Err(no_region(region, offset, data.len())),
         }
     }
 

@@ -14,5 +14,6 @@ pub mod metrics;
 pub mod naming;
 pub mod node;
 pub mod plugin;
+pub mod regions;
 pub mod status;
 pub mod sys;
