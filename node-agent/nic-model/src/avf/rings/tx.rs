@@ -21,80 +21,12 @@ use emu_nic_defs::avf::tx as d;
 use super::Ring;
 use crate::avf::state::TxQueueCfg;
 use crate::igbvf::rings::offload::{self, L4Type, Offloads, TxContext, ETH_HLEN, HEADROOM};
+pub use crate::igbvf::rings::{TxOutcome, TxScratch, TxStats, MAX_TX_FRAME, MAX_TX_PACKET};
 use crate::mem::GuestMemory;
 
-/// Largest packet assembled from data descriptors: a 64 KiB GSO packet plus room for
-/// headers.
-pub const MAX_TX_PACKET: usize = 64 * 1024 + 1024;
-/// Largest frame emitted (before VLAN insertion): beyond the 9000-byte max MTU.
-pub const MAX_TX_FRAME: usize = 16 * 1024;
 /// Smallest MSS accepted for TSO (`iavf_features_check` refuses smaller gso_size); bounds
 /// the segments one packet can produce.
 pub const MIN_TSO_MSS: usize = 64;
-
-/// Reusable buffers for [`AvfTxQueue::process`]; allocated once, never per packet.
-pub struct TxScratch {
-    frame: Vec<u8>,
-    seg: Vec<u8>,
-}
-
-impl TxScratch {
-    /// A packet assembly buffer of [`MAX_TX_PACKET`] and a segment buffer of
-    /// [`MAX_TX_FRAME`], each with headroom for a VLAN tag.
-    pub fn new() -> Self {
-        TxScratch {
-            frame: vec![0; HEADROOM + MAX_TX_PACKET],
-            seg: vec![0; HEADROOM + MAX_TX_FRAME],
-        }
-    }
-}
-
-impl Default for TxScratch {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// Counters of one [`AvfTxQueue::process`] call (also accumulated in the queue).
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct TxStats {
-    /// Frames emitted, after TSO segmentation.
-    pub packets: u64,
-    /// Bytes emitted (wire frames, VLAN tag included, no FCS).
-    pub bytes: u64,
-    /// Descriptors consumed (data and context).
-    pub descriptors: u64,
-    /// Faulty descriptors: buffer unmapped, zero length, packet too long, unknown DTYPE,
-    /// context descriptor after data; also one per packet whose offload request is malformed.
-    pub bad_descriptors: u64,
-    /// Packets dropped; every drop also adds at least one to `bad_descriptors`.
-    pub dropped_packets: u64,
-    /// Segments produced by TSO (included in `packets`).
-    pub tso_segments: u64,
-    /// The ring configuration was invalid or a descriptor of the ring was unreadable or
-    /// unwritable.
-    pub bad_ring: u64,
-}
-
-impl TxStats {
-    fn add(&mut self, o: &TxStats) {
-        self.packets += o.packets;
-        self.bytes += o.bytes;
-        self.descriptors += o.descriptors;
-        self.bad_descriptors += o.bad_descriptors;
-        self.dropped_packets += o.dropped_packets;
-        self.tso_segments += o.tso_segments;
-        self.bad_ring += o.bad_ring;
-    }
-}
-
-/// Result of one [`AvfTxQueue::process`] call.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct TxOutcome {
-    pub stats: TxStats,
-    /// Descriptors completed with DESC_DONE (RS set): raise the TX interrupt if non-zero.
-    pub write_backs: u32,
-}
 
 /// Per-TX-queue state kept by the dataplane: running totals.
 #[derive(Debug, Default, Clone)]

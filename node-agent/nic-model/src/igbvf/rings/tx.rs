@@ -19,10 +19,11 @@ pub const MAX_TX_PACKET: usize = 64 * 1024 + 1024;
 /// the driver accepts (9216).
 pub const MAX_TX_FRAME: usize = 16 * 1024;
 
-/// Reusable buffers for [`TxQueue::process`]; allocated once, never per packet.
+/// Reusable buffers for TX processing ([`TxQueue::process`], and the AVF rings too);
+/// allocated once, never per packet.
 pub struct TxScratch {
-    frame: Vec<u8>,
-    seg: Vec<u8>,
+    pub(crate) frame: Vec<u8>,
+    pub(crate) seg: Vec<u8>,
 }
 
 impl TxScratch {
@@ -61,6 +62,19 @@ pub struct TxStats {
     pub tso_segments: u64,
     /// The ring registers were invalid or the ring itself was unreadable.
     pub bad_ring: u64,
+}
+
+impl TxStats {
+    /// Adds `o` to these totals.
+    pub(crate) fn add(&mut self, o: &TxStats) {
+        self.packets += o.packets;
+        self.bytes += o.bytes;
+        self.descriptors += o.descriptors;
+        self.bad_descriptors += o.bad_descriptors;
+        self.dropped_packets += o.dropped_packets;
+        self.tso_segments += o.tso_segments;
+        self.bad_ring += o.bad_ring;
+    }
 }
 
 /// Result of one [`TxQueue::process`] call.
