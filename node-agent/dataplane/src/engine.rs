@@ -495,6 +495,10 @@ impl Worker {
         }
         st.sync_tails();
         let pairs = usize::from(st.vf.vsi.num_pairs).min(MAX_QUEUE_PAIRS);
+        // Interrupt moderation as the guest programmed ITR (queue vectors are 1..=pairs).
+        for v in 1..=pairs {
+            port.set_moderation(v, st.itr_gap(v));
+        }
         let mut fire = 0;
         for q in 0..pairs {
             let cfg = &st.vf.vsi.tx[q];

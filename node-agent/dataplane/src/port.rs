@@ -58,6 +58,26 @@ impl AvfState {
     }
 }
 
+impl AvfState {
+    /// The minimum interrupt gap of MSI-X vector `v` (≥ 1, a queue vector) as the guest
+    /// programmed VFINT_ITRN1 for the vector's RX ITR index: the interval field (bits 0–11)
+    /// counts 2 µs. The register sits on the mapped 0x2000 page, so it is read from there.
+    pub fn itr_gap(&self, v: usize) -> std::time::Duration {
+        let (Some(w), Some(idx)) = (&self.bar0_words, self.vf.vsi.irq.rx_itr_idx.get(v)) else {
+            return std::time::Duration::ZERO;
+        };
+        if v == 0 || *idx > 2 {
+            return std::time::Duration::ZERO;
+        }
+        let word = (ITRN1_OFFSET + 64 * usize::from(*idx) + 4 * (v - 1)) / 4;
+        let interval = w.load(word) & 0xFFF;
+        std::time::Duration::from_micros(2 * u64::from(interval))
+    }
+}
+
+/// BAR0 offset of VFINT_ITRN1(0, 0).
+const ITRN1_OFFSET: usize = 0x2800;
+
 /// Word index of QTX_TAIL1(0) and QRX_TAIL1(0) in BAR0.
 pub const TX_TAIL_WORD: usize = 0;
 pub const RX_TAIL_WORD: usize = 0x2000 / 4;
@@ -347,5 +367,31 @@ mod tests {
         p.defer_fire(0b1);
         assert!(!p.flush_fire());
         assert_eq!(fired.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn avf_itr_gap_comes_from_the_mapped_itrn_register() {
+        let words = SharedWords::owned(0x4000);
+        let mut vf = AvfVf::new(4);
+        vf.vsi.irq.rx_itr_idx[2] = 1;
+        let st = AvfState {
+            vf,
+            txqs: Vec::new(),
+            bar0_words: Some(words.clone()),
+        };
+        // VFINT_ITRN1(1, 1) (ITR index 1, vector 2): 25 × 2 µs.
+        words.store((0x2800 + 64 + 4) / 4, 25);
+        assert_eq!(st.itr_gap(2), Duration::from_micros(50));
+        assert_eq!(
+            st.itr_gap(1),
+            Duration::ZERO,
+            "vector 1 uses index 0, unset"
+        );
+        assert_eq!(
+            st.itr_gap(0),
+            Duration::ZERO,
+            "vector 0 is not a queue vector"
+        );
+        assert_eq!(st.itr_gap(999), Duration::ZERO);
     }
 }
