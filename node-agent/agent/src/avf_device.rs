@@ -133,6 +133,22 @@ impl AvfVfDevice {
         st.vf.reset_complete();
     }
 
+    /// Back to the power-on state (DEVICE_RESET, scrub): registers, TX state, tail pages and
+    /// the PF's view of the VF.
+    fn power_on(&self) {
+        let mut g = self.port.lock();
+        if let Some(st) = g.avf() {
+            st.vf.device_reset();
+            for q in &mut st.txqs {
+                q.reset();
+            }
+            self.clear_mapped();
+            let mut pf = self.pf.lock();
+            pf.vf_reset(self.vf_index, &mut st.vf.vsi);
+            self.republish(&pf, st);
+        }
+    }
+
     /// Processes the ATQ: every request answered by the PF model, replies on the ARQ.
     fn run_adminq(&self, st: &mut AvfState) -> u32 {
         let stats = self.stats();
@@ -189,17 +205,7 @@ impl NodeDevice for AvfVfDevice {
         self.attached.load(Ordering::Acquire)
     }
     fn scrub(&self) {
-        let mut g = self.port.lock();
-        if let Some(st) = g.avf() {
-            st.vf.device_reset();
-            for q in &mut st.txqs {
-                q.reset();
-            }
-            self.clear_mapped();
-            let mut pf = self.pf.lock();
-            pf.vf_reset(self.vf_index, &mut st.vf.vsi);
-            self.republish(&pf, st);
-        }
+        self.power_on();
         self.port.counters.reset();
     }
     fn tick(&self) {}
@@ -292,17 +298,7 @@ impl VfioDevice for AvfVfDevice {
     }
 
     fn reset(&self) {
-        let mut g = self.port.lock();
-        if let Some(st) = g.avf() {
-            st.vf.device_reset();
-            for q in &mut st.txqs {
-                q.reset();
-            }
-            self.clear_mapped();
-            let mut pf = self.pf.lock();
-            pf.vf_reset(self.vf_index, &mut st.vf.vsi);
-            self.republish(&pf, st);
-        }
+        self.power_on();
         tracing::info!(vf = %self.port.id, "device reset (DEVICE_RESET)");
     }
 

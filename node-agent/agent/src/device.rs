@@ -78,6 +78,14 @@ impl IgbVfDevice {
     /// with the PF up (RSTD), pool filters closed (the VF gets its MAC back at its next
     /// VF_RESET), counters zeroed. The caller disconnects the client first.
     pub fn scrub(&self) {
+        self.power_on();
+        self.port.counters.reset();
+        self.mailbox_nacks.store(0, Ordering::Relaxed);
+    }
+
+    /// Back to the power-on state (DEVICE_RESET, scrub): registers, TX state and the PF's
+    /// view of the VF (RSTD presented, pool closed until the next VF_RESET).
+    fn power_on(&self) {
         let mut g = self.port.lock();
         if let Some(st) = g.igb() {
             st.vf.device_reset();
@@ -86,8 +94,6 @@ impl IgbVfDevice {
         let mut pf = self.pf.lock();
         pf.vf_reset(self.vf_index);
         self.republish(&pf);
-        self.port.counters.reset();
-        self.mailbox_nacks.store(0, Ordering::Relaxed);
     }
 
     /// Posts PF_CONTROL_MSG|CTS if the VF completed its reset handshake (the periodic ping
@@ -262,14 +268,7 @@ impl VfioDevice for IgbVfDevice {
     }
 
     fn reset(&self) {
-        let mut g = self.port.lock();
-        if let Some(st) = g.igb() {
-            st.vf.device_reset();
-            st.txq.reset();
-        }
-        let mut pf = self.pf.lock();
-        pf.vf_reset(self.vf_index);
-        self.republish(&pf);
+        self.power_on();
         tracing::info!(vf = %self.port.id, "device reset (DEVICE_RESET)");
     }
 

@@ -935,31 +935,8 @@ fn deliver_batch<'a>(
 /// Nanoseconds one idle VF (attached, TX enabled, nothing queued) adds to a poll pass,
 /// measured over `passes` passes of `vfs` idle VFs. For `emu-sriov-agent bench`.
 pub fn idle_pass_cost(vfs: usize, passes: u32) -> f64 {
-    use crate::port::{DmaMemory, IrqSink};
+    use crate::port::IrqSink;
     use emu_nic_model::igbvf::vf::IgbVf;
-    use emu_nic_model::mem::{GuestMemory, MemError};
-
-    /// A VF with no DMA memory: an idle pass never reaches it.
-    struct Idle;
-    impl GuestMemory for Idle {
-        fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
-            Err(MemError::Unmapped {
-                addr,
-                len: buf.len(),
-            })
-        }
-        fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemError> {
-            Err(MemError::Unmapped {
-                addr,
-                len: data.len(),
-            })
-        }
-    }
-    impl DmaMemory for Idle {
-        fn with_memory(&self, f: &mut dyn FnMut(&dyn GuestMemory)) {
-            f(self);
-        }
-    }
     struct NoIrq;
     impl IrqSink for NoIrq {
         fn fire(&self, _: u32) -> bool {
@@ -975,7 +952,12 @@ pub fn idle_pass_cost(vfs: usize, passes: u32) -> f64 {
                 u64::from(emu_nic_defs::igbvf::TXDCTL0),
                 emu_nic_defs::igbvf::XDCTL_ENABLE,
             );
-            let p = VfPort::new(format!("idle{i}"), vf, Box::new(Idle), Box::new(NoIrq));
+            let p = VfPort::new(
+                format!("idle{i}"),
+                vf,
+                Box::new(crate::port::NoMemory),
+                Box::new(NoIrq),
+            );
             p.set_active(true);
             Arc::new(p)
         })

@@ -18,6 +18,30 @@ pub trait DmaMemory: Send + Sync {
     fn with_memory(&self, f: &mut dyn FnMut(&dyn GuestMemory));
 }
 
+/// A VF without DMA memory (every access fails): the idle-pass measurement and tests.
+pub(crate) struct NoMemory;
+
+impl GuestMemory for NoMemory {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), emu_nic_model::mem::MemError> {
+        Err(emu_nic_model::mem::MemError::Unmapped {
+            addr,
+            len: buf.len(),
+        })
+    }
+    fn write(&self, addr: u64, data: &[u8]) -> Result<(), emu_nic_model::mem::MemError> {
+        Err(emu_nic_model::mem::MemError::Unmapped {
+            addr,
+            len: data.len(),
+        })
+    }
+}
+
+impl DmaMemory for NoMemory {
+    fn with_memory(&self, f: &mut dyn FnMut(&dyn GuestMemory)) {
+        f(self);
+    }
+}
+
 /// Interrupt delivery of one VF (MSI-X eventfds).
 pub trait IrqSink: Send + Sync {
     /// Signals vector `vector`; false if it is not bound.
@@ -309,31 +333,10 @@ impl VfPort {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use emu_nic_model::mem::MemError;
     use std::sync::atomic::AtomicU64;
     use std::sync::Arc;
     use std::time::Duration;
 
-    struct NoMem;
-    impl GuestMemory for NoMem {
-        fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
-            Err(MemError::Unmapped {
-                addr,
-                len: buf.len(),
-            })
-        }
-        fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemError> {
-            Err(MemError::Unmapped {
-                addr,
-                len: data.len(),
-            })
-        }
-    }
-    impl DmaMemory for NoMem {
-        fn with_memory(&self, f: &mut dyn FnMut(&dyn GuestMemory)) {
-            f(self);
-        }
-    }
     struct Count(Arc<AtomicU64>);
     impl IrqSink for Count {
         fn fire(&self, _: u32) -> bool {
@@ -348,7 +351,7 @@ mod tests {
         let p = VfPort::new(
             "t".into(),
             IgbVf::new(),
-            Box::new(NoMem),
+            Box::new(NoMemory),
             Box::new(Count(fired.clone())),
         );
         p.set_moderation(1, Duration::from_millis(20));
