@@ -84,6 +84,8 @@ pub enum BenchError {
     Attach { vf: String, why: String },
     #[error("guest memory: {0}")]
     Memory(String),
+    #[error("instruction count: {0}")]
+    Callgrind(String),
 }
 
 fn median(v: &mut [f64]) -> f64 {
@@ -110,6 +112,10 @@ impl Drop for TempDir {
 }
 
 fn rig(n: usize, ring: u32) -> Result<Rig, BenchError> {
+    rig_with(n, ring, false)
+}
+
+fn rig_with(n: usize, ring: u32, stepped: bool) -> Result<Rig, BenchError> {
     let dir = std::env::temp_dir().join(format!("emu-bench-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).map_err(|source| BenchError::RunDir {
@@ -137,7 +143,12 @@ fn rig(n: usize, ring: u32) -> Result<Rig, BenchError> {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     config.dataplane.mode = crate::config::DataplaneMode::Poll;
     config.dataplane.cores = vec![cores - 1];
-    let node = Node::start(&config).map_err(|e| BenchError::Node(e.to_string()))?;
+    let node = if stepped {
+        Node::start_stepped(&config)
+    } else {
+        Node::start(&config)
+    }
+    .map_err(|e| BenchError::Node(e.to_string()))?;
     let status = node.status();
     let mut vfs = Vec::new();
     let mut ids = Vec::new();
@@ -163,6 +174,22 @@ fn frame_to(dst: [u8; 6], src: [u8; 6], size: usize) -> Vec<u8> {
     f[6..12].copy_from_slice(&src);
     f[12..14].copy_from_slice(&0x88B5u16.to_be_bytes());
     f
+}
+
+/// Fills every sender's TX buffers with a frame to its partner; RS every 32 descriptors.
+fn prepare_pairs(rig: &mut Rig, size: usize) -> Result<(), BenchError> {
+    for p in 0..rig.vfs.len() / 2 {
+        let dst = rig.vfs[2 * p + 1].driver.mac();
+        let src = rig.vfs[2 * p].driver.mac();
+        let a = &rig.vfs[2 * p];
+        a.driver
+            .fill_tx_buffers(&a.mem.lock(), &frame_to(dst, src, size))
+            .map_err(|e| BenchError::Memory(e.to_string()))?;
+    }
+    for v in &mut rig.vfs {
+        v.driver.set_rs_interval(32);
+    }
+    Ok(())
 }
 
 /// Runs the pairs for `dur`; returns frames received.
@@ -205,22 +232,13 @@ fn traps_and_irqs(node: &Node) -> (u64, u64) {
 
 fn throughput(plan: &BenchPlan, n: usize, size: usize) -> Result<Row, BenchError> {
     let mut rig = rig(n, plan.ring_size)?;
-    for p in 0..rig.vfs.len() / 2 {
-        let dst = rig.vfs[2 * p + 1].driver.mac();
-        let src = rig.vfs[2 * p].driver.mac();
-        let a = &rig.vfs[2 * p];
-        a.driver
-            .fill_tx_buffers(&a.mem.lock(), &frame_to(dst, src, size))
-            .map_err(|e| BenchError::Memory(e.to_string()))?;
-    }
-    for v in &mut rig.vfs {
-        v.driver.set_rs_interval(32);
-    }
+    prepare_pairs(&mut rig, size)?;
     // Warm-up, then measured runs.
     pump(&mut rig, size, Duration::from_millis(100))?;
     let mut runs = Vec::new();
     let mut total = 0;
     let (t0, i0) = traps_and_irqs(&rig.node);
+    let (p0, b0) = rig.node.dataplane_passes();
     for _ in 0..plan.runs {
         let start = Instant::now();
         let got = pump(&mut rig, size, plan.duration)?;
@@ -237,6 +255,8 @@ fn throughput(plan: &BenchPlan, n: usize, size: usize) -> Result<Row, BenchError
         runs.push(got as f64 / secs / 1e6);
     }
     let (t1, i1) = traps_and_irqs(&rig.node);
+    let (p1, b1) = rig.node.dataplane_passes();
+    let (passes, busy) = (p1 - p0, b1 - b0);
     if total == 0 {
         for (id, c) in rig.node.counter_snapshots() {
             eprintln!("bench: warning: nothing arrived; {id} counters {c:?}");
@@ -262,7 +282,20 @@ fn throughput(plan: &BenchPlan, n: usize, size: usize) -> Result<Row, BenchError
         traps_per_1000: per_k(t1 - t0),
         interrupts_per_1000: per_k(i1 - i0),
         ratio_to_reference: None,
-        note: "polling drivers, 1 busy-polling dataplane thread".into(),
+        note: format!(
+            "polling drivers, 1 busy-polling dataplane thread; {:.0}% of its passes found \
+             work, {:.1} frames per busy pass",
+            if passes > 0 {
+                busy as f64 * 100.0 / passes as f64
+            } else {
+                0.0
+            },
+            if busy > 0 {
+                total as f64 / busy as f64
+            } else {
+                0.0
+            }
+        ),
     })
 }
 
@@ -379,6 +412,104 @@ fn latency(plan: &BenchPlan, max_mpps: f64) -> Result<(f64, f64, String), BenchE
     ))
 }
 
+/// The deterministic probe `bench --instructions` runs under callgrind: a node whose
+/// dataplane has no thread ([`Node::start_stepped`]); this one thread alternates between the
+/// synthetic drivers and one dataplane pass until `packets` frames have crossed. Returns the
+/// frames received.
+pub fn stepped_probe(vfs: usize, size: usize, packets: u64) -> Result<u64, BenchError> {
+    let mut rig = rig_with(vfs, BenchPlan::default().ring_size, true)?;
+    prepare_pairs(&mut rig, size)?;
+    let mem_err = |e: emu_vf_driver::DriverError| BenchError::Memory(e.to_string());
+    let mut received = 0u64;
+    let mut idle = 0u32;
+    while received < packets {
+        for v in rig.vfs.chunks_mut(2) {
+            let [a, _] = v else { continue };
+            let mem = a.mem.lock();
+            a.driver.reclaim(&mem).map_err(mem_err)?;
+            while a.driver.tx_free() > 0 {
+                if !a.driver.queue_tx_with(&mem, size, None).map_err(mem_err)? {
+                    break;
+                }
+            }
+            a.driver.flush();
+        }
+        let moved = rig.node.step_dataplane();
+        for v in rig.vfs.chunks_mut(2) {
+            let [_, b] = v else { continue };
+            let mem = b.mem.lock();
+            received += u64::from(
+                b.driver
+                    .poll_rx(&mem, &mut [], &mut |_| {})
+                    .map_err(mem_err)?,
+            );
+        }
+        // A pass that moves nothing twice in a row means the rings are stuck: report it
+        // rather than spin forever.
+        idle = if moved == 0 { idle + 1 } else { 0 };
+        if idle > 1000 {
+            return Err(BenchError::Memory(format!(
+                "the stepped dataplane stopped moving frames after {received}"
+            )));
+        }
+    }
+    rig.node.shutdown();
+    Ok(received)
+}
+
+/// Runs [`stepped_probe`] under `valgrind --tool=callgrind`, counting only the instructions
+/// of dataplane passes, and returns instructions per packet.
+pub fn instructions_per_packet(vfs: usize, size: usize, packets: u64) -> Result<f64, BenchError> {
+    let exe = std::env::current_exe().map_err(|e| BenchError::Callgrind(e.to_string()))?;
+    let out = std::env::temp_dir().join(format!(
+        "emu-bench-callgrind-{}-{vfs}-{size}.out",
+        std::process::id()
+    ));
+    let run = std::process::Command::new("valgrind")
+        .arg("--tool=callgrind")
+        .arg("--toggle-collect=*Dataplane::step")
+        .arg(format!("--callgrind-out-file={}", out.display()))
+        .arg(&exe)
+        .args(["--log-level", "warn", "bench", "--probe"])
+        .arg(format!("{vfs}:{size}:{packets}"))
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| {
+            BenchError::Callgrind(format!(
+                "cannot run valgrind ({e}); install it (apt install valgrind) or leave out --instructions"
+            ))
+        })?;
+    let text = std::fs::read_to_string(&out);
+    let _ = std::fs::remove_file(&out);
+    if !run.status.success() {
+        let err = String::from_utf8_lossy(&run.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(5).collect();
+        return Err(BenchError::Callgrind(format!(
+            "valgrind exited with {}: {}",
+            run.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        )));
+    }
+    let moved: u64 = String::from_utf8_lossy(&run.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("probe-packets "))
+        .find_map(|n| n.trim().parse().ok())
+        .ok_or_else(|| BenchError::Callgrind("the probe printed no packet count".into()))?;
+    let text = text.map_err(|e| BenchError::Callgrind(format!("no callgrind output: {e}")))?;
+    let total: u64 = text
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("totals:")
+                .or_else(|| l.strip_prefix("summary:"))
+        })
+        .find_map(|n| n.split_whitespace().next()?.parse().ok())
+        .ok_or_else(|| BenchError::Callgrind("callgrind output has no totals line".into()))?;
+    if moved == 0 {
+        return Err(BenchError::Callgrind("the probe moved no packets".into()));
+    }
+    Ok(total as f64 / moved as f64)
+}
+
 /// Runs the whole plan, printing progress to stderr.
 pub fn run(plan: &BenchPlan) -> Result<Report, BenchError> {
     let mut rows = Vec::new();
@@ -440,6 +571,9 @@ pub fn render(report: &Report) -> String {
                 .map(|x| format!("{:.0}%", x * 100.0))
                 .unwrap_or_else(|| "-".into()),
         );
+    }
+    for r in report.rows.iter().filter(|r| !r.note.is_empty()) {
+        let _ = writeln!(s, "  {}: {}", r.scenario, r.note);
     }
     if let (Some(p50), Some(p99)) = (report.latency_p50_us, report.latency_p99_us) {
         let _ = writeln!(

@@ -119,6 +119,14 @@ pub struct BenchArgs {
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
     pub output: OutputFormat,
+    /// Also count the dataplane's instructions per packet with `valgrind --tool=callgrind`
+    /// (the stable figure to track over time; adds about a minute per scenario). Needs
+    /// valgrind, and a build without AVX-512 (the default target; not target-cpu=native).
+    #[arg(long)]
+    pub instructions: bool,
+    /// Internal: the single-threaded run that --instructions measures (VFS:SIZE:PACKETS).
+    #[arg(long, hide = true, value_name = "VFS:SIZE:PACKETS")]
+    pub probe: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -5,12 +5,11 @@
 
 use crate::regions::{check, check_registers, no_region, vf_spec, CONFIG_SIZE};
 use emu_dataplane::engine::DataplaneControl;
-use emu_dataplane::{DmaMemory, IgbState, IrqSink, VfPort};
+use emu_dataplane::{IgbState, IrqSink, VfPort};
 use emu_nic_defs::igbvf as r;
 use emu_nic_model::igb_pf::IgbPf;
 use emu_nic_model::igbvf::vf::{Effects, QUEUE_PAGES_OFFSET, QUEUE_PAGES_SIZE};
-use emu_nic_model::mem::GuestMemory;
-use emu_vfio_server::{region, AccessError, DeviceSpec, DmaTable, IrqSet, VfioDevice};
+use emu_vfio_server::{region, AccessError, DeviceSpec, IrqSet, VfioDevice};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,16 +36,6 @@ pub struct PfShared {
 impl PfShared {
     fn lock(&self) -> std::sync::MutexGuard<'_, IgbPf> {
         self.model.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-/// DMA regions of a VF as the dataplane sees them.
-pub struct DmaAdapter(pub Arc<DmaTable>);
-
-impl DmaMemory for DmaAdapter {
-    fn with_memory(&self, f: &mut dyn FnMut(&dyn GuestMemory)) {
-        let guard = self.0.lock();
-        f(&guard);
     }
 }
 

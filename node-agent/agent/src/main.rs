@@ -69,6 +69,16 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(args) => {
+            if let Some(spec) = &args.probe {
+                let parts: Vec<u64> = spec.split(':').filter_map(|x| x.parse().ok()).collect();
+                let [vfs, size, packets] = parts[..] else {
+                    anyhow::bail!("--probe takes VFS:SIZE:PACKETS, e.g. 2:64:200000");
+                };
+                let got =
+                    emu_sriov_agent::bench::stepped_probe(vfs as usize, size as usize, packets)?;
+                println!("probe-packets {got}");
+                return Ok(());
+            }
             if args.vfs.iter().any(|&n| n < 2 || n % 2 != 0) {
                 anyhow::bail!("--vfs takes even counts of at least 2 (VFs send in pairs)");
             }

@@ -5,7 +5,7 @@
 
 use crate::avf_device::{AvfPfShared, AvfVfDevice};
 use crate::config::{AgentConfig, DataplaneMode, NicModel, PfConfig, UplinkConfig};
-use crate::device::{DmaAdapter, IgbVfDevice, IrqAdapter, NodeDevice, PfShared};
+use crate::device::{IgbVfDevice, IrqAdapter, NodeDevice, PfShared};
 use crate::naming;
 use crate::status::{AgentStatus, UplinkStatus, VfCounters, VfState, VfStatus};
 use emu_dataplane::engine::DataplaneControl;
@@ -104,6 +104,26 @@ fn format_mac(m: &[u8; 6]) -> String {
 impl Node {
     /// Builds every PF and VF of `config` and starts serving them.
     pub fn start(config: &AgentConfig) -> Result<Arc<Node>, NodeError> {
+        Self::start_with_mode(config, None)
+    }
+
+    /// [`Node::start`] with a dataplane that has no threads: the caller moves packets with
+    /// [`Node::step_dataplane`] (deterministic runs for `bench --instructions`).
+    pub fn start_stepped(config: &AgentConfig) -> Result<Arc<Node>, NodeError> {
+        Self::start_with_mode(config, Some(Mode::Stepped))
+    }
+
+    /// One dataplane pass on the caller's thread (a node from [`Node::start_stepped`]);
+    /// returns the packets moved, 0 for a node with dataplane threads.
+    pub fn step_dataplane(&self) -> usize {
+        self.dataplane
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or(0, |d| d.step())
+    }
+
+    fn start_with_mode(config: &AgentConfig, mode: Option<Mode>) -> Result<Arc<Node>, NodeError> {
         std::fs::create_dir_all(&config.run_dir).map_err(|source| NodeError::RunDir {
             path: config.run_dir.clone(),
             source,
@@ -128,10 +148,10 @@ impl Node {
             let _ = table.set_default_port(Some(ports.len()));
         }
         let dp_config = DataplaneConfig {
-            mode: match config.dataplane.mode {
+            mode: mode.unwrap_or(match config.dataplane.mode {
                 DataplaneMode::Adaptive => Mode::Adaptive,
                 DataplaneMode::Poll => Mode::Poll,
-            },
+            }),
             cores: config.dataplane.cores.clone(),
         };
         let dataplane = Dataplane::start_with_uplink(dp_config, ports, table, uplink)
@@ -289,6 +309,15 @@ impl Node {
             .collect()
     }
 
+    /// (poll passes, passes that found work) of the dataplane threads since start.
+    pub fn dataplane_passes(&self) -> (u64, u64) {
+        self.dataplane
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or((0, 0), |d| d.passes())
+    }
+
     /// Share of wall time the dataplane threads spent moving packets, since start.
     pub fn dataplane_busy_ratio(&self) -> f64 {
         self.dataplane
@@ -419,7 +448,7 @@ fn build_igb(
         let port = Arc::new(VfPort::new(
             id.clone(),
             vf,
-            Box::new(DmaAdapter(dma.clone())),
+            dma.clone(),
             Box::new(IrqAdapter(irqs.clone())),
         ));
         if let Some(mbps) = v.rate_mbps {
@@ -499,7 +528,7 @@ fn build_avf(
             id.clone(),
             vf,
             Some(words.clone()),
-            Box::new(DmaAdapter(dma.clone())),
+            dma.clone(),
             Box::new(IrqAdapter(irqs.clone())),
         ));
         if let Some(mbps) = v.rate_mbps {

@@ -6,8 +6,8 @@
 //! Interrupts raised during the pass are coalesced and written to the eventfds at its end.
 //!
 //! Mode `adaptive` sleeps when a pass found no work and wakes on a doorbell kick (the trapped
-//! TDT write) or after [`IDLE_WAIT`]; mode `poll` (busy polling on pinned cores) belongs to the
-//! "pinned-core dataplane" work and is refused by the agent's config for now.
+//! TDT write) or after [`IDLE_WAIT`]; mode `poll` busy-polls on pinned cores; mode `stepped`
+//! has no threads and runs a pass whenever its owner calls [`Dataplane::step`].
 
 use crate::counters::bump;
 use crate::port::{AvfState, IgbState, VfPort, VfState};
@@ -18,11 +18,13 @@ use emu_nic_model::avf::rings::{
 };
 use emu_nic_model::avf::rss::rss_queue;
 use emu_nic_model::avf::state::MAX_QUEUE_PAIRS;
-use emu_nic_model::igbvf::rings::{rx_write, RingRegs, RxDrop, RxLayout, RxMeta, TxScratch};
+use emu_nic_model::igbvf::rings::{
+    RingRegs, RxBurst, RxBurstLoss, RxDrop, RxLayout, RxMeta, TxScratch,
+};
 use emu_nic_model::igbvf::vf::IrqSource;
 use emu_nic_model::vmdq::{
-    rx_targets, rx_vlan_action, tx_check, write_vlan_stripped, write_vlan_tagged, DropReason,
-    RxTargets, SwitchTable, BROADCAST,
+    rx_targets, rx_targets_header, rx_vlan_action, tx_check, tx_check_header, write_vlan_stripped,
+    write_vlan_tagged, DropReason, L2Header, RxTargets, SwitchTable, BROADCAST,
 };
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -48,6 +50,9 @@ pub enum Mode {
     Adaptive,
     /// Busy-poll forever on a dedicated (pinned) core. Production.
     Poll,
+    /// No threads: the caller runs each pass with [`Dataplane::step`]. For deterministic
+    /// measurements (instruction counts under callgrind) and tests; not a config option.
+    Stepped,
 }
 
 /// How long an adaptive thread keeps polling after its last work before it sleeps: long
@@ -100,6 +105,8 @@ pub struct UplinkInfo {
 pub struct Dataplane {
     shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    /// The worker of a [`Mode::Stepped`] dataplane.
+    stepped: Option<Mutex<Worker>>,
 }
 
 impl Dataplane {
@@ -138,6 +145,13 @@ impl Dataplane {
             busy_ns: AtomicU64::new(0),
             started: std::time::Instant::now(),
         });
+        if config.mode == Mode::Stepped {
+            return Ok(Dataplane {
+                shared,
+                threads: Vec::new(),
+                stepped: Some(Mutex::new(Worker::new(0, 1))),
+            });
+        }
         let cores: Vec<Option<usize>> = if config.cores.is_empty() {
             vec![None]
         } else {
@@ -160,7 +174,23 @@ impl Dataplane {
                 })?;
             threads.push(t);
         }
-        Ok(Dataplane { shared, threads })
+        Ok(Dataplane {
+            shared,
+            threads,
+            stepped: None,
+        })
+    }
+
+    /// Runs one poll pass over every port on the caller's thread and returns the packets it
+    /// took from TX rings (uplink frames included). Only a [`Mode::Stepped`] dataplane steps;
+    /// the others return 0.
+    #[inline(never)]
+    pub fn step(&self) -> usize {
+        let Some(w) = &self.stepped else { return 0 };
+        let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
+        let n = w.pass(&self.shared);
+        self.shared.passes.fetch_add(1, Ordering::Relaxed);
+        n
     }
 
     /// A handle for the control path (kicks, table updates) that can be cloned freely.
@@ -204,6 +234,9 @@ impl Dataplane {
 
     /// Whether every dataplane thread is alive.
     pub fn is_running(&self) -> bool {
+        if self.stepped.is_some() {
+            return !self.shared.stop.load(Ordering::Acquire);
+        }
         !self.threads.is_empty() && self.threads.iter().all(|t| !t.is_finished())
     }
 
@@ -465,17 +498,14 @@ impl Worker {
         let bytes = &mut self.frame_bytes;
         let ends = &mut self.frame_ends;
         let txq = &mut st.txq;
-        let mut outcome = None;
-        port.mem.with_memory(&mut |mem| {
-            outcome = Some(
-                txq.process(&mut ring, &mem, scratch, TX_BUDGET, &mut |f: &[u8]| {
-                    bytes.extend_from_slice(f);
-                    ends.push(bytes.len());
-                }),
-            );
-        });
+        let outcome = {
+            let mem = port.mem.lock();
+            txq.process(&mut ring, &mem, scratch, TX_BUDGET, &mut |f: &[u8]| {
+                bytes.extend_from_slice(f);
+                ends.push(bytes.len());
+            })
+        };
         st.vf.set_tx_head(0, ring.head);
-        let Some(outcome) = outcome else { return 0 };
         count_tx(
             port,
             outcome.stats.packets,
@@ -509,14 +539,13 @@ impl Worker {
             let bytes = &mut self.frame_bytes;
             let ends = &mut self.frame_ends;
             let (txq, cfg) = (&mut st.txqs[q], &mut st.vf.vsi.tx[q]);
-            let mut outcome = None;
-            port.mem.with_memory(&mut |mem| {
-                outcome = Some(txq.process(cfg, &mem, scratch, TX_BUDGET, &mut |f: &[u8]| {
+            let o = {
+                let mem = port.mem.lock();
+                txq.process(cfg, &mem, scratch, TX_BUDGET, &mut |f: &[u8]| {
                     bytes.extend_from_slice(f);
                     ends.push(bytes.len());
-                }));
-            });
-            let Some(o) = outcome else { continue };
+                })
+            };
             count_tx(
                 port,
                 o.stats.packets,
@@ -541,9 +570,16 @@ impl Worker {
         end: usize,
     ) {
         let sender = &ports[src];
+        // Each frame's header is parsed once for both stages (a runt takes the slow path,
+        // which reports the right reason).
+        let parsed = L2Header::parse(&self.frame_bytes[start..end]).ok();
         let (frame, extra, fs, fe) = {
             let f = &self.frame_bytes[start..end];
-            match tx_check(table, src, f) {
+            let verdict = match &parsed {
+                Some(h) => tx_check_header(table, src, h),
+                None => tx_check(table, src, f),
+            };
+            match verdict {
                 Err(reason) => {
                     sender.counters.drop(reason, false);
                     return;
@@ -566,7 +602,12 @@ impl Worker {
                 }
             }
         };
-        rx_targets(table, Some(src), frame, &mut self.targets);
+        match (&parsed, extra) {
+            (Some(h), false) => {
+                rx_targets_header(table, Some(src), h, frame.len(), &mut self.targets)
+            }
+            _ => rx_targets(table, Some(src), frame, &mut self.targets),
+        }
         if let Some(reason) = self.targets.drop {
             sender.counters.drop(reason, false);
         }
@@ -773,9 +814,15 @@ impl Worker {
         for k in 0..self.dsts.len() {
             let dst = self.dsts[k];
             if let Some(port) = ports.get(usize::from(dst)) {
+                let expected = if self.dsts.len() == 1 {
+                    self.deliveries.len()
+                } else {
+                    self.deliveries.iter().filter(|d| d.dst == dst).count()
+                };
                 deliver_batch(
                     port,
                     self.deliveries.iter().filter(|d| d.dst == dst),
+                    expected,
                     &self.frame_bytes,
                     &self.extra_bytes,
                 );
@@ -818,6 +865,13 @@ impl RxTally {
         }
     }
 
+    /// Frames counted as delivered whose completion could not be written after all.
+    fn lost(&mut self, l: RxBurstLoss) {
+        self.ok -= l.frames.min(self.ok);
+        self.bytes -= l.bytes.min(self.bytes);
+        self.bad += l.frames;
+    }
+
     fn commit(&self, c: &crate::counters::VfCounters) {
         if self.ok > 0 {
             bump(&c.rx_packets, self.ok);
@@ -840,7 +894,8 @@ impl RxTally {
 /// Writes a burst of frames into `port`'s RX queue(s).
 fn deliver_batch<'a>(
     port: &VfPort,
-    items: impl Iterator<Item = &'a Delivery> + Clone,
+    items: impl Iterator<Item = &'a Delivery>,
+    expected: usize,
     frames: &[u8],
     extra: &[u8],
 ) {
@@ -874,20 +929,22 @@ fn deliver_batch<'a>(
                 tail: q.tail,
             };
             let layout = RxLayout::from_srrctl(q.ctl);
-            port.mem.with_memory(&mut |mem| {
-                for d in items.clone() {
-                    let frame = frame_of(d);
-                    let meta = RxMeta {
-                        vlan: d.vlan,
-                        rss_hash: None,
-                    };
-                    match rx_write(&mut ring, layout, &mem, frame, meta) {
-                        Ok(_) => t.delivered(frame),
-                        Err(RxDrop::NoBuffers) => t.no_buf += 1,
-                        Err(_) => t.bad += 1,
-                    }
+            let mem = port.mem.lock();
+            let mut burst = RxBurst::new(&mut ring, layout, &mem, expected);
+            for d in items {
+                let frame = frame_of(d);
+                let meta = RxMeta {
+                    vlan: d.vlan,
+                    rss_hash: None,
+                };
+                match burst.push(frame, meta) {
+                    Ok(_) => t.delivered(frame),
+                    Err(RxDrop::NoBuffers) => t.no_buf += 1,
+                    Err(_) => t.bad += 1,
                 }
-            });
+            }
+            t.lost(burst.finish());
+            drop(mem);
             st.vf.set_rx_head(0, ring.head);
             if t.ok > 0 {
                 let fx = st.vf.raise(IrqSource::Rx(0));
@@ -899,8 +956,9 @@ fn deliver_batch<'a>(
             let pairs = usize::from(st.vf.vsi.num_pairs).clamp(1, MAX_QUEUE_PAIRS);
             let mut raised = 0u32;
             let vsi = &mut st.vf.vsi;
-            port.mem.with_memory(&mut |mem| {
-                for d in items.clone() {
+            {
+                let mem = port.mem.lock();
+                for d in items {
                     let frame = frame_of(d);
                     // RSS picks the queue (devices.md §3: Toeplitz over the enabled fields).
                     let (q, hash, ptype) = rss_queue(&vsi.rss, pairs, frame);
@@ -919,7 +977,7 @@ fn deliver_batch<'a>(
                         Err(_) => t.bad += 1,
                     }
                 }
-            });
+            }
             let mut fire = 0;
             while raised != 0 {
                 let q = raised.trailing_zeros() as usize;
@@ -955,7 +1013,7 @@ pub fn idle_pass_cost(vfs: usize, passes: u32) -> f64 {
             let p = VfPort::new(
                 format!("idle{i}"),
                 vf,
-                Box::new(crate::port::NoMemory),
+                Arc::new(emu_vfio_server::DmaTable::new()),
                 Box::new(NoIrq),
             );
             p.set_active(true);

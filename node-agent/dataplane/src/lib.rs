@@ -2,8 +2,9 @@
 //! VMDq rules ([`emu_nic_model::vmdq`]) and writes it into the receiving VFs' RX rings, raising
 //! interrupts at most once per vector per poll pass.
 //!
-//! This crate never links tokio, kube or tonic. Guest memory and interrupt delivery come in
-//! through the [`DmaMemory`] and [`IrqSink`] traits, implemented by the vfio-user server.
+//! This crate never links tokio, kube or tonic. Guest memory is the vfio-user server's DMA
+//! table ([`emu_vfio_server::DmaTable`], read-locked once per ring pass and used as a concrete
+//! type so that every descriptor access inlines); interrupts leave through [`IrqSink`].
 #![deny(unsafe_code)]
 
 pub mod counters;
@@ -16,5 +17,5 @@ pub mod uplink;
 
 pub use counters::{CounterSnapshot, VfCounters};
 pub use engine::{Dataplane, DataplaneConfig, Mode, UplinkInfo};
-pub use port::{AvfState, DmaMemory, IgbState, IrqSink, VfPort, VfState};
+pub use port::{AvfState, IgbState, IrqSink, VfPort, VfState};
 pub use uplink::{PacketUplink, TapUplink, Uplink, UplinkCounters, UplinkSnapshot};

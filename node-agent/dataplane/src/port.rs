@@ -7,40 +7,10 @@ use emu_nic_model::avf::state::MAX_QUEUE_PAIRS;
 use emu_nic_model::avf::vf::AvfVf;
 use emu_nic_model::igbvf::rings::TxQueue;
 use emu_nic_model::igbvf::vf::{HwCounters, IgbVf};
-use emu_nic_model::mem::GuestMemory;
 use emu_nic_model::shared::SharedWords;
+use emu_vfio_server::DmaTable;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Mutex, MutexGuard};
-
-/// Guest memory of one VF that can be held stable for a whole ring pass.
-pub trait DmaMemory: Send + Sync {
-    /// Runs `f` with the VF's DMA regions pinned (an unmap waits until `f` returns).
-    fn with_memory(&self, f: &mut dyn FnMut(&dyn GuestMemory));
-}
-
-/// A VF without DMA memory (every access fails): the idle-pass measurement and tests.
-pub(crate) struct NoMemory;
-
-impl GuestMemory for NoMemory {
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), emu_nic_model::mem::MemError> {
-        Err(emu_nic_model::mem::MemError::Unmapped {
-            addr,
-            len: buf.len(),
-        })
-    }
-    fn write(&self, addr: u64, data: &[u8]) -> Result<(), emu_nic_model::mem::MemError> {
-        Err(emu_nic_model::mem::MemError::Unmapped {
-            addr,
-            len: data.len(),
-        })
-    }
-}
-
-impl DmaMemory for NoMemory {
-    fn with_memory(&self, f: &mut dyn FnMut(&dyn GuestMemory)) {
-        f(self);
-    }
-}
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Interrupt delivery of one VF (MSI-X eventfds).
 pub trait IrqSink: Send + Sync {
@@ -142,7 +112,9 @@ impl VfState {
 pub struct VfPort {
     pub id: String,
     state: Mutex<VfState>,
-    pub mem: Box<dyn DmaMemory>,
+    /// The client's DMA regions (empty when no client is attached: every access fails).
+    /// The dataplane read-locks it once per ring pass.
+    pub mem: Arc<DmaTable>,
     pub irqs: Box<dyn IrqSink>,
     pub counters: VfCounters,
     /// Vectors to fire at the end of the current pass (coalescing).
@@ -169,7 +141,7 @@ impl std::fmt::Debug for VfPort {
 
 impl VfPort {
     /// An igbvf VF port.
-    pub fn new(id: String, vf: IgbVf, mem: Box<dyn DmaMemory>, irqs: Box<dyn IrqSink>) -> Self {
+    pub fn new(id: String, vf: IgbVf, mem: Arc<DmaTable>, irqs: Box<dyn IrqSink>) -> Self {
         Self::with_state(
             id,
             VfState::Igbvf(IgbState {
@@ -187,7 +159,7 @@ impl VfPort {
         id: String,
         vf: AvfVf,
         bar0_words: Option<SharedWords>,
-        mem: Box<dyn DmaMemory>,
+        mem: Arc<DmaTable>,
         irqs: Box<dyn IrqSink>,
     ) -> Self {
         Self::with_state(
@@ -202,12 +174,7 @@ impl VfPort {
         )
     }
 
-    fn with_state(
-        id: String,
-        state: VfState,
-        mem: Box<dyn DmaMemory>,
-        irqs: Box<dyn IrqSink>,
-    ) -> Self {
+    fn with_state(id: String, state: VfState, mem: Arc<DmaTable>, irqs: Box<dyn IrqSink>) -> Self {
         VfPort {
             id,
             state: Mutex::new(state),
@@ -334,7 +301,6 @@ impl VfPort {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicU64;
-    use std::sync::Arc;
     use std::time::Duration;
 
     struct Count(Arc<AtomicU64>);
@@ -351,7 +317,7 @@ mod tests {
         let p = VfPort::new(
             "t".into(),
             IgbVf::new(),
-            Box::new(NoMemory),
+            Arc::new(DmaTable::new()),
             Box::new(Count(fired.clone())),
         );
         p.set_moderation(1, Duration::from_millis(20));

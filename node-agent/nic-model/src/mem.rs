@@ -57,6 +57,18 @@ impl<T: GuestMemory + ?Sized> GuestMemory for &T {
     fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemError> {
         (**self).write(addr, data)
     }
+    fn read_u64(&self, addr: u64) -> Result<u64, MemError> {
+        (**self).read_u64(addr)
+    }
+    fn read_u32(&self, addr: u64) -> Result<u32, MemError> {
+        (**self).read_u32(addr)
+    }
+    fn write_u64(&self, addr: u64, v: u64) -> Result<(), MemError> {
+        (**self).write_u64(addr, v)
+    }
+    fn write_u32(&self, addr: u64, v: u32) -> Result<(), MemError> {
+        (**self).write_u32(addr, v)
+    }
 }
 
 /// One contiguous region of plain process memory posing as guest memory at `base`.

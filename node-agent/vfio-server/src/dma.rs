@@ -235,29 +235,36 @@ pub struct DmaGuard<'a> {
     regions: RwLockReadGuard<'a, Vec<Region>>,
 }
 
-/// Finds the mapping holding all of `[addr, addr+len)`, with the access right needed.
+/// Finds the mapping holding all of `[addr, addr+len)` with the access right needed, and the
+/// offset of `addr` in it. The hot path: no error is built unless the access fails.
+#[inline]
 fn locate(t: &[Region], addr: u64, len: usize, write: bool) -> Result<(&Mmap, usize), MemError> {
-    let unmapped = MemError::Unmapped { addr, len };
-    let len64 = u64::try_from(len).map_err(|_| unmapped)?;
-    let end = addr.checked_add(len64).ok_or(unmapped)?;
     let pos = t.partition_point(|r| r.address <= addr);
-    let r = pos.checked_sub(1).and_then(|i| t.get(i)).ok_or(unmapped)?;
-    if end > r.end() {
-        return Err(unmapped);
+    if let Some(r) = pos.checked_sub(1).and_then(|i| t.get(i)) {
+        // r.address <= addr, so no underflow.
+        let off = addr - r.address;
+        let fits = off < r.size && (len as u64) <= r.size - off;
+        if let (true, Some(mem)) = (fits, r.mem.as_ref()) {
+            if if write { r.prot.write } else { r.prot.read } {
+                // off < size, and size fit a usize when it was mapped.
+                return Ok((mem, off as usize));
+            }
+            return Err(denied(addr, len, write));
+        }
     }
-    let mem = r.mem.as_ref().ok_or(unmapped)?;
-    let (allowed, access) = if write {
-        (r.prot.write, "write")
-    } else {
-        (r.prot.read, "read")
-    };
-    if !allowed {
-        return Err(MemError::Denied { addr, len, access });
-    }
-    let off = usize::try_from(addr - r.address).map_err(|_| unmapped)?;
-    Ok((mem, off))
+    Err(MemError::Unmapped { addr, len })
 }
 
+#[cold]
+fn denied(addr: u64, len: usize, write: bool) -> MemError {
+    MemError::Denied {
+        addr,
+        len,
+        access: if write { "write" } else { "read" },
+    }
+}
+
+#[inline]
 fn read_in(t: &[Region], addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
     let (m, off) = locate(t, addr, buf.len(), false)?;
     m.read(off, buf).ok_or(MemError::Unmapped {
@@ -266,6 +273,7 @@ fn read_in(t: &[Region], addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
     })
 }
 
+#[inline]
 fn write_in(t: &[Region], addr: u64, data: &[u8]) -> Result<(), MemError> {
     let (m, off) = locate(t, addr, data.len(), true)?;
     m.write(off, data).ok_or(MemError::Unmapped {
@@ -275,11 +283,35 @@ fn write_in(t: &[Region], addr: u64, data: &[u8]) -> Result<(), MemError> {
 }
 
 impl GuestMemory for DmaGuard<'_> {
+    #[inline]
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
         read_in(&self.regions, addr, buf)
     }
+    #[inline]
     fn write(&self, addr: u64, data: &[u8]) -> Result<(), MemError> {
         write_in(&self.regions, addr, data)
+    }
+    #[inline]
+    fn read_u64(&self, addr: u64) -> Result<u64, MemError> {
+        let (m, off) = locate(&self.regions, addr, 8, false)?;
+        m.read_u64(off).ok_or(MemError::Unmapped { addr, len: 8 })
+    }
+    #[inline]
+    fn read_u32(&self, addr: u64) -> Result<u32, MemError> {
+        let (m, off) = locate(&self.regions, addr, 4, false)?;
+        m.read_u32(off).ok_or(MemError::Unmapped { addr, len: 4 })
+    }
+    #[inline]
+    fn write_u64(&self, addr: u64, v: u64) -> Result<(), MemError> {
+        let (m, off) = locate(&self.regions, addr, 8, true)?;
+        m.write_u64(off, v)
+            .ok_or(MemError::Unmapped { addr, len: 8 })
+    }
+    #[inline]
+    fn write_u32(&self, addr: u64, v: u32) -> Result<(), MemError> {
+        let (m, off) = locate(&self.regions, addr, 4, true)?;
+        m.write_u32(off, v)
+            .ok_or(MemError::Unmapped { addr, len: 4 })
     }
 }
 

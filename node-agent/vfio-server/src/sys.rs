@@ -73,12 +73,13 @@ impl Mmap {
         Ok(Mmap { ptr, len })
     }
 
+    #[inline]
     fn check(&self, off: usize, n: usize) -> Option<()> {
-        let end = off.checked_add(n)?;
-        (end <= self.len).then_some(())
+        (off <= self.len && n <= self.len - off).then_some(())
     }
 
     /// Copies `buf.len()` bytes from offset `off`; `None` when out of range.
+    #[inline]
     pub fn read(&self, off: usize, buf: &mut [u8]) -> Option<()> {
         self.check(off, buf.len())?;
         // SAFETY: off+len <= self.len was checked, so the source lies inside our live
@@ -88,34 +89,97 @@ impl Mmap {
         // our own objects. Protections: a write-only mapping is never read (checked by the
         // caller via the region's rights).
         unsafe {
+            let src = self.ptr.as_ptr().add(off);
             if buf.len() <= VOLATILE_MAX {
-                volatile_read(self.ptr.as_ptr().add(off), buf);
+                volatile_read(src, buf);
             } else {
-                std::ptr::copy_nonoverlapping(
-                    self.ptr.as_ptr().add(off),
-                    buf.as_mut_ptr(),
-                    buf.len(),
-                );
+                std::ptr::copy_nonoverlapping(src, buf.as_mut_ptr(), buf.len());
             }
         }
         Some(())
     }
 
     /// Copies `data` to offset `off`; `None` when out of range.
+    #[inline]
     pub fn write(&self, off: usize, data: &[u8]) -> Option<()> {
         self.check(off, data.len())?;
         // SAFETY: bounds checked as in `read`; the mapping is writable (the caller checks the
         // region's rights); no Rust reference into the mapping exists, so concurrent byte
         // writes by the guest are a data race on raw bytes only.
         unsafe {
+            let dst = self.ptr.as_ptr().add(off);
             if data.len() <= VOLATILE_MAX {
-                volatile_write(self.ptr.as_ptr().add(off), data);
+                volatile_write(dst, data);
             } else {
-                std::ptr::copy_nonoverlapping(
-                    data.as_ptr(),
-                    self.ptr.as_ptr().add(off),
-                    data.len(),
-                );
+                std::ptr::copy_nonoverlapping(data.as_ptr(), dst, data.len());
+            }
+        }
+        Some(())
+    }
+
+    /// Reads the little-endian u64 at `off` with one volatile load when it is 8-byte aligned
+    /// (a guest's aligned 64-bit store is never torn); `None` when out of range.
+    #[inline]
+    pub fn read_u64(&self, off: usize) -> Option<u64> {
+        self.check(off, 8)?;
+        // SAFETY: off+8 <= self.len was checked; an unaligned offset takes the byte path.
+        unsafe {
+            let p = self.ptr.as_ptr().add(off);
+            if (p as usize).is_multiple_of(8) {
+                Some(u64::from_le(std::ptr::read_volatile(p.cast::<u64>())))
+            } else {
+                let mut b = [0u8; 8];
+                volatile_read(p, &mut b);
+                Some(u64::from_le_bytes(b))
+            }
+        }
+    }
+
+    /// Writes `v` little-endian at `off` (one volatile store when aligned); `None` when out
+    /// of range.
+    #[inline]
+    pub fn write_u64(&self, off: usize, v: u64) -> Option<()> {
+        self.check(off, 8)?;
+        // SAFETY: off+8 <= self.len was checked; the caller checked write rights.
+        unsafe {
+            let p = self.ptr.as_ptr().add(off);
+            if (p as usize).is_multiple_of(8) {
+                std::ptr::write_volatile(p.cast::<u64>(), v.to_le());
+            } else {
+                volatile_write(p, &v.to_le_bytes());
+            }
+        }
+        Some(())
+    }
+
+    /// Reads the little-endian u32 at `off` (one volatile load when 4-byte aligned).
+    #[inline]
+    pub fn read_u32(&self, off: usize) -> Option<u32> {
+        self.check(off, 4)?;
+        // SAFETY: off+4 <= self.len was checked; an unaligned offset takes the byte path.
+        unsafe {
+            let p = self.ptr.as_ptr().add(off);
+            if (p as usize).is_multiple_of(4) {
+                Some(u32::from_le(std::ptr::read_volatile(p.cast::<u32>())))
+            } else {
+                let mut b = [0u8; 4];
+                volatile_read(p, &mut b);
+                Some(u32::from_le_bytes(b))
+            }
+        }
+    }
+
+    /// Writes `v` little-endian at `off` (one volatile store when 4-byte aligned).
+    #[inline]
+    pub fn write_u32(&self, off: usize, v: u32) -> Option<()> {
+        self.check(off, 4)?;
+        // SAFETY: off+4 <= self.len was checked; the caller checked write rights.
+        unsafe {
+            let p = self.ptr.as_ptr().add(off);
+            if (p as usize).is_multiple_of(4) {
+                std::ptr::write_volatile(p.cast::<u32>(), v.to_le());
+            } else {
+                volatile_write(p, &v.to_le_bytes());
             }
         }
         Some(())
@@ -397,9 +461,19 @@ const VOLATILE_MAX: usize = 32;
 ///
 /// # Safety
 /// `src..src+dst.len()` must lie inside a live mapping.
+#[inline]
 unsafe fn volatile_read(src: *const u8, dst: &mut [u8]) {
-    let mut i = 0;
     let n = dst.len();
+    if (src as usize).is_multiple_of(8) && n.is_multiple_of(8) {
+        // The common case (descriptors): whole aligned words.
+        for (k, chunk) in dst.chunks_exact_mut(8).enumerate() {
+            // SAFETY: 8k+8 <= n and src is 8-byte aligned; the caller guarantees the range.
+            let v = unsafe { std::ptr::read_volatile(src.add(8 * k).cast::<u64>()) };
+            chunk.copy_from_slice(&v.to_ne_bytes());
+        }
+        return;
+    }
+    let mut i = 0;
     while i < n {
         // SAFETY: i < n and the caller guarantees src..src+n is mapped.
         let p = unsafe { src.add(i) };
@@ -420,9 +494,22 @@ unsafe fn volatile_read(src: *const u8, dst: &mut [u8]) {
 ///
 /// # Safety
 /// `dst..dst+src.len()` must lie inside a live, writable mapping.
+#[inline]
 unsafe fn volatile_write(dst: *mut u8, src: &[u8]) {
-    let mut i = 0;
     let n = src.len();
+    if (dst as usize).is_multiple_of(8) && n.is_multiple_of(8) {
+        for (k, chunk) in src.chunks_exact(8).enumerate() {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(chunk);
+            // SAFETY: 8k+8 <= n and dst is 8-byte aligned; the caller guarantees the range
+            // is mapped and writable.
+            unsafe {
+                std::ptr::write_volatile(dst.add(8 * k).cast::<u64>(), u64::from_ne_bytes(w))
+            };
+        }
+        return;
+    }
+    let mut i = 0;
     while i < n {
         // SAFETY: i < n and the caller guarantees dst..dst+n is mapped and writable.
         let p = unsafe { dst.add(i) };

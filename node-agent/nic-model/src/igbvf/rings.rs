@@ -22,7 +22,10 @@ mod tx;
 #[cfg(test)]
 pub(crate) mod testutil;
 
-pub use rx::{rx_write, RxDescType, RxDrop, RxLayout, RxMeta, RxWritten, MAX_RX_FRAME};
+pub use rx::{
+    rx_write, RxBurst, RxBurstLoss, RxDescType, RxDrop, RxLayout, RxMeta, RxWritten, MAX_RX_FRAME,
+    RX_BURST,
+};
 pub use tx::{TxOutcome, TxQueue, TxScratch, TxStats, MAX_TX_FRAME, MAX_TX_PACKET};
 
 /// Largest ring we accept: 65536 descriptors (Linux igbvf uses 64–4096). Bounds the work of

@@ -66,18 +66,50 @@ impl PortSet {
     }
 
     /// Members in ascending order.
-    pub fn iter(&self) -> impl Iterator<Item = usize> + '_ {
-        self.words.iter().enumerate().flat_map(|(i, &w)| {
-            let mut rest = w;
-            std::iter::from_fn(move || {
-                if rest == 0 {
-                    return None;
-                }
-                let bit = rest.trailing_zeros() as usize;
-                rest &= rest - 1;
-                Some(i * 64 + bit)
-            })
-        })
+    pub fn iter(&self) -> PortIter {
+        PortIter {
+            words: self.words,
+            word: 0,
+        }
+    }
+
+    /// The only member when the set has exactly one (the unicast fast path).
+    pub fn single(&self) -> Option<usize> {
+        let mut found = None;
+        for (i, &w) in self.words.iter().enumerate() {
+            if w == 0 {
+                continue;
+            }
+            if found.is_some() || w & (w - 1) != 0 {
+                return None;
+            }
+            found = Some(i * 64 + w.trailing_zeros() as usize);
+        }
+        found
+    }
+}
+
+/// Iterator over a [`PortSet`]'s members, ascending (a copy of the set, so no borrow).
+#[derive(Clone, Debug)]
+pub struct PortIter {
+    words: [u64; PORT_WORDS],
+    word: usize,
+}
+
+impl Iterator for PortIter {
+    type Item = usize;
+
+    #[inline]
+    fn next(&mut self) -> Option<usize> {
+        while let Some(w) = self.words.get_mut(self.word) {
+            if *w != 0 {
+                let bit = w.trailing_zeros() as usize;
+                *w &= *w - 1;
+                return Some(self.word * 64 + bit);
+            }
+            self.word += 1;
+        }
+        None
     }
 }
 

@@ -64,12 +64,8 @@ impl L2Header {
 }
 
 fn to_mac(b: &[u8]) -> MacAddr {
-    let mut m = [0; 6];
-    // Callers pass a 6-byte sub-slice; zip keeps this panic-free regardless.
-    for (d, s) in m.iter_mut().zip(b) {
-        *d = *s;
-    }
-    m
+    // Callers pass a 6-byte sub-slice; a wrong length gives the zero MAC, never a panic.
+    b.try_into().unwrap_or([0; 6])
 }
 
 /// Whether `mac` is a group (multicast or broadcast) address: I/G bit, bit 0 of byte 0.

@@ -28,13 +28,16 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-pub use bitset::{MtaSet, PortSet, VlanSet};
+pub use bitset::{MtaSet, PortIter, PortSet, VlanSet};
 pub use filter::{PoolFilter, DEFAULT_MAX_FRAME};
 pub use frame::{
     is_multicast, is_valid_unicast, mta_hash, write_vlan_stripped, write_vlan_tagged, L2Header,
     BROADCAST, ETH_FCS_LEN, ETH_HLEN, ETH_P_8021Q, VLAN_HLEN, VLAN_VID_MASK,
 };
-pub use switch::{rx_targets, rx_vlan_action, tx_check, vlan_accepts, RxTargets};
+pub use switch::{
+    rx_targets, rx_targets_header, rx_vlan_action, tx_check, tx_check_header, vlan_accepts,
+    RxTargets,
+};
 pub use table::SwitchTable;
 
 /// An Ethernet MAC address, in wire order.

@@ -19,6 +19,8 @@ pub struct RxTargets {
     /// Pools that were addressed but refused the frame, per reason (indexed by
     /// [`DropReason::index`]): count them on the pool's RX drop counters.
     pub rejected: [PortSet; DROP_REASONS],
+    /// Some pool is in `rejected` (lets the hot path skip scanning and clearing it).
+    pub any_rejected: bool,
 }
 
 impl RxTargets {
@@ -27,9 +29,15 @@ impl RxTargets {
         Self::default()
     }
 
-    /// Resets to empty without reallocating anything.
+    /// Resets to empty without reallocating anything (the rejection sets only when used).
     pub fn clear(&mut self) {
-        *self = Self::default();
+        self.ports.clear();
+        self.to_default = false;
+        self.drop = None;
+        if self.any_rejected {
+            self.rejected = Default::default();
+            self.any_rejected = false;
+        }
     }
 
     /// Pools that refused the frame for `reason`.
@@ -39,13 +47,19 @@ impl RxTargets {
 
     /// Every (pool, reason) rejection.
     pub fn rejections(&self) -> impl Iterator<Item = (usize, DropReason)> + '_ {
-        DropReason::ALL
+        let reasons: &[DropReason] = if self.any_rejected {
+            &DropReason::ALL
+        } else {
+            &[]
+        };
+        reasons
             .iter()
             .flat_map(move |r| self.rejected[r.index()].iter().map(move |p| (p, *r)))
     }
 
     fn reject(&mut self, port: usize, reason: DropReason) {
         self.rejected[reason.index()].insert(port);
+        self.any_rejected = true;
     }
 }
 
@@ -76,6 +90,20 @@ pub fn tx_check(table: &SwitchTable, src: usize, frame: &[u8]) -> Result<Option<
         return Err(DropReason::TxDisabled);
     }
     let h = L2Header::parse(frame)?;
+    tx_check_header(table, src, &h)
+}
+
+/// [`tx_check`] for a frame whose header the caller already parsed (the hot path parses
+/// each frame once); same rules, same results.
+pub fn tx_check_header(
+    table: &SwitchTable,
+    src: usize,
+    h: &L2Header,
+) -> Result<Option<u16>, DropReason> {
+    let f = table.port(src).ok_or(DropReason::NoPort)?;
+    if !f.tx_enabled {
+        return Err(DropReason::TxDisabled);
+    }
     if f.spoofchk {
         if !f.macs.contains(&h.src) {
             return Err(DropReason::MacSpoof);
@@ -140,14 +168,25 @@ pub fn vlan_accepts(f: &PoolFilter, vid: Option<u16>) -> bool {
 /// [`DropReason::VlanFilter`]; `len + FCS > max_frame` → [`DropReason::Oversize`]. A refusal
 /// never redirects the frame to the default port.
 pub fn rx_targets(table: &SwitchTable, src: Option<usize>, frame: &[u8], out: &mut RxTargets) {
-    out.clear();
-    let h = match L2Header::parse(frame) {
-        Ok(h) => h,
+    match L2Header::parse(frame) {
+        Ok(h) => rx_targets_header(table, src, &h, frame.len(), out),
         Err(reason) => {
+            out.clear();
             out.drop = Some(reason);
-            return;
         }
-    };
+    }
+}
+
+/// [`rx_targets`] for a frame of `len` bytes whose header the caller already parsed; same
+/// rules, same results.
+pub fn rx_targets_header(
+    table: &SwitchTable,
+    src: Option<usize>,
+    h: &L2Header,
+    len: usize,
+    out: &mut RxTargets,
+) {
+    out.clear();
     let default = table.default_port().filter(|d| Some(*d) != src);
     let from_pool = src.is_some() && src != table.default_port();
 
@@ -156,7 +195,7 @@ pub fn rx_targets(table: &SwitchTable, src: Option<usize>, frame: &[u8], out: &m
     } else if h.dst == BROADCAST {
         (*table.broadcast_ports(), true)
     } else if is_multicast(&h.dst) {
-        (multicast_listeners(table, &h), true)
+        (multicast_listeners(table, h), true)
     } else {
         let exact = table.lookup_mac(&h.dst);
         if exact.is_empty() {
@@ -178,14 +217,14 @@ pub fn rx_targets(table: &SwitchTable, src: Option<usize>, frame: &[u8], out: &m
             out.reject(p, DropReason::RxDisabled);
         } else if !vlan_accepts(f, vid) {
             out.reject(p, DropReason::VlanFilter);
-        } else if f.is_oversize(frame.len()) {
+        } else if f.is_oversize(len) {
             out.reject(p, DropReason::Oversize);
         } else {
             out.ports.insert(p);
         }
     }
     out.to_default = leaves && default.is_some() && !default_addressed;
-    if out.ports.is_empty() && !out.to_default && out.rejections().next().is_none() {
+    if out.ports.is_empty() && !out.to_default && !out.any_rejected {
         out.drop = Some(DropReason::NoMatch);
     }
 }

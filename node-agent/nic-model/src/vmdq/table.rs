@@ -11,8 +11,9 @@ use super::{MacAddr, PoolFilter, PortSet, VmdqError, MAX_PORTS};
 pub struct SwitchTable {
     /// Filters indexed by port; `None` = no pool on that port (receives nothing).
     ports: Vec<Option<PoolFilter>>,
-    /// Exact unicast MAC → ports (RAL/RAH with POOLSEL), sorted by MAC for binary search.
-    mac_index: Vec<(MacAddr, PortSet)>,
+    /// Exact unicast MAC (as [`mac_key`]) → ports (RAL/RAH with POOLSEL), sorted for binary
+    /// search.
+    mac_index: Vec<(u64, PortSet)>,
     /// Ports with a filter.
     configured: PortSet,
     /// Ports with BAM.
@@ -96,7 +97,8 @@ impl SwitchTable {
     /// Ports whose exact unicast filters hold `mac` (empty set when none). Binary search, no
     /// allocation.
     pub fn lookup_mac(&self, mac: &MacAddr) -> PortSet {
-        match self.mac_index.binary_search_by(|(m, _)| m.cmp(mac)) {
+        let key = mac_key(mac);
+        match self.mac_index.binary_search_by(|(m, _)| m.cmp(&key)) {
             Ok(i) => self.mac_index[i].1,
             Err(_) => PortSet::EMPTY,
         }
@@ -133,7 +135,8 @@ impl SwitchTable {
                 self.multicast.insert(port);
             }
             for mac in f.macs.iter().filter(|m| is_valid_unicast(m)) {
-                self.mac_index.push((*mac, PortSet::from_iter([port])));
+                self.mac_index
+                    .push((mac_key(mac), PortSet::from_iter([port])));
             }
         }
         // Merge duplicates (one MAC on several pools: RAH POOLSEL with several bits).
@@ -147,4 +150,11 @@ impl SwitchTable {
             }
         });
     }
+}
+
+/// A MAC as one integer (big-endian, so keys sort like the addresses): one compare per probe.
+pub(crate) fn mac_key(mac: &MacAddr) -> u64 {
+    let mut b = [0u8; 8];
+    b[2..].copy_from_slice(mac);
+    u64::from_be_bytes(b)
 }

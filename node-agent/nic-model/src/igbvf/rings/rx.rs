@@ -329,5 +329,203 @@ pub fn rx_write(
     })
 }
 
+/// Descriptors an [`RxBurst`] reads, and writes back, as one block.
+pub const RX_BURST: usize = 64;
+
+/// Writes a burst of frames into an RX ring with the descriptor traffic in blocks: the
+/// descriptors the burst may use are read with one access, each frame's buffer is written,
+/// and the write-backs go out with one access when the burst is [finished](Self::finish)
+/// (or its block is full), after every buffer. A guest polling DD on another CPU then
+/// loses each descriptor cache line once per block instead of three times per frame.
+///
+/// Frames are accepted under the same rules and with the same results as [`rx_write`]:
+/// frames that fit one packet buffer in the one-buffer layout take the block path; any other
+/// frame flushes the block and goes through [`rx_write`]. Head advances only at a flush.
+/// Results are final at [`finish`](Self::finish), which reports frames whose write-back
+/// failed (a ring the guest made unwritable) so the caller can recount them.
+pub struct RxBurst<'a, M: GuestMemory> {
+    ring: &'a mut RingRegs,
+    layout: RxLayout,
+    mem: &'a M,
+    /// Descriptor count of a valid ring, 0 otherwise (every frame takes [`rx_write`]).
+    count: u32,
+    /// Packet buffer addresses of descriptors `head..head + fetched`.
+    bufs: [u64; RX_BURST],
+    fetched: u32,
+    /// Write-backs (lower, upper qword) of descriptors `head..head + used`.
+    wb: [[u64; 2]; RX_BURST],
+    used: u32,
+    /// Frames accepted whose write-back failed, and their bytes.
+    failed: (u64, u64),
+}
+
+/// Frames of a burst that were reported written but whose write-back failed: nothing was
+/// completed for them and head did not move past them.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RxBurstLoss {
+    pub frames: u64,
+    pub bytes: u64,
+}
+
+impl<'a, M: GuestMemory> RxBurst<'a, M> {
+    /// Starts a burst at `ring.head`; `expected` frames will probably follow (it sizes the
+    /// first descriptor read, nothing else).
+    pub fn new(ring: &'a mut RingRegs, layout: RxLayout, mem: &'a M, expected: usize) -> Self {
+        let count = match (ring.valid_count(), layout.desc_type) {
+            (Some(c), RxDescType::OneBuffer) => c,
+            _ => 0,
+        };
+        let mut b = RxBurst {
+            ring,
+            layout,
+            mem,
+            count,
+            bufs: [0; RX_BURST],
+            fetched: 0,
+            wb: [[0; 2]; RX_BURST],
+            used: 0,
+            failed: (0, 0),
+        };
+        b.fetch(expected);
+        b
+    }
+
+    /// Reads up to `want` more descriptors past the fetched ones (two blocks at the ring's
+    /// end). A block that cannot be read is left to [`rx_write`], which reports it.
+    fn fetch(&mut self, want: usize) {
+        if self.count == 0 {
+            return;
+        }
+        let pending = self.ring.pending(self.count);
+        let room = (RX_BURST as u32).min(pending) - self.fetched.min(pending);
+        let mut left = room.min(u32::try_from(want).unwrap_or(u32::MAX));
+        let mut raw = [0u8; 16 * RX_BURST];
+        while left > 0 {
+            let idx = (self.ring.head + self.fetched) % self.count;
+            let n = left.min(self.count - idx);
+            let Some(addr) = self.ring.desc_addr(idx) else {
+                return;
+            };
+            let bytes = &mut raw[..16 * n as usize];
+            if self.mem.read(addr, bytes).is_err() {
+                return;
+            }
+            for (k, d) in bytes.chunks_exact(16).enumerate() {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(&d[..8]);
+                self.bufs[self.fetched as usize + k] = u64::from_le_bytes(a);
+            }
+            self.fetched += n;
+            left -= n;
+        }
+    }
+
+    /// Writes one frame; see [`rx_write`] for the rules and errors.
+    pub fn push(&mut self, frame: &[u8], meta: RxMeta) -> Result<RxWritten, RxDrop> {
+        let fits = !frame.is_empty()
+            && frame.len() <= MAX_RX_FRAME
+            && frame.len() <= self.layout.pkt_buf_len as usize;
+        if self.count == 0 || !fits {
+            self.flush();
+            return rx_write(self.ring, self.layout, self.mem, frame, meta);
+        }
+        if self.used == self.fetched {
+            if self.used as usize == RX_BURST {
+                self.flush();
+            }
+            self.fetch(RX_BURST);
+            if self.used == self.fetched {
+                // No descriptor owned by the device, or the ring is unreadable: the slow
+                // path tells which.
+                self.flush();
+                return rx_write(self.ring, self.layout, self.mem, frame, meta);
+            }
+        }
+        let k = self.used as usize;
+        self.mem
+            .write(self.bufs[k], frame)
+            .map_err(|_| RxDrop::BadAddress)?;
+        let mut status = d::STAT_DD | d::STAT_EOP | d::STAT_IXSM;
+        let mut vlan = 0u16;
+        if let Some(v) = meta.vlan {
+            status |= d::STAT_VP;
+            vlan = v;
+        }
+        // At most MAX_RX_FRAME (16 KiB) bytes, checked above.
+        let length = frame.len() as u64;
+        self.wb[k] = [
+            u64::from(meta.rss_hash.unwrap_or(0)) << 32,
+            u64::from(status) | length << 32 | u64::from(vlan) << 48,
+        ];
+        self.used += 1;
+        Ok(RxWritten {
+            descriptors: 1,
+            bytes: frame.len(),
+        })
+    }
+
+    /// Writes the pending write-backs (after every buffer) and advances head past them.
+    fn flush(&mut self) {
+        if self.used == 0 {
+            self.fetched = 0;
+            return;
+        }
+        // Buffers before descriptors (x86 keeps store order; this keeps the compiler's).
+        std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
+        let mut raw = [0u8; 16 * RX_BURST];
+        for (k, w) in self.wb[..self.used as usize].iter().enumerate() {
+            raw[16 * k..16 * k + 8].copy_from_slice(&w[0].to_le_bytes());
+            raw[16 * k + 8..16 * k + 16].copy_from_slice(&w[1].to_le_bytes());
+        }
+        let mut done = 0u32;
+        while done < self.used {
+            let idx = (self.ring.head + done) % self.count;
+            let n = (self.used - done).min(self.count - idx);
+            let bytes = &raw[16 * done as usize..16 * (done + n) as usize];
+            // One block: each descriptor's lower qword is stored before its DD qword.
+            let block_ok = self
+                .ring
+                .desc_addr(idx)
+                .is_some_and(|a| self.mem.write(a, bytes).is_ok());
+            if block_ok {
+                done += n;
+                continue;
+            }
+            // Descriptor by descriptor, stopping at the first that cannot be written.
+            let mut ok = 0;
+            for (j, d) in bytes.chunks_exact(16).enumerate() {
+                let i = (idx + j as u32) % self.count;
+                let written = self
+                    .ring
+                    .desc_addr(i)
+                    .is_some_and(|a| self.mem.write(a, d).is_ok());
+                if !written {
+                    break;
+                }
+                ok += 1;
+            }
+            done += ok;
+            break;
+        }
+        for w in &self.wb[done as usize..self.used as usize] {
+            self.failed.0 += 1;
+            self.failed.1 += (w[1] >> 32) & 0xFFFF;
+        }
+        self.ring.head = (self.ring.head + done) % self.count;
+        self.used = 0;
+        self.fetched = 0;
+    }
+
+    /// Completes the burst: write-backs out, head advanced. Returns the frames that
+    /// [`push`](Self::push) accepted but whose completion could not be written.
+    pub fn finish(mut self) -> RxBurstLoss {
+        self.flush();
+        RxBurstLoss {
+            frames: self.failed.0,
+            bytes: self.failed.1,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -137,6 +137,73 @@ impl RawDesc {
     }
 }
 
+/// Descriptors [`TxQueue::process`] reads ahead with one access.
+const TX_PREFETCH: usize = 64;
+
+/// Descriptors `start..start + n` (ring order) of a ring of `count` descriptors, as read in
+/// one block.
+struct DescCache {
+    count: u32,
+    start: u32,
+    n: u32,
+    descs: [RawDesc; TX_PREFETCH],
+}
+
+impl DescCache {
+    fn new(count: u32) -> Self {
+        DescCache {
+            count,
+            start: 0,
+            n: 0,
+            descs: [RawDesc { lo: 0, hi: 0 }; TX_PREFETCH],
+        }
+    }
+
+    /// Descriptor `idx`, from the block or else read alone (refilling the block from `idx`
+    /// when it can). `None`: the ring itself is unreadable there.
+    fn get(&mut self, ring: &RingRegs, idx: u32, mem: &impl GuestMemory) -> Option<RawDesc> {
+        let count = self.count;
+        let off = (idx + count - self.start) % count;
+        if off < self.n {
+            return Some(self.descs[off as usize]);
+        }
+        self.fill(ring, idx, mem);
+        if self.n > 0 && self.start == idx {
+            return Some(self.descs[0]);
+        }
+        ring.desc_addr(idx).and_then(|a| RawDesc::read(mem, a))
+    }
+
+    /// Reads the descriptors from `idx` up to tail (at most [`TX_PREFETCH`], stopping at the
+    /// ring's end) in one access; leaves the block empty when that fails.
+    fn fill(&mut self, ring: &RingRegs, idx: u32, mem: &impl GuestMemory) {
+        let count = self.count;
+        self.start = idx;
+        self.n = 0;
+        let pending = (ring.tail + count - idx) % count;
+        let n = pending.min(TX_PREFETCH as u32).min(count - idx);
+        let mut raw = [0u8; 16 * TX_PREFETCH];
+        let bytes = &mut raw[..16 * n as usize];
+        let Some(addr) = ring.desc_addr(idx) else {
+            return;
+        };
+        if n == 0 || mem.read(addr, bytes).is_err() {
+            return;
+        }
+        for (slot, d) in self.descs.iter_mut().zip(bytes.chunks_exact(16)) {
+            let mut lo = [0u8; 8];
+            let mut hi = [0u8; 8];
+            lo.copy_from_slice(&d[..8]);
+            hi.copy_from_slice(&d[8..]);
+            *slot = RawDesc {
+                lo: u64::from_le_bytes(lo),
+                hi: u64::from_le_bytes(hi),
+            };
+        }
+        self.n = n;
+    }
+}
+
 impl TxQueue {
     /// Fresh state: both context slots zeroed.
     pub fn new() -> Self {
@@ -171,8 +238,9 @@ impl TxQueue {
             return out;
         };
         let mut done = 0;
+        let mut cache = DescCache::new(count);
         while done < budget && ring.head != ring.tail {
-            match self.walk_packet(ring, count, mem, scratch, &mut out, emit) {
+            match self.walk_packet(ring, mem, &mut cache, scratch, &mut out, emit) {
                 Walk::Consumed => done += 1,
                 Walk::Incomplete => break,
                 Walk::RingFault => {
@@ -187,12 +255,13 @@ impl TxQueue {
     fn walk_packet(
         &mut self,
         ring: &mut RingRegs,
-        count: u32,
         mem: &impl GuestMemory,
+        cache: &mut DescCache,
         scratch: &mut TxScratch,
         out: &mut TxOutcome,
         emit: &mut dyn FnMut(&[u8]),
     ) -> Walk {
+        let count = cache.count;
         let pending = ring.pending(count);
         let mut idx = ring.head;
         let mut used = 0u32;
@@ -200,11 +269,17 @@ impl TxQueue {
         let mut bad_descs = 0u64;
         let mut first: Option<RawDesc> = None;
         let mut eop = false;
+        // RS of the packet's first 64 descriptors, as read during the walk (the completion
+        // below re-reads only beyond them).
+        let mut rs_seen = 0u64;
 
         while used < pending {
-            let Some(desc) = ring.desc_addr(idx).and_then(|a| RawDesc::read(mem, a)) else {
+            let Some(desc) = cache.get(ring, idx, mem) else {
                 return Walk::RingFault;
             };
+            if used < 64 && desc.cmd() & d::DCMD_RS != 0 {
+                rs_seen |= 1 << used;
+            }
             used += 1;
             idx = next_idx(idx, count);
             if desc.is_context() {
@@ -254,14 +329,22 @@ impl TxQueue {
 
         // Complete every descriptor of the packet, good or dropped.
         let mut i = ring.head;
-        for _ in 0..used {
-            let Some(addr) = ring.desc_addr(i) else {
-                return Walk::RingFault;
+        for k in 0..used {
+            let rs = if k < 64 {
+                rs_seen & (1 << k) != 0
+            } else {
+                let Some(Ok(cmd)) = ring
+                    .desc_addr(i)
+                    .map(|a| mem.read_u32(a + d::CMD_TYPE_LEN_OFFSET))
+                else {
+                    return Walk::RingFault;
+                };
+                cmd & d::DCMD_RS != 0
             };
-            let Ok(cmd) = mem.read_u32(addr + d::CMD_TYPE_LEN_OFFSET) else {
-                return Walk::RingFault;
-            };
-            if cmd & d::DCMD_RS != 0 {
+            if rs {
+                let Some(addr) = ring.desc_addr(i) else {
+                    return Walk::RingFault;
+                };
                 if mem
                     .write_u32(addr + d::WB_STATUS_OFFSET, d::STAT_DD)
                     .is_err()
@@ -295,13 +378,13 @@ impl TxQueue {
             vle: cmd & d::DCMD_VLE != 0,
         };
         let slot = ((olinfo >> d::OLINFO_IDX_SHIFT) & d::IDX_MASK) as usize % d::CONTEXT_SLOTS;
-        let ctx = self.ctx[slot];
+        let ctx = &self.ctx[slot];
         if len < ETH_HLEN {
             return false;
         }
         if off.tse {
             let (pkt, seg) = (&scratch.frame[HEADROOM..HEADROOM + len], &mut scratch.seg);
-            return match offload::segment(pkt, &ctx, off, seg, emit) {
+            return match offload::segment(pkt, ctx, off, seg, emit) {
                 Ok(r) => {
                     stats.packets += r.segments;
                     stats.tso_segments += r.segments;
@@ -315,10 +398,10 @@ impl TxQueue {
             return false;
         }
         let frame = &mut scratch.frame[HEADROOM..HEADROOM + len];
-        if off.ixsm && offload::insert_ipv4_checksum(frame, &ctx).is_err() {
+        if off.ixsm && offload::insert_ipv4_checksum(frame, ctx).is_err() {
             return false;
         }
-        if off.txsm && offload::insert_l4_checksum(frame, &ctx).is_err() {
+        if off.txsm && offload::insert_l4_checksum(frame, ctx).is_err() {
             return false;
         }
         let Some(wire) = offload::emit_frame(&mut scratch.frame, len, off.vle.then_some(ctx.vlan))
