@@ -31,6 +31,13 @@ if ! command -v ip >/dev/null; then
     || { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iproute2 >&2; }
 fi
 
+# `bench --instructions` (and its test) counts instructions with callgrind.
+if ! command -v valgrind >/dev/null; then
+  echo "run-all: installing valgrind (bench --instructions uses callgrind)" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends valgrind >&2 \
+    || { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends valgrind >&2; }
+fi
+
 step "guest environment" tests/guest/prepare.sh
 step "cargo fmt --check" cargo fmt --all --check
 step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings

@@ -28,6 +28,10 @@ pub struct BenchPlan {
     pub runs: usize,
     pub duration: Duration,
     pub ring_size: u32,
+    /// Count the dataplane's instructions per packet under callgrind for every scenario.
+    pub instructions: bool,
+    /// Frames the callgrind probe moves per scenario.
+    pub probe_packets: u64,
 }
 
 impl Default for BenchPlan {
@@ -38,6 +42,8 @@ impl Default for BenchPlan {
             runs: 5,
             duration: Duration::from_millis(500),
             ring_size: 512,
+            instructions: false,
+            probe_packets: 100_000,
         }
     }
 }
@@ -56,6 +62,8 @@ pub struct Row {
     pub interrupts_per_1000: f64,
     /// Mpps of this row divided by the copy-only reference of the same frame size.
     pub ratio_to_reference: Option<f64>,
+    /// Dataplane instructions per packet (callgrind, single-threaded probe), when asked.
+    pub instructions_per_packet: Option<f64>,
     pub note: String,
 }
 
@@ -282,6 +290,7 @@ fn throughput(plan: &BenchPlan, n: usize, size: usize) -> Result<Row, BenchError
         traps_per_1000: per_k(t1 - t0),
         interrupts_per_1000: per_k(i1 - i0),
         ratio_to_reference: None,
+        instructions_per_packet: None,
         note: format!(
             "polling drivers, 1 busy-polling dataplane thread; {:.0}% of its passes found \
              work, {:.1} frames per busy pass",
@@ -350,6 +359,7 @@ fn reference(plan: &BenchPlan, size: usize) -> Result<Row, BenchError> {
         traps_per_1000: 0.0,
         interrupts_per_1000: 0.0,
         ratio_to_reference: Some(1.0),
+        instructions_per_packet: None,
         note: "desc read + copy + desc write, same memory layer, no switch".into(),
     })
 }
@@ -525,6 +535,11 @@ pub fn run(plan: &BenchPlan) -> Result<Report, BenchError> {
             eprintln!("bench: VF→VF {size} B with {n} VFs ({} runs)", plan.runs);
             let mut r = throughput(plan, n, size)?;
             r.ratio_to_reference = refs.get(&size).filter(|&&x| x > 0.0).map(|x| r.mpps / x);
+            if plan.instructions {
+                eprintln!("bench: instructions per packet under callgrind, {size} B with {n} VFs");
+                r.instructions_per_packet =
+                    Some(instructions_per_packet(n, size, plan.probe_packets.max(1))?);
+            }
             rows.push(r);
         }
     }
@@ -553,18 +568,29 @@ pub fn render(report: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<40} {:>10} {:>8} {:>8} {:>9} {:>10} {:>9} {:>9}",
-        "SCENARIO", "PACKETS", "MPPS", "GBIT/S", "NS/PKT", "TRAPS/1K", "IRQS/1K", "VS REF"
+        "{:<40} {:>10} {:>8} {:>8} {:>9} {:>10} {:>10} {:>9} {:>9}",
+        "SCENARIO",
+        "PACKETS",
+        "MPPS",
+        "GBIT/S",
+        "NS/PKT",
+        "INSTR/PKT",
+        "TRAPS/1K",
+        "IRQS/1K",
+        "VS REF"
     );
     for r in &report.rows {
         let _ = writeln!(
             s,
-            "{:<40} {:>10} {:>8.2} {:>8.2} {:>9.1} {:>10.3} {:>9.3} {:>9}",
+            "{:<40} {:>10} {:>8.2} {:>8.2} {:>9.1} {:>10} {:>10.3} {:>9.3} {:>9}",
             r.scenario,
             r.packets,
             r.mpps,
             r.gbps,
             r.ns_per_packet,
+            r.instructions_per_packet
+                .map(|x| format!("{x:.0}"))
+                .unwrap_or_else(|| "-".into()),
             r.traps_per_1000,
             r.interrupts_per_1000,
             r.ratio_to_reference

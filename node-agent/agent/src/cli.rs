@@ -124,6 +124,10 @@ pub struct BenchArgs {
     /// valgrind, and a build without AVX-512 (the default target; not target-cpu=native).
     #[arg(long)]
     pub instructions: bool,
+    /// Frames the --instructions probe moves per scenario (the count is per frame, so more
+    /// frames only average longer).
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    pub instruction_frames: u64,
     /// Internal: the single-threaded run that --instructions measures (VFS:SIZE:PACKETS).
     #[arg(long, hide = true, value_name = "VFS:SIZE:PACKETS")]
     pub probe: Option<String>,

@@ -16,7 +16,12 @@ use emu_sriov_agent::{banner, control, status};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_level.as_deref());
+    // The bench starts and stops many nodes; their lifecycle logs would drown its progress.
+    let default_level = match cli.command {
+        Command::Bench(_) => "warn",
+        _ => "info",
+    };
+    init_logging(cli.log_level.as_deref(), default_level);
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -28,12 +33,12 @@ fn main() -> ExitCode {
 }
 
 /// Logs go to stderr; stdout is for command output. `--log-level` wins over `RUST_LOG`.
-fn init_logging(level: Option<&str>) {
+fn init_logging(level: Option<&str>, default_level: &str) {
     let filter = level
         .map(EnvFilter::try_new)
         .or_else(|| std::env::var("RUST_LOG").ok().map(EnvFilter::try_new))
         .and_then(Result::ok)
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .unwrap_or_else(|| EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -90,6 +95,8 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                 frame_sizes: args.sizes,
                 runs: args.runs.max(1),
                 duration: std::time::Duration::from_millis(args.duration_ms.max(10)),
+                instructions: args.instructions,
+                probe_packets: args.instruction_frames.max(1),
                 ..Default::default()
             };
             let report = emu_sriov_agent::bench::run(&plan)?;

@@ -276,7 +276,11 @@ impl<B: Bar0> IgbvfDriver<B> {
             mem.write(buf, &f[..len.min(f.len())])?;
         }
         let len = len as u32;
-        let cmd = len | tx::DTYP_DATA | tx::DCMD_EOP | tx::DCMD_IFCS | tx::DCMD_RS | tx::DCMD_DEXT;
+        let mut cmd = len | tx::DTYP_DATA | tx::DCMD_EOP | tx::DCMD_IFCS | tx::DCMD_DEXT;
+        // RS only where `reclaim` looks for DD: the last descriptor of each block.
+        if i & (self.rs_every - 1) == self.rs_every - 1 {
+            cmd |= tx::DCMD_RS;
+        }
         let at = self.layout.tx_ring() + u64::from(i) * 16;
         let mut desc = [0u8; 16];
         desc[..8].copy_from_slice(&buf.to_le_bytes());

@@ -371,6 +371,20 @@ impl TxQueue {
     ) -> bool {
         let cmd = first.cmd();
         let olinfo = first.olinfo();
+        if olinfo & (d::POPTS_IXSM | d::POPTS_TXSM) == 0 && cmd & (d::DCMD_TSE | d::DCMD_VLE) == 0 {
+            // No offload asked: the frame leaves as assembled (the common case).
+            let Some(wire) = scratch
+                .frame
+                .get(HEADROOM..HEADROOM + len)
+                .filter(|_| (ETH_HLEN..=MAX_TX_FRAME).contains(&len))
+            else {
+                return false;
+            };
+            stats.packets += 1;
+            stats.bytes += len as u64;
+            emit(wire);
+            return true;
+        }
         let off = Offloads {
             ixsm: olinfo & d::POPTS_IXSM != 0,
             txsm: olinfo & d::POPTS_TXSM != 0,
