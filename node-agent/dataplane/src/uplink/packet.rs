@@ -5,7 +5,7 @@ use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 
 /// An AF_PACKET raw socket bound to an existing interface (all protocols, promiscuous, own
-/// sends ignored, nonblocking).
+/// sends ignored, nonblocking). Frames are read with their VLAN tag in place.
 #[derive(Debug)]
 pub struct PacketUplink {
     fd: OwnedFd,
@@ -39,7 +39,7 @@ impl PacketUplink {
 
 impl Uplink for PacketUplink {
     fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        crate::sys::read_frame(self.fd.as_fd(), buf)
+        crate::sys::packet_read_frame(self.fd.as_fd(), buf)
     }
 
     fn send(&mut self, frame: &[u8]) -> io::Result<()> {
