@@ -9,6 +9,7 @@
 //! cache, ~1 min with network). A requested run with a missing prerequisite fails loudly.
 
 pub mod agent;
+pub mod arp;
 pub mod console;
 pub mod env;
 pub mod fake_kubelet;

@@ -6,38 +6,11 @@
 //! Bounded: at most 50 requests over at most 10 s. The namespace is deleted on every exit.
 
 use emu_sriov_tests::agent::{agent_bin, Agent};
+use emu_sriov_tests::arp::{arp_reply_from_host, arp_request};
 use emu_sriov_tests::netns::{unique_ifname, wait_link, NetNs};
 use emu_sriov_tests::proc::RunDir;
 use emu_vf_driver::client::attach;
 use std::time::{Duration, Instant};
-
-const HOST_IP: [u8; 4] = [198, 18, 1, 1];
-const VF_IP: [u8; 4] = [198, 18, 1, 10];
-
-fn arp_request(mac: [u8; 6]) -> [u8; 60] {
-    let mut f = [0u8; 60];
-    f[..6].copy_from_slice(&[0xff; 6]);
-    f[6..12].copy_from_slice(&mac);
-    f[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
-    f[14..22].copy_from_slice(&[0, 1, 8, 0, 6, 4, 0, 1]); // Ethernet/IPv4, request
-    f[22..28].copy_from_slice(&mac);
-    f[28..32].copy_from_slice(&VF_IP);
-    // target MAC zero
-    f[38..42].copy_from_slice(&HOST_IP);
-    f
-}
-
-/// An ARP reply from 198.18.1.1 to us: the sender MAC it announces.
-fn arp_reply_from_host(frame: &[u8], mac: [u8; 6]) -> Option<[u8; 6]> {
-    (frame.len() >= 42
-        && frame[..6] == mac
-        && frame[12..14] == [0x08, 0x06]
-        && frame[20..22] == [0, 2]
-        && frame[28..32] == HOST_IP
-        && frame[32..38] == mac
-        && frame[38..42] == VF_IP)
-        .then(|| frame[22..28].try_into().unwrap())
-}
 
 fn counter(v: &serde_json::Value, k: &str) -> u64 {
     v.get(k).and_then(serde_json::Value::as_u64).unwrap_or(0)

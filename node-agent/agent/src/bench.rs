@@ -200,33 +200,40 @@ fn prepare_pairs(rig: &mut Rig, size: usize) -> Result<(), BenchError> {
     Ok(())
 }
 
+/// One sender step: reclaim what was sent, queue frames into every free descriptor, ring
+/// the doorbell once.
+fn fill_sender(a: &mut AttachedVf, size: usize) -> Result<(), BenchError> {
+    let mem_err = |e: emu_vf_driver::DriverError| BenchError::Memory(e.to_string());
+    let mem = a.mem.lock();
+    a.driver.reclaim(&mem).map_err(mem_err)?;
+    while a.driver.tx_free() > 0 {
+        if !a.driver.queue_tx_with(&mem, size, None).map_err(mem_err)? {
+            break;
+        }
+    }
+    a.driver.flush();
+    Ok(())
+}
+
+/// One receiver step: count the frames that arrived and re-post their buffers.
+fn drain_receiver(b: &mut AttachedVf) -> Result<u64, BenchError> {
+    let mem = b.mem.lock();
+    let n = b
+        .driver
+        .poll_rx(&mem, &mut [], &mut |_| {})
+        .map_err(|e| BenchError::Memory(e.to_string()))?;
+    Ok(u64::from(n))
+}
+
 /// Runs the pairs for `dur`; returns frames received.
 fn pump(rig: &mut Rig, size: usize, dur: Duration) -> Result<u64, BenchError> {
-    let mem_err = |e: emu_vf_driver::DriverError| BenchError::Memory(e.to_string());
     let end = Instant::now() + dur;
     let mut received = 0u64;
-    let pairs = rig.vfs.len() / 2;
     while Instant::now() < end {
-        for p in 0..pairs {
-            let (tx, rx) = rig.vfs.split_at_mut(2 * p + 1);
-            let a = &mut tx[2 * p];
-            let b = &mut rx[0];
-            {
-                let mem = a.mem.lock();
-                a.driver.reclaim(&mem).map_err(mem_err)?;
-                while a.driver.tx_free() > 0 {
-                    if !a.driver.queue_tx_with(&mem, size, None).map_err(mem_err)? {
-                        break;
-                    }
-                }
-                a.driver.flush();
-            }
-            let mem = b.mem.lock();
-            received += u64::from(
-                b.driver
-                    .poll_rx(&mem, &mut [], &mut |_| {})
-                    .map_err(mem_err)?,
-            );
+        for pair in rig.vfs.chunks_mut(2) {
+            let [a, b] = pair else { continue };
+            fill_sender(a, size)?;
+            received += drain_receiver(b)?;
         }
     }
     Ok(received)
@@ -429,32 +436,19 @@ fn latency(plan: &BenchPlan, max_mpps: f64) -> Result<(f64, f64, String), BenchE
 pub fn stepped_probe(vfs: usize, size: usize, packets: u64) -> Result<u64, BenchError> {
     let mut rig = rig_with(vfs, BenchPlan::default().ring_size, true)?;
     prepare_pairs(&mut rig, size)?;
-    let mem_err = |e: emu_vf_driver::DriverError| BenchError::Memory(e.to_string());
     let mut received = 0u64;
     let mut idle = 0u32;
     while received < packets {
-        for v in rig.vfs.chunks_mut(2) {
-            let [a, _] = v else { continue };
-            let mem = a.mem.lock();
-            a.driver.reclaim(&mem).map_err(mem_err)?;
-            while a.driver.tx_free() > 0 {
-                if !a.driver.queue_tx_with(&mem, size, None).map_err(mem_err)? {
-                    break;
-                }
-            }
-            a.driver.flush();
+        for pair in rig.vfs.chunks_mut(2) {
+            let [a, _] = pair else { continue };
+            fill_sender(a, size)?;
         }
         let moved = rig.node.step_dataplane();
-        for v in rig.vfs.chunks_mut(2) {
-            let [_, b] = v else { continue };
-            let mem = b.mem.lock();
-            received += u64::from(
-                b.driver
-                    .poll_rx(&mem, &mut [], &mut |_| {})
-                    .map_err(mem_err)?,
-            );
+        for pair in rig.vfs.chunks_mut(2) {
+            let [_, b] = pair else { continue };
+            received += drain_receiver(b)?;
         }
-        // A pass that moves nothing twice in a row means the rings are stuck: report it
+        // A thousand passes in a row that move nothing mean the rings are stuck: report it
         // rather than spin forever.
         idle = if moved == 0 { idle + 1 } else { 0 };
         if idle > 1000 {
