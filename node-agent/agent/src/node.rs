@@ -116,11 +116,7 @@ impl Node {
     /// One dataplane pass on the caller's thread (a node from [`Node::start_stepped`]);
     /// returns the packets moved, 0 for a node with dataplane threads.
     pub fn step_dataplane(&self) -> usize {
-        self.dataplane
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map_or(0, |d| d.step())
+        self.with_dataplane(0, Dataplane::step)
     }
 
     fn start_with_mode(config: &AgentConfig, mode: Option<Mode>) -> Result<Arc<Node>, NodeError> {
@@ -225,6 +221,15 @@ impl Node {
         Ok(node)
     }
 
+    /// `f` of the dataplane, or `stopped` once it has been shut down.
+    fn with_dataplane<T>(&self, stopped: T, f: impl FnOnce(&Dataplane) -> T) -> T {
+        self.dataplane
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or(stopped, f)
+    }
+
     fn entries(&self) -> std::sync::MutexGuard<'_, Vec<VfEntry>> {
         self.vfs.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -311,30 +316,17 @@ impl Node {
 
     /// (poll passes, passes that found work) of the dataplane threads since start.
     pub fn dataplane_passes(&self) -> (u64, u64) {
-        self.dataplane
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map_or((0, 0), |d| d.passes())
+        self.with_dataplane((0, 0), Dataplane::passes)
     }
 
     /// Share of wall time the dataplane threads spent moving packets, since start.
     pub fn dataplane_busy_ratio(&self) -> f64 {
-        self.dataplane
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .map_or(0.0, |d| d.busy_ratio())
+        self.with_dataplane(0.0, Dataplane::busy_ratio)
     }
 
     /// Whether VF `id`'s server thread and the dataplane are running.
     pub fn healthy(&self, id: &str) -> bool {
-        let dp_up = self
-            .dataplane
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-            .is_some_and(|d| d.is_running());
+        let dp_up = self.with_dataplane(false, Dataplane::is_running);
         dp_up
             && self
                 .entries()

@@ -308,16 +308,7 @@ pub fn rx_write(
         let addr = ring.desc_addr(idx).ok_or(RxDrop::BadRing)?;
         // Chunks are at most pkt_buf_len bytes of a frame of at most 16 KiB: they fit a u16.
         let length = chunks.next().map_or(0, <[u8]>::len) as u16;
-        let mut status = d::STAT_DD;
-        let mut vlan = 0u16;
-        if n + 1 == needed {
-            status |= d::STAT_EOP | d::STAT_IXSM;
-            if let Some(v) = meta.vlan {
-                status |= d::STAT_VP;
-                vlan = v;
-            }
-        }
-        let upper = u64::from(status) | u64::from(length) << 32 | u64::from(vlan) << 48;
+        let upper = upper_write_back(length, (n + 1 == needed).then_some(&meta));
         mem.write_u64(addr + d::WB_UPPER_OFFSET, upper)
             .map_err(|_| RxDrop::BadRing)?;
         idx = next_idx(idx, count);
@@ -327,6 +318,21 @@ pub fn rx_write(
         descriptors: needed,
         bytes: frame.len(),
     })
+}
+
+/// The write-back qword that carries DD: `length` bytes in the descriptor's buffer; `eop` is
+/// the frame's metadata on its last descriptor (EOP, IXSM, and VP with the stripped tag).
+fn upper_write_back(length: u16, eop: Option<&RxMeta>) -> u64 {
+    let mut status = d::STAT_DD;
+    let mut vlan = 0u16;
+    if let Some(meta) = eop {
+        status |= d::STAT_EOP | d::STAT_IXSM;
+        if let Some(v) = meta.vlan {
+            status |= d::STAT_VP;
+            vlan = v;
+        }
+    }
+    u64::from(status) | u64::from(length) << 32 | u64::from(vlan) << 48
 }
 
 /// Descriptors an [`RxBurst`] reads, and writes back, as one block.
@@ -445,17 +451,11 @@ impl<'a, M: GuestMemory> RxBurst<'a, M> {
         self.mem
             .write(self.bufs[k], frame)
             .map_err(|_| RxDrop::BadAddress)?;
-        let mut status = d::STAT_DD | d::STAT_EOP | d::STAT_IXSM;
-        let mut vlan = 0u16;
-        if let Some(v) = meta.vlan {
-            status |= d::STAT_VP;
-            vlan = v;
-        }
         // At most MAX_RX_FRAME (16 KiB) bytes, checked above.
-        let length = frame.len() as u64;
+        let length = frame.len() as u16;
         self.wb[k] = [
             u64::from(meta.rss_hash.unwrap_or(0)) << 32,
-            u64::from(status) | length << 32 | u64::from(vlan) << 48,
+            upper_write_back(length, Some(&meta)),
         ];
         self.used += 1;
         Ok(RxWritten {

@@ -113,10 +113,15 @@ impl RawDesc {
     fn read(mem: &impl GuestMemory, addr: u64) -> Option<Self> {
         let mut b = [0u8; 16];
         mem.read(addr, &mut b).ok()?;
-        let (lo, hi) = b.split_at(8);
+        Self::from_bytes(&b)
+    }
+    /// The descriptor in 16 little-endian bytes; `None` for any other length.
+    fn from_bytes(b: &[u8]) -> Option<Self> {
+        let (lo, hi) = b.split_first_chunk::<8>()?;
+        let hi: &[u8; 8] = hi.try_into().ok()?;
         Some(RawDesc {
-            lo: u64::from_le_bytes(lo.try_into().ok()?),
-            hi: u64::from_le_bytes(hi.try_into().ok()?),
+            lo: u64::from_le_bytes(*lo),
+            hi: u64::from_le_bytes(*hi),
         })
     }
     /// `cmd_type_len` / `type_tucmd_mlhl`: the dword at offset 8.
@@ -191,14 +196,8 @@ impl DescCache {
             return;
         }
         for (slot, d) in self.descs.iter_mut().zip(bytes.chunks_exact(16)) {
-            let mut lo = [0u8; 8];
-            let mut hi = [0u8; 8];
-            lo.copy_from_slice(&d[..8]);
-            hi.copy_from_slice(&d[8..]);
-            *slot = RawDesc {
-                lo: u64::from_le_bytes(lo),
-                hi: u64::from_le_bytes(hi),
-            };
+            // chunks_exact(16) yields 16 bytes, which always decode.
+            *slot = RawDesc::from_bytes(d).unwrap_or(RawDesc { lo: 0, hi: 0 });
         }
         self.n = n;
     }
