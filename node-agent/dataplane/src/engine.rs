@@ -10,6 +10,7 @@
 //! has no threads and runs a pass whenever its owner calls [`Dataplane::step`].
 
 use crate::counters::bump;
+use crate::flowcache::LastDecision;
 use crate::port::{AvfState, IgbState, VfPort, VfState};
 use crate::ratelimit::TokenBucket;
 use crate::uplink::{Uplink, UplinkCounters, UPLINK_MAX_FRAME};
@@ -19,7 +20,7 @@ use emu_nic_model::avf::rings::{
 use emu_nic_model::avf::rss::rss_queue;
 use emu_nic_model::avf::state::MAX_QUEUE_PAIRS;
 use emu_nic_model::igbvf::rings::{
-    RingRegs, RxBurst, RxBurstLoss, RxDrop, RxLayout, RxMeta, TxScratch,
+    RingRegs, RxBurst, RxBurstLoss, RxDrop, RxLayout, RxMeta, TxFrames, TxScratch,
 };
 use emu_nic_model::igbvf::vf::IrqSource;
 use emu_nic_model::vmdq::{
@@ -346,14 +347,15 @@ struct Worker {
     scratch: TxScratch,
     avf_scratch: AvfTxScratch,
     /// Frames taken from one TX ring in this pass, back to back.
-    frame_bytes: Vec<u8>,
-    frame_ends: Vec<usize>,
+    frames: TxFrames,
     /// Frames rewritten by the switch (port VLAN inserted or stripped).
     extra_bytes: Vec<u8>,
     deliveries: Vec<Delivery>,
     /// Destinations of the current burst, in first-seen order.
     dsts: Vec<u16>,
     targets: RxTargets,
+    /// The last plain unicast decision of the current burst (see [`crate::flowcache`]).
+    last: LastDecision,
     /// Frames of the current burst bound for the uplink (`dst` unused).
     to_uplink: Vec<Delivery>,
     /// One frame read from the uplink (sized on first use).
@@ -373,12 +375,12 @@ impl Worker {
             threads: threads.max(1),
             scratch: TxScratch::new(),
             avf_scratch: AvfTxScratch::new(),
-            frame_bytes: Vec::with_capacity(TX_BUDGET * 2048),
-            frame_ends: Vec::with_capacity(TX_BUDGET * 8),
+            frames: TxFrames::with_capacity(TX_BUDGET * 8, TX_BUDGET * 2048),
             extra_bytes: Vec::with_capacity(TX_BUDGET * 2048),
             deliveries: Vec::with_capacity(TX_BUDGET * 4),
             dsts: Vec::with_capacity(64),
             targets: RxTargets::new(),
+            last: LastDecision::new(),
             to_uplink: Vec::with_capacity(TX_BUDGET),
             uplink_buf: Vec::new(),
         }
@@ -405,9 +407,10 @@ impl Worker {
             work += n;
             self.deliveries.clear();
             self.extra_bytes.clear();
+            self.last.clear();
             let mut start = 0;
-            for i in 0..self.frame_ends.len() {
-                let end = self.frame_ends[i];
+            for i in 0..self.frames.len() {
+                let end = self.frames.ends()[i];
                 self.switch(&shared.ports, &table, src, start, end);
                 start = end;
             }
@@ -454,14 +457,13 @@ impl Worker {
     /// Charges the bytes just taken from port `src` to its rate limiter.
     fn charge(&mut self, src: usize) {
         if let Some(Some(b)) = self.buckets.get_mut(src) {
-            b.charge(self.frame_bytes.len() as u64);
+            b.charge(self.frames.bytes().len() as u64);
         }
     }
 
     /// Processes the TX ring(s) of `port` into `frame_bytes`/`frame_ends`.
     fn take_tx(&mut self, port: &VfPort) -> usize {
-        self.frame_bytes.clear();
-        self.frame_ends.clear();
+        self.frames.clear();
         if !port.is_active() {
             return 0;
         }
@@ -494,16 +496,15 @@ impl Worker {
             head: q.head,
             tail: q.tail,
         };
-        let scratch = &mut self.scratch;
-        let bytes = &mut self.frame_bytes;
-        let ends = &mut self.frame_ends;
-        let txq = &mut st.txq;
         let outcome = {
             let mem = port.mem.lock();
-            txq.process(&mut ring, &mem, scratch, TX_BUDGET, &mut |f: &[u8]| {
-                bytes.extend_from_slice(f);
-                ends.push(bytes.len());
-            })
+            st.txq.process(
+                &mut ring,
+                &mem,
+                &mut self.scratch,
+                TX_BUDGET,
+                &mut self.frames,
+            )
         };
         st.vf.set_tx_head(0, ring.head);
         count_tx(
@@ -516,7 +517,7 @@ impl Worker {
             let fx = st.vf.raise(IrqSource::Tx(0));
             port.defer_fire(fx.fire);
         }
-        self.frame_ends.len()
+        self.frames.len()
     }
 
     fn take_tx_avf(&mut self, port: &VfPort, st: &mut AvfState) -> usize {
@@ -535,16 +536,17 @@ impl Worker {
             if !cfg.enabled || cfg.head == cfg.tail {
                 continue;
             }
-            let scratch = &mut self.avf_scratch;
-            let bytes = &mut self.frame_bytes;
-            let ends = &mut self.frame_ends;
+            let frames = &mut self.frames;
             let (txq, cfg) = (&mut st.txqs[q], &mut st.vf.vsi.tx[q]);
             let o = {
                 let mem = port.mem.lock();
-                txq.process(cfg, &mem, scratch, TX_BUDGET, &mut |f: &[u8]| {
-                    bytes.extend_from_slice(f);
-                    ends.push(bytes.len());
-                })
+                txq.process(
+                    cfg,
+                    &mem,
+                    &mut self.avf_scratch,
+                    TX_BUDGET,
+                    &mut |f: &[u8]| frames.push(f),
+                )
             };
             count_tx(
                 port,
@@ -557,7 +559,7 @@ impl Worker {
             }
         }
         port.defer_fire(fire);
-        self.frame_ends.len()
+        self.frames.len()
     }
 
     /// Decides where frame `frame_bytes[start..end]` from `src` goes and queues deliveries.
@@ -569,12 +571,16 @@ impl Worker {
         start: usize,
         end: usize,
     ) {
+        if let Some(dst) = self.last.lookup(&self.frames.bytes()[start..end]) {
+            self.queue_plain(dst, start, end);
+            return;
+        }
         let sender = &ports[src];
         // Each frame's header is parsed once for both stages (a runt takes the slow path,
         // which reports the right reason).
-        let parsed = L2Header::parse(&self.frame_bytes[start..end]).ok();
+        let parsed = L2Header::parse(&self.frames.bytes()[start..end]).ok();
         let (frame, extra, fs, fe) = {
-            let f = &self.frame_bytes[start..end];
+            let f = &self.frames.bytes()[start..end];
             let verdict = match &parsed {
                 Some(h) => tx_check_header(table, src, h),
                 None => tx_check(table, src, f),
@@ -616,6 +622,9 @@ impl Worker {
                 port.counters.drop(reason, true);
             }
         }
+        if !extra && self.targets.drop.is_none() && !self.targets.to_default {
+            self.remember_if_plain(ports, table, fs, fe);
+        }
         if self.targets.to_default {
             self.to_uplink.push(Delivery {
                 dst: u16::MAX,
@@ -626,6 +635,46 @@ impl Worker {
             });
         }
         self.queue_deliveries(ports, table, extra, fs, fe);
+    }
+
+    /// Remembers the decision just taken for `frame_bytes[fs..fe]` when it is the plain one
+    /// [`LastDecision`] may repeat: unchanged, to exactly one VF port, nothing refused.
+    fn remember_if_plain(
+        &mut self,
+        ports: &[Arc<VfPort>],
+        table: &SwitchTable,
+        fs: usize,
+        fe: usize,
+    ) {
+        if self.targets.any_rejected {
+            return;
+        }
+        let Some(p) = self.targets.ports.single() else {
+            return;
+        };
+        let (Some(_), Some(filter), Ok(dst)) = (ports.get(p), table.port(p), u16::try_from(p))
+        else {
+            return;
+        };
+        let frame = &self.frames.bytes()[fs..fe];
+        if rx_vlan_action(filter, frame).is_none() {
+            self.last.remember(frame, dst, filter.max_len());
+        }
+    }
+
+    /// Queues `frame_bytes[fs..fe]` unchanged for port `dst`.
+    #[inline]
+    fn queue_plain(&mut self, dst: u16, fs: usize, fe: usize) {
+        if self.dsts.last() != Some(&dst) && !self.dsts.contains(&dst) {
+            self.dsts.push(dst);
+        }
+        self.deliveries.push(Delivery {
+            dst,
+            start: fs as u32,
+            end: fe as u32,
+            extra: false,
+            vlan: None,
+        });
     }
 
     /// Queues the frame at `fs..fe` (in `extra_bytes` when `extra`) for every port of
@@ -646,7 +695,7 @@ impl Worker {
             let frame: &[u8] = if extra {
                 &self.extra_bytes[fs..fe]
             } else {
-                &self.frame_bytes[fs..fe]
+                &self.frames.bytes()[fs..fe]
             };
             let vlan = rx_vlan_action(filter, frame);
             let d = match vlan {
@@ -658,7 +707,7 @@ impl Worker {
                     let src_frame: &[u8] = if extra {
                         &head[fs..fe]
                     } else {
-                        &self.frame_bytes[fs..fe]
+                        &self.frames.bytes()[fs..fe]
                     };
                     match write_vlan_stripped(src_frame, tail) {
                         Some(n) => {
@@ -715,7 +764,7 @@ impl Worker {
                 let arena = if d.extra {
                     &self.extra_bytes
                 } else {
-                    &self.frame_bytes
+                    self.frames.bytes()
                 };
                 let Some(frame) = arena.get(d.start as usize..d.end as usize) else {
                     continue;
@@ -755,16 +804,14 @@ impl Worker {
         if self.uplink_buf.is_empty() {
             self.uplink_buf.resize(UPLINK_MAX_FRAME, 0);
         }
-        self.frame_bytes.clear();
-        self.frame_ends.clear();
+        self.frames.clear();
         {
             let mut dev = up.dev.lock().unwrap_or_else(|p| p.into_inner());
             for _ in 0..UPLINK_RX_BUDGET {
                 match dev.recv(&mut self.uplink_buf) {
                     Ok(Some(n)) => {
                         let n = n.min(self.uplink_buf.len());
-                        self.frame_bytes.extend_from_slice(&self.uplink_buf[..n]);
-                        self.frame_ends.push(self.frame_bytes.len());
+                        self.frames.push(&self.uplink_buf[..n]);
                     }
                     Ok(None) => break,
                     Err(e) => {
@@ -776,21 +823,21 @@ impl Worker {
                 }
             }
         }
-        let n = self.frame_ends.len();
+        let n = self.frames.len();
         if n == 0 {
             return 0;
         }
         bump(&up.counters.rx_packets, n as u64);
-        bump(&up.counters.rx_bytes, self.frame_bytes.len() as u64);
+        bump(&up.counters.rx_bytes, self.frames.bytes().len() as u64);
         self.deliveries.clear();
         self.extra_bytes.clear();
         let mut start = 0;
         for i in 0..n {
-            let end = self.frame_ends[i];
+            let end = self.frames.ends()[i];
             rx_targets(
                 table,
                 Some(up.port),
-                &self.frame_bytes[start..end],
+                &self.frames.bytes()[start..end],
                 &mut self.targets,
             );
             if self.targets.drop.is_some() {
@@ -823,7 +870,7 @@ impl Worker {
                     port,
                     self.deliveries.iter().filter(|d| d.dst == dst),
                     expected,
-                    &self.frame_bytes,
+                    self.frames.bytes(),
                     &self.extra_bytes,
                 );
             }

@@ -9,6 +9,7 @@
 
 pub mod counters;
 pub mod engine;
+pub mod flowcache;
 pub mod port;
 pub mod ratelimit;
 #[allow(unsafe_code)]

@@ -237,49 +237,64 @@ pub struct DmaGuard<'a> {
 
 /// Finds the mapping holding all of `[addr, addr+len)` with the access right needed, and the
 /// offset of `addr` in it. The hot path: no error is built unless the access fails.
-#[inline]
+#[inline(always)]
 fn locate(t: &[Region], addr: u64, len: usize, write: bool) -> Result<(&Mmap, usize), MemError> {
     let pos = t.partition_point(|r| r.address <= addr);
     if let Some(r) = pos.checked_sub(1).and_then(|i| t.get(i)) {
         // r.address <= addr, so no underflow.
         let off = addr - r.address;
         let fits = off < r.size && (len as u64) <= r.size - off;
-        if let (true, Some(mem)) = (fits, r.mem.as_ref()) {
-            if if write { r.prot.write } else { r.prot.read } {
-                // off < size, and size fit a usize when it was mapped.
-                return Ok((mem, off as usize));
-            }
-            return Err(denied(addr, len, write));
+        let allowed = if write { r.prot.write } else { r.prot.read };
+        if let (true, true, Some(mem)) = (fits, allowed, r.mem.as_ref()) {
+            // off < size, and size fit a usize when it was mapped.
+            return Ok((mem, off as usize));
         }
     }
-    Err(MemError::Unmapped { addr, len })
+    Err(locate_error(t, addr, len, write))
+}
+
+/// Why [`locate`] failed: a mapping that holds the range but lacks the right is `Denied`,
+/// anything else `Unmapped`.
+#[cold]
+#[inline(never)]
+fn locate_error(t: &[Region], addr: u64, len: usize, write: bool) -> MemError {
+    let pos = t.partition_point(|r| r.address <= addr);
+    let holder = pos.checked_sub(1).and_then(|i| t.get(i)).filter(|r| {
+        let off = addr - r.address;
+        off < r.size && (len as u64) <= r.size - off && r.mem.is_some()
+    });
+    match holder {
+        Some(_) => MemError::Denied {
+            addr,
+            len,
+            access: if write { "write" } else { "read" },
+        },
+        None => MemError::Unmapped { addr, len },
+    }
 }
 
 #[cold]
-fn denied(addr: u64, len: usize, write: bool) -> MemError {
-    MemError::Denied {
-        addr,
-        len,
-        access: if write { "write" } else { "read" },
+#[inline(never)]
+fn unmapped(addr: u64, len: usize) -> MemError {
+    MemError::Unmapped { addr, len }
+}
+
+#[inline(always)]
+fn read_in(t: &[Region], addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+    let (m, off) = locate(t, addr, buf.len(), false)?;
+    match m.read(off, buf) {
+        Some(()) => Ok(()),
+        None => Err(unmapped(addr, buf.len())),
     }
 }
 
-#[inline]
-fn read_in(t: &[Region], addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
-    let (m, off) = locate(t, addr, buf.len(), false)?;
-    m.read(off, buf).ok_or(MemError::Unmapped {
-        addr,
-        len: buf.len(),
-    })
-}
-
-#[inline]
+#[inline(always)]
 fn write_in(t: &[Region], addr: u64, data: &[u8]) -> Result<(), MemError> {
     let (m, off) = locate(t, addr, data.len(), true)?;
-    m.write(off, data).ok_or(MemError::Unmapped {
-        addr,
-        len: data.len(),
-    })
+    match m.write(off, data) {
+        Some(()) => Ok(()),
+        None => Err(unmapped(addr, data.len())),
+    }
 }
 
 impl GuestMemory for DmaGuard<'_> {
@@ -294,24 +309,22 @@ impl GuestMemory for DmaGuard<'_> {
     #[inline]
     fn read_u64(&self, addr: u64) -> Result<u64, MemError> {
         let (m, off) = locate(&self.regions, addr, 8, false)?;
-        m.read_u64(off).ok_or(MemError::Unmapped { addr, len: 8 })
+        m.read_u64(off).ok_or_else(|| unmapped(addr, 8))
     }
     #[inline]
     fn read_u32(&self, addr: u64) -> Result<u32, MemError> {
         let (m, off) = locate(&self.regions, addr, 4, false)?;
-        m.read_u32(off).ok_or(MemError::Unmapped { addr, len: 4 })
+        m.read_u32(off).ok_or_else(|| unmapped(addr, 4))
     }
     #[inline]
     fn write_u64(&self, addr: u64, v: u64) -> Result<(), MemError> {
         let (m, off) = locate(&self.regions, addr, 8, true)?;
-        m.write_u64(off, v)
-            .ok_or(MemError::Unmapped { addr, len: 8 })
+        m.write_u64(off, v).ok_or_else(|| unmapped(addr, 8))
     }
     #[inline]
     fn write_u32(&self, addr: u64, v: u32) -> Result<(), MemError> {
         let (m, off) = locate(&self.regions, addr, 4, true)?;
-        m.write_u32(off, v)
-            .ok_or(MemError::Unmapped { addr, len: 4 })
+        m.write_u32(off, v).ok_or_else(|| unmapped(addr, 4))
     }
 }
 

@@ -26,7 +26,9 @@ pub use rx::{
     rx_write, RxBurst, RxBurstLoss, RxDescType, RxDrop, RxLayout, RxMeta, RxWritten, MAX_RX_FRAME,
     RX_BURST,
 };
-pub use tx::{TxOutcome, TxQueue, TxScratch, TxStats, MAX_TX_FRAME, MAX_TX_PACKET};
+pub use tx::{
+    TxFrames, TxOutcome, TxQueue, TxScratch, TxSink, TxStats, MAX_TX_FRAME, MAX_TX_PACKET,
+};
 
 /// Largest ring we accept: 65536 descriptors (Linux igbvf uses 64–4096). Bounds the work of
 /// one call.
@@ -82,8 +84,14 @@ impl RingRegs {
     }
 
     /// Descriptors the device owns: `(tail - head) mod count`. Requires a valid ring.
+    #[inline]
     pub(crate) fn pending(&self, count: u32) -> u32 {
-        (self.tail + count - self.head) % count
+        // head and tail are below count in a valid ring: no division needed.
+        if self.tail >= self.head {
+            self.tail - self.head
+        } else {
+            self.tail + count - self.head
+        }
     }
 }
 

@@ -79,6 +79,11 @@ impl PoolFilter {
         len as u64 + ETH_FCS_LEN as u64 > u64::from(self.max_frame)
     }
 
+    /// The longest frame (no FCS) that is not oversize; 0 when every frame is.
+    pub fn max_len(&self) -> usize {
+        (self.max_frame as usize).saturating_sub(ETH_FCS_LEN)
+    }
+
     /// Whether this pool wants any multicast beyond broadcast.
     pub(crate) fn wants_multicast(&self) -> bool {
         self.mc_promisc || !self.mc_hashes.is_empty() || !self.mc_addrs.is_empty()

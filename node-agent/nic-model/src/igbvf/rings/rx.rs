@@ -427,7 +427,43 @@ impl<'a, M: GuestMemory> RxBurst<'a, M> {
     }
 
     /// Writes one frame; see [`rx_write`] for the rules and errors.
+    #[inline]
     pub fn push(&mut self, frame: &[u8], meta: RxMeta) -> Result<RxWritten, RxDrop> {
+        let fits = !frame.is_empty()
+            && frame.len() <= MAX_RX_FRAME
+            && frame.len() <= self.layout.pkt_buf_len as usize;
+        if self.count == 0 || !fits || self.used == self.fetched {
+            return self.push_slow(frame, meta);
+        }
+        self.push_block(frame, meta)
+    }
+
+    /// The frame goes into the block at descriptor `head + used` (`used < fetched`).
+    #[inline]
+    fn push_block(&mut self, frame: &[u8], meta: RxMeta) -> Result<RxWritten, RxDrop> {
+        let k = self.used as usize;
+        let (Some(&buf), Some(wb)) = (self.bufs.get(k), self.wb.get_mut(k)) else {
+            return Err(RxDrop::BadRing);
+        };
+        self.mem.write(buf, frame).map_err(|_| RxDrop::BadAddress)?;
+        // At most MAX_RX_FRAME (16 KiB) bytes, checked by the caller.
+        let length = frame.len() as u16;
+        *wb = [
+            u64::from(meta.rss_hash.unwrap_or(0)) << 32,
+            upper_write_back(length, Some(&meta)),
+        ];
+        self.used += 1;
+        Ok(RxWritten {
+            descriptors: 1,
+            bytes: frame.len(),
+        })
+    }
+
+    /// [`push`](Self::push) when the block cannot take the frame as it is: the frame does not
+    /// fit one buffer (or the ring is not a one-buffer ring), or the block is used up.
+    #[cold]
+    #[inline(never)]
+    fn push_slow(&mut self, frame: &[u8], meta: RxMeta) -> Result<RxWritten, RxDrop> {
         let fits = !frame.is_empty()
             && frame.len() <= MAX_RX_FRAME
             && frame.len() <= self.layout.pkt_buf_len as usize;
@@ -447,21 +483,7 @@ impl<'a, M: GuestMemory> RxBurst<'a, M> {
                 return rx_write(self.ring, self.layout, self.mem, frame, meta);
             }
         }
-        let k = self.used as usize;
-        self.mem
-            .write(self.bufs[k], frame)
-            .map_err(|_| RxDrop::BadAddress)?;
-        // At most MAX_RX_FRAME (16 KiB) bytes, checked above.
-        let length = frame.len() as u16;
-        self.wb[k] = [
-            u64::from(meta.rss_hash.unwrap_or(0)) << 32,
-            upper_write_back(length, Some(&meta)),
-        ];
-        self.used += 1;
-        Ok(RxWritten {
-            descriptors: 1,
-            bytes: frame.len(),
-        })
+        self.push_block(frame, meta)
     }
 
     /// Writes the pending write-backs (after every buffer) and advances head past them.

@@ -19,6 +19,127 @@ pub const MAX_TX_PACKET: usize = 64 * 1024 + 1024;
 /// the driver accepts (9216).
 pub const MAX_TX_FRAME: usize = 16 * 1024;
 
+/// Where [`TxQueue::process`] puts the frames it emits: any `FnMut(&[u8])`, or a
+/// [`TxFrames`] arena, which takes simple packets straight from guest memory (one copy).
+pub trait TxSink {
+    /// Takes one finished wire frame.
+    fn emit(&mut self, frame: &[u8]);
+    /// Takes the `len` bytes of guest memory at `addr` as one frame (`scratch` is a buffer
+    /// of at least `len` bytes it may use). False, with nothing taken, when they cannot be
+    /// read.
+    fn emit_guest(
+        &mut self,
+        mem: &impl GuestMemory,
+        addr: u64,
+        len: usize,
+        scratch: &mut [u8],
+    ) -> bool;
+}
+
+impl<F: FnMut(&[u8])> TxSink for F {
+    fn emit(&mut self, frame: &[u8]) {
+        self(frame)
+    }
+    fn emit_guest(
+        &mut self,
+        mem: &impl GuestMemory,
+        addr: u64,
+        len: usize,
+        scratch: &mut [u8],
+    ) -> bool {
+        let Some(buf) = scratch.get_mut(..len) else {
+            return false;
+        };
+        if mem.read(addr, buf).is_err() {
+            return false;
+        }
+        self(buf);
+        true
+    }
+}
+
+/// Frames back to back in one buffer: frame `i` is `bytes()[ends()[i - 1]..ends()[i]]` (from
+/// 0 for the first). Reused across calls: the buffer grows to the largest burst and is never
+/// shrunk or re-zeroed, so appending a frame costs one copy.
+#[derive(Debug, Default)]
+pub struct TxFrames {
+    /// Initialized storage; `buf[..len]` holds the frames.
+    buf: Vec<u8>,
+    len: usize,
+    ends: Vec<usize>,
+}
+
+impl TxFrames {
+    /// Room for `frames` frames of `bytes` bytes in all before it grows.
+    pub fn with_capacity(frames: usize, bytes: usize) -> Self {
+        TxFrames {
+            buf: vec![0; bytes],
+            len: 0,
+            ends: Vec::with_capacity(frames),
+        }
+    }
+
+    /// Forgets every frame (keeps the storage).
+    pub fn clear(&mut self) {
+        self.len = 0;
+        self.ends.clear();
+    }
+
+    /// Number of frames.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// All frames, back to back.
+    #[inline]
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// End offset of each frame in [`bytes`](Self::bytes).
+    #[inline]
+    pub fn ends(&self) -> &[usize] {
+        &self.ends
+    }
+
+    /// Room for `n` more bytes at the end: the slice to fill.
+    #[inline]
+    fn tail(&mut self, n: usize) -> &mut [u8] {
+        let end = self.len + n;
+        if end > self.buf.len() {
+            self.buf.resize(end.next_power_of_two(), 0);
+        }
+        &mut self.buf[self.len..end]
+    }
+
+    /// Appends one frame.
+    pub fn push(&mut self, frame: &[u8]) {
+        self.tail(frame.len()).copy_from_slice(frame);
+        self.len += frame.len();
+        self.ends.push(self.len);
+    }
+}
+
+impl TxSink for TxFrames {
+    #[inline]
+    fn emit(&mut self, frame: &[u8]) {
+        self.push(frame);
+    }
+    #[inline]
+    fn emit_guest(&mut self, mem: &impl GuestMemory, addr: u64, len: usize, _: &mut [u8]) -> bool {
+        if mem.read(addr, self.tail(len)).is_err() {
+            return false;
+        }
+        self.len += len;
+        self.ends.push(self.len);
+        true
+    }
+}
+
 /// Reusable buffers for TX processing ([`TxQueue::process`], and the AVF rings too);
 /// allocated once, never per packet.
 pub struct TxScratch {
@@ -166,12 +287,24 @@ impl DescCache {
 
     /// Descriptor `idx`, from the block or else read alone (refilling the block from `idx`
     /// when it can). `None`: the ring itself is unreadable there.
+    #[inline(always)]
     fn get(&mut self, ring: &RingRegs, idx: u32, mem: &impl GuestMemory) -> Option<RawDesc> {
-        let count = self.count;
-        let off = (idx + count - self.start) % count;
-        if off < self.n {
-            return Some(self.descs[off as usize]);
+        // Both indices are below count: one conditional add instead of a division.
+        let off = if idx >= self.start {
+            idx - self.start
+        } else {
+            idx + self.count - self.start
+        };
+        match self.descs.get(off as usize) {
+            Some(d) if off < self.n => Some(*d),
+            _ => self.refill(ring, idx, mem),
         }
+    }
+
+    /// [`get`](Self::get) for a descriptor outside the block.
+    #[cold]
+    #[inline(never)]
+    fn refill(&mut self, ring: &RingRegs, idx: u32, mem: &impl GuestMemory) -> Option<RawDesc> {
         self.fill(ring, idx, mem);
         if self.n > 0 && self.start == idx {
             return Some(self.descs[0]);
@@ -185,7 +318,7 @@ impl DescCache {
         let count = self.count;
         self.start = idx;
         self.n = 0;
-        let pending = (ring.tail + count - idx) % count;
+        let pending = RingRegs { head: idx, ..*ring }.pending(count);
         let n = pending.min(TX_PREFETCH as u32).min(count - idx);
         let mut raw = [0u8; 16 * TX_PREFETCH];
         let bytes = &mut raw[..16 * n as usize];
@@ -215,7 +348,7 @@ impl TxQueue {
     }
 
     /// Processes descriptors from `ring.head` up to `ring.tail`, at most `budget` packets
-    /// (dropped ones included), hands every resulting wire frame to `emit`, writes DD back
+    /// (dropped ones included), hands every resulting wire frame to `sink`, writes DD back
     /// into the descriptors with RS and advances `ring.head`.
     ///
     /// Offloads: IXSM (IPv4 header checksum), TXSM (TCP/UDP checksum from the seeded field,
@@ -229,7 +362,20 @@ impl TxQueue {
         mem: &impl GuestMemory,
         scratch: &mut TxScratch,
         budget: usize,
-        emit: &mut dyn FnMut(&[u8]),
+        sink: &mut impl TxSink,
+    ) -> TxOutcome {
+        self.process_with::<true>(ring, mem, scratch, budget, sink)
+    }
+
+    /// [`process`](Self::process) with (`FAST`) or without the one-step path for simple
+    /// packets; the results must not differ (tests compare the two).
+    fn process_with<const FAST: bool>(
+        &mut self,
+        ring: &mut RingRegs,
+        mem: &impl GuestMemory,
+        scratch: &mut TxScratch,
+        budget: usize,
+        sink: &mut impl TxSink,
     ) -> TxOutcome {
         let mut out = TxOutcome::default();
         let Some(count) = ring.valid_count() else {
@@ -239,7 +385,16 @@ impl TxQueue {
         let mut done = 0;
         let mut cache = DescCache::new(count);
         while done < budget && ring.head != ring.tail {
-            match self.walk_packet(ring, mem, &mut cache, scratch, &mut out, emit) {
+            let simple = if FAST {
+                self.simple_packet(ring, mem, &mut cache, scratch, &mut out, sink)
+            } else {
+                None
+            };
+            let walked = match simple {
+                Some(w) => w,
+                None => self.walk_packet(ring, mem, &mut cache, scratch, &mut out, sink),
+            };
+            match walked {
                 Walk::Consumed => done += 1,
                 Walk::Incomplete => break,
                 Walk::RingFault => {
@@ -258,7 +413,7 @@ impl TxQueue {
         cache: &mut DescCache,
         scratch: &mut TxScratch,
         out: &mut TxOutcome,
-        emit: &mut dyn FnMut(&[u8]),
+        sink: &mut impl TxSink,
     ) -> Walk {
         let count = cache.count;
         let pending = ring.pending(count);
@@ -315,7 +470,7 @@ impl TxQueue {
         stats.descriptors += u64::from(used);
         match first {
             Some(desc) if bad_descs == 0 => {
-                if !self.send(&desc, pos, scratch, stats, emit) {
+                if !self.send(&desc, pos, scratch, stats, sink) {
                     stats.bad_descriptors += 1;
                     stats.dropped_packets += 1;
                 }
@@ -358,6 +513,52 @@ impl TxQueue {
         Walk::Consumed
     }
 
+    /// The common packet in one step: a single data descriptor with EOP, no offload, a
+    /// readable buffer of a valid frame length. `None` for anything else (nothing consumed
+    /// or written); the general walk then handles it, with the same results it gives this
+    /// packet (the differential test in `tests.rs` checks that).
+    #[inline]
+    fn simple_packet(
+        &mut self,
+        ring: &mut RingRegs,
+        mem: &impl GuestMemory,
+        cache: &mut DescCache,
+        scratch: &mut TxScratch,
+        out: &mut TxOutcome,
+        sink: &mut impl TxSink,
+    ) -> Option<Walk> {
+        let desc = cache.get(ring, ring.head, mem)?;
+        let cmd = desc.cmd();
+        let simple = d::DCMD_DEXT | d::DTYP_MASK | d::DCMD_EOP | d::DCMD_TSE | d::DCMD_VLE;
+        if cmd & simple != d::DCMD_DEXT | d::DTYP_DATA | d::DCMD_EOP
+            || desc.olinfo() & (d::POPTS_IXSM | d::POPTS_TXSM) != 0
+        {
+            return None;
+        }
+        let len = (cmd & d::LEN_MASK) as usize;
+        if !(ETH_HLEN..=MAX_TX_FRAME).contains(&len) {
+            return None;
+        }
+        // Emitted before its completion is written, as in the general walk.
+        if !sink.emit_guest(mem, desc.lo, len, &mut scratch.frame) {
+            return None;
+        }
+        out.stats.packets += 1;
+        out.stats.bytes += len as u64;
+        out.stats.descriptors += 1;
+        if cmd & d::DCMD_RS != 0 {
+            let done = ring
+                .desc_addr(ring.head)
+                .is_some_and(|a| mem.write_u32(a + d::WB_STATUS_OFFSET, d::STAT_DD).is_ok());
+            if !done {
+                return Some(Walk::RingFault);
+            }
+            out.write_backs += 1;
+        }
+        ring.head = next_idx(ring.head, cache.count);
+        Some(Walk::Consumed)
+    }
+
     /// Applies the offloads of the packet assembled in `scratch.frame` and emits it.
     /// Returns false when the offload request does not fit the packet.
     fn send(
@@ -366,7 +567,7 @@ impl TxQueue {
         len: usize,
         scratch: &mut TxScratch,
         stats: &mut TxStats,
-        emit: &mut dyn FnMut(&[u8]),
+        sink: &mut impl TxSink,
     ) -> bool {
         let cmd = first.cmd();
         let olinfo = first.olinfo();
@@ -381,7 +582,7 @@ impl TxQueue {
             };
             stats.packets += 1;
             stats.bytes += len as u64;
-            emit(wire);
+            sink.emit(wire);
             return true;
         }
         let off = Offloads {
@@ -397,7 +598,7 @@ impl TxQueue {
         }
         if off.tse {
             let (pkt, seg) = (&scratch.frame[HEADROOM..HEADROOM + len], &mut scratch.seg);
-            return match offload::segment(pkt, ctx, off, seg, emit) {
+            return match offload::segment(pkt, ctx, off, seg, &mut |f: &[u8]| sink.emit(f)) {
                 Ok(r) => {
                     stats.packets += r.segments;
                     stats.tso_segments += r.segments;
@@ -423,7 +624,7 @@ impl TxQueue {
         };
         stats.packets += 1;
         stats.bytes += wire.len() as u64;
-        emit(wire);
+        sink.emit(wire);
         true
     }
 }
