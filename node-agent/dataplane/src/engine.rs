@@ -331,15 +331,95 @@ fn run(shared: &Shared, mode: Mode, me: usize, threads: usize) {
     }
 }
 
-/// One frame bound for one port, in one of the worker's arenas.
+/// Frames bound for one port: one frame in one of the worker's arenas, or a run of
+/// consecutive burst frames that go unchanged (the plain decisions of [`LastDecision`]).
 #[derive(Debug, Clone, Copy)]
 struct Delivery {
     dst: u16,
-    /// Byte range in `frame_bytes` (or `extra_bytes` when `extra`).
+    /// Byte range in `frames` (or `extra_bytes` when `extra`); a run's whole range.
     start: u32,
     end: u32,
     extra: bool,
     vlan: Option<u16>,
+    /// A run: `frames` frames of the burst arena from frame `first` on (0: a single frame).
+    first: u32,
+    frames: u32,
+}
+
+impl Delivery {
+    fn one(dst: u16, start: usize, end: usize, extra: bool, vlan: Option<u16>) -> Self {
+        Delivery {
+            dst,
+            start: start as u32,
+            end: end as u32,
+            extra,
+            vlan,
+            first: 0,
+            frames: 0,
+        }
+    }
+
+    /// Frames this delivery carries.
+    fn count(&self) -> usize {
+        (self.frames as usize).max(1)
+    }
+
+    /// Each frame with the VLAN tag to report, in order.
+    #[inline]
+    fn frames<'a>(&self, burst: &'a TxFrames, extra: &'a [u8]) -> DeliveryFrames<'a> {
+        if self.frames == 0 {
+            let arena = if self.extra { extra } else { burst.bytes() };
+            return DeliveryFrames {
+                one: Some(
+                    arena
+                        .get(self.start as usize..self.end as usize)
+                        .unwrap_or(&[]),
+                ),
+                vlan: self.vlan,
+                bytes: &[],
+                ends: [].iter(),
+                start: 0,
+            };
+        }
+        let first = self.first as usize;
+        DeliveryFrames {
+            one: None,
+            vlan: None,
+            bytes: burst.bytes(),
+            ends: burst
+                .ends()
+                .get(first..first + self.frames as usize)
+                .unwrap_or(&[])
+                .iter(),
+            start: self.start as usize,
+        }
+    }
+}
+
+/// The frames of one [`Delivery`] (see [`Delivery::frames`]).
+struct DeliveryFrames<'a> {
+    /// A single frame, taken first.
+    one: Option<&'a [u8]>,
+    vlan: Option<u16>,
+    /// A run: the burst arena, the ends of the run's frames, the start of the next one.
+    bytes: &'a [u8],
+    ends: std::slice::Iter<'a, usize>,
+    start: usize,
+}
+
+impl<'a> Iterator for DeliveryFrames<'a> {
+    type Item = (&'a [u8], Option<u16>);
+
+    #[inline]
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Some(f) = self.one.take() {
+            return Some((f, self.vlan));
+        }
+        let end = *self.ends.next()?;
+        let f = self.bytes.get(self.start..end).unwrap_or(&[]);
+        self.start = end;
+        Some((f, None))
+    }
 }
 
 /// Per-thread reusable buffers: nothing is allocated per packet once they have grown.
@@ -411,7 +491,7 @@ impl Worker {
             let mut start = 0;
             for i in 0..self.frames.len() {
                 let end = self.frames.ends()[i];
-                self.switch(&shared.ports, &table, src, start, end);
+                self.switch(&shared.ports, &table, src, i, start, end);
                 start = end;
             }
             self.deliver_all(&shared.ports);
@@ -562,17 +642,19 @@ impl Worker {
         self.frames.len()
     }
 
-    /// Decides where frame `frame_bytes[start..end]` from `src` goes and queues deliveries.
+    /// Decides where burst frame `i` (`frames.bytes()[start..end]`) from `src` goes and
+    /// queues deliveries.
     fn switch(
         &mut self,
         ports: &[Arc<VfPort>],
         table: &SwitchTable,
         src: usize,
+        i: usize,
         start: usize,
         end: usize,
     ) {
         if let Some(dst) = self.last.lookup(&self.frames.bytes()[start..end]) {
-            self.queue_plain(dst, start, end);
+            self.queue_plain(dst, i, start, end);
             return;
         }
         let sender = &ports[src];
@@ -626,13 +708,8 @@ impl Worker {
             self.remember_if_plain(ports, table, fs, fe);
         }
         if self.targets.to_default {
-            self.to_uplink.push(Delivery {
-                dst: u16::MAX,
-                start: fs as u32,
-                end: fe as u32,
-                extra,
-                vlan: None,
-            });
+            self.to_uplink
+                .push(Delivery::one(u16::MAX, fs, fe, extra, None));
         }
         self.queue_deliveries(ports, table, extra, fs, fe);
     }
@@ -662,18 +739,24 @@ impl Worker {
         }
     }
 
-    /// Queues `frame_bytes[fs..fe]` unchanged for port `dst`.
+    /// Queues burst frame `i` (`frames.bytes()[fs..fe]`) unchanged for port `dst`, extending
+    /// the previous delivery when it is a run to `dst` that ends just before it.
     #[inline]
-    fn queue_plain(&mut self, dst: u16, fs: usize, fe: usize) {
-        if self.dsts.last() != Some(&dst) && !self.dsts.contains(&dst) {
+    fn queue_plain(&mut self, dst: u16, i: usize, fs: usize, fe: usize) {
+        if let Some(d) = self.deliveries.last_mut() {
+            if d.frames > 0 && d.dst == dst && d.end as usize == fs {
+                d.end = fe as u32;
+                d.frames += 1;
+                return;
+            }
+        }
+        if !self.dsts.contains(&dst) {
             self.dsts.push(dst);
         }
         self.deliveries.push(Delivery {
-            dst,
-            start: fs as u32,
-            end: fe as u32,
-            extra: false,
-            vlan: None,
+            first: i as u32,
+            frames: 1,
+            ..Delivery::one(dst, fs, fe, false, None)
         });
     }
 
@@ -712,33 +795,15 @@ impl Worker {
                     match write_vlan_stripped(src_frame, tail) {
                         Some(n) => {
                             self.extra_bytes.truncate(at + n);
-                            Delivery {
-                                dst: p as u16,
-                                start: at as u32,
-                                end: (at + n) as u32,
-                                extra: true,
-                                vlan,
-                            }
+                            Delivery::one(p as u16, at, at + n, true, vlan)
                         }
                         None => {
                             self.extra_bytes.truncate(at);
-                            Delivery {
-                                dst: p as u16,
-                                start: fs as u32,
-                                end: fe as u32,
-                                extra,
-                                vlan: None,
-                            }
+                            Delivery::one(p as u16, fs, fe, extra, None)
                         }
                     }
                 }
-                None => Delivery {
-                    dst: p as u16,
-                    start: fs as u32,
-                    end: fe as u32,
-                    extra,
-                    vlan: None,
-                },
+                None => Delivery::one(p as u16, fs, fe, extra, None),
             };
             if !self.dsts.contains(&d.dst) {
                 self.dsts.push(d.dst);
@@ -861,16 +926,17 @@ impl Worker {
         for k in 0..self.dsts.len() {
             let dst = self.dsts[k];
             if let Some(port) = ports.get(usize::from(dst)) {
-                let expected = if self.dsts.len() == 1 {
-                    self.deliveries.len()
-                } else {
-                    self.deliveries.iter().filter(|d| d.dst == dst).count()
-                };
+                let expected = self
+                    .deliveries
+                    .iter()
+                    .filter(|d| d.dst == dst)
+                    .map(Delivery::count)
+                    .sum();
                 deliver_batch(
                     port,
                     self.deliveries.iter().filter(|d| d.dst == dst),
                     expected,
-                    self.frames.bytes(),
+                    &self.frames,
                     &self.extra_bytes,
                 );
             }
@@ -943,18 +1009,14 @@ fn deliver_batch<'a>(
     port: &VfPort,
     items: impl Iterator<Item = &'a Delivery>,
     expected: usize,
-    frames: &[u8],
+    frames: &TxFrames,
     extra: &[u8],
 ) {
     let c = &port.counters;
-    let frame_of = |d: &Delivery| -> &[u8] {
-        let arena = if d.extra { extra } else { frames };
-        arena.get(d.start as usize..d.end as usize).unwrap_or(&[])
-    };
     let mut guard = port.lock();
     let mut t = RxTally::default();
     if !port.is_active() || !guard.bus_master() {
-        for _ in items {
+        for _ in 0..expected {
             c.drop(DropReason::RxDisabled, true);
         }
         return;
@@ -963,7 +1025,7 @@ fn deliver_batch<'a>(
         VfState::Igbvf(st) => {
             let q = st.vf.rxq(0);
             if !q.enabled() {
-                for _ in items {
+                for _ in 0..expected {
                     c.drop(DropReason::RxDisabled, true);
                 }
                 return;
@@ -979,15 +1041,16 @@ fn deliver_batch<'a>(
             let mem = port.mem.lock();
             let mut burst = RxBurst::new(&mut ring, layout, &mem, expected);
             for d in items {
-                let frame = frame_of(d);
-                let meta = RxMeta {
-                    vlan: d.vlan,
-                    rss_hash: None,
-                };
-                match burst.push(frame, meta) {
-                    Ok(_) => t.delivered(frame),
-                    Err(RxDrop::NoBuffers) => t.no_buf += 1,
-                    Err(_) => t.bad += 1,
+                for (frame, vlan) in d.frames(frames, extra) {
+                    let meta = RxMeta {
+                        vlan,
+                        rss_hash: None,
+                    };
+                    match burst.push(frame, meta) {
+                        Ok(_) => t.delivered(frame),
+                        Err(RxDrop::NoBuffers) => t.no_buf += 1,
+                        Err(_) => t.bad += 1,
+                    }
                 }
             }
             t.lost(burst.finish());
@@ -1005,13 +1068,12 @@ fn deliver_batch<'a>(
             let vsi = &mut st.vf.vsi;
             {
                 let mem = port.mem.lock();
-                for d in items {
-                    let frame = frame_of(d);
+                for (frame, vlan) in items.flat_map(|d| d.frames(frames, extra)) {
                     // RSS picks the queue (devices.md §3: Toeplitz over the enabled fields).
                     let (q, hash, ptype) = rss_queue(&vsi.rss, pairs, frame);
                     let q = q.min(MAX_QUEUE_PAIRS - 1);
                     let meta = AvfRxMeta {
-                        vlan: d.vlan,
+                        vlan,
                         rss_hash: hash,
                         ptype,
                     };
