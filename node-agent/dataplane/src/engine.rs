@@ -544,7 +544,7 @@ impl Worker {
     /// Processes the TX ring(s) of `port` into `frame_bytes`/`frame_ends`.
     fn take_tx(&mut self, port: &VfPort) -> usize {
         self.frames.clear();
-        if !port.is_active() {
+        if !port.is_active() || port.tx_idle() {
             return 0;
         }
         let mut guard = port.lock();

@@ -207,10 +207,18 @@ impl IgbVf {
 
     /// TX queue `q`'s doorbell state: (TXDCTL.EN, TDH, TDT) — three loads, for the poll loop.
     pub fn tx_doorbell(&self, q: usize) -> (bool, u32, u32) {
+        Self::tx_doorbell_in(&self.queues, q)
+    }
+
+    /// [`tx_doorbell`](Self::tx_doorbell) read straight from the queue pages (as returned by
+    /// [`queue_pages`](Self::queue_pages), which keep their identity across resets), so that
+    /// a poll loop can skip an idle queue without locking the model.
+    #[inline]
+    pub fn tx_doorbell_in(pages: &SharedWords, q: usize) -> (bool, u32, u32) {
         if q >= r::QUEUES {
             return (false, 0, 0);
         }
-        let words = self.queues.words();
+        let words = pages.words();
         let first = Self::qword(r::TDBAL0 + r::QUEUE_STRIDE * q as u32);
         let at = |reg: u32| {
             words
