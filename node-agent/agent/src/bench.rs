@@ -206,11 +206,9 @@ fn fill_sender(a: &mut AttachedVf, size: usize) -> Result<(), BenchError> {
     let mem_err = |e: emu_vf_driver::DriverError| BenchError::Memory(e.to_string());
     let mem = a.mem.lock();
     a.driver.reclaim(&mem).map_err(mem_err)?;
-    while a.driver.tx_free() > 0 {
-        if !a.driver.queue_tx_with(&mem, size, None).map_err(mem_err)? {
-            break;
-        }
-    }
+    a.driver
+        .queue_tx_burst(&mem, size, u32::MAX)
+        .map_err(mem_err)?;
     a.driver.flush();
     Ok(())
 }
