@@ -965,16 +965,37 @@ struct RxTally {
     bad: u64,
 }
 
+/// How the RX counters classify a frame by its destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FrameKind {
+    Unicast,
+    Broadcast,
+    Multicast,
+}
+
+impl FrameKind {
+    fn of(frame: &[u8]) -> Self {
+        match frame.get(..6) {
+            Some(d) if d == BROADCAST => FrameKind::Broadcast,
+            Some(d) if d[0] & 1 != 0 => FrameKind::Multicast,
+            _ => FrameKind::Unicast,
+        }
+    }
+}
+
 impl RxTally {
     fn delivered(&mut self, frame: &[u8]) {
-        self.ok += 1;
-        self.bytes += frame.len() as u64;
-        if frame.len() >= 6 && frame[0] & 1 != 0 {
-            if frame[..6] == BROADCAST {
-                self.bcast += 1;
-            } else {
-                self.mcast += 1;
-            }
+        self.delivered_many(FrameKind::of(frame), 1, frame.len() as u64);
+    }
+
+    /// `n` frames of `bytes` bytes in all, all of one kind (a run shares its header).
+    fn delivered_many(&mut self, kind: FrameKind, n: u64, bytes: u64) {
+        self.ok += n;
+        self.bytes += bytes;
+        match kind {
+            FrameKind::Unicast => {}
+            FrameKind::Broadcast => self.bcast += n,
+            FrameKind::Multicast => self.mcast += n,
         }
     }
 
@@ -1040,17 +1061,33 @@ fn deliver_batch<'a>(
             let layout = RxLayout::from_srrctl(q.ctl);
             let mem = port.mem.lock();
             let mut burst = RxBurst::new(&mut ring, layout, &mem, expected);
+            let push = |t: &mut RxTally, burst: &mut RxBurst<'_, _>, frame, vlan| {
+                let meta = RxMeta {
+                    vlan,
+                    rss_hash: None,
+                };
+                match burst.push(frame, meta) {
+                    Ok(_) => t.delivered(frame),
+                    Err(RxDrop::NoBuffers) => t.no_buf += 1,
+                    Err(_) => t.bad += 1,
+                }
+            };
             for d in items {
-                for (frame, vlan) in d.frames(frames, extra) {
-                    let meta = RxMeta {
-                        vlan,
-                        rss_hash: None,
-                    };
-                    match burst.push(frame, meta) {
-                        Ok(_) => t.delivered(frame),
-                        Err(RxDrop::NoBuffers) => t.no_buf += 1,
-                        Err(_) => t.bad += 1,
+                if d.frames == 0 {
+                    for (frame, vlan) in d.frames(frames, extra) {
+                        push(&mut t, &mut burst, frame, vlan);
                     }
+                    continue;
+                }
+                // A run of plain frames: the block path without per-frame bookkeeping; a
+                // frame it cannot take goes through push, then the run resumes.
+                let mut run = d.frames(frames, extra).map(|(f, _)| f).peekable();
+                let kind = run.peek().map_or(FrameKind::Unicast, |f| FrameKind::of(f));
+                loop {
+                    let (n, bytes) = burst.push_plain(&mut run);
+                    t.delivered_many(kind, n, bytes);
+                    let Some(frame) = run.next() else { break };
+                    push(&mut t, &mut burst, frame, None);
                 }
             }
             t.lost(burst.finish());

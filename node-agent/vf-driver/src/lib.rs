@@ -585,7 +585,9 @@ mod tests {
         b.set_rs_interval(4);
         let mut seed = 7u64;
         for round in 0..200 {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let want = ((seed >> 33) % 40) as u32;
             let len = 60 + ((seed >> 20) % 1400) as usize;
             let mut one = 0;
@@ -604,8 +606,15 @@ mod tests {
                 d.tx_clean = d.tx_tail;
             }
         }
-        assert_eq!(b.queue_tx_burst(&mb, 0, 5).unwrap(), 0, "empty frames are refused");
-        assert_eq!(b.queue_tx_burst(&mb, 4096, 5).unwrap(), 0, "longer than a buffer");
+        assert_eq!(
+            b.queue_tx_burst(&mb, 0, 5).unwrap(),
+            0,
+            "empty frames are refused"
+        );
+        assert_eq!(
+            b.queue_tx_burst(&mb, 4096, 5).unwrap(),
+            0,
+            "longer than a buffer"
+        );
     }
 }
-

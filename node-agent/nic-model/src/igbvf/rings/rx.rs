@@ -459,6 +459,46 @@ impl<'a, M: GuestMemory> RxBurst<'a, M> {
         })
     }
 
+    /// Writes frames without metadata (no tag to report, no RSS hash) from `frames` for as
+    /// long as they take the block path, and returns how many it wrote and their bytes. It
+    /// stops, leaving that frame in `frames`, at the first one that does not (longer than a
+    /// buffer or empty, the block used up, an unwritable buffer): hand it and the rest to
+    /// [`push`](Self::push), which gives it the result and error `push` always gives. Each
+    /// frame written is exactly what `push` with [`RxMeta::default`] writes (tests compare).
+    #[inline]
+    pub fn push_plain<'f, I: Iterator<Item = &'f [u8]>>(
+        &mut self,
+        frames: &mut std::iter::Peekable<I>,
+    ) -> (u64, u64) {
+        let (mut n, mut bytes) = (0u64, 0u64);
+        let max = (self.layout.pkt_buf_len as usize).min(MAX_RX_FRAME);
+        if self.count == 0 {
+            return (0, 0);
+        }
+        while let Some(&frame) = frames.peek() {
+            let k = self.used as usize;
+            let (Some(&buf), Some(wb)) = (self.bufs.get(k), self.wb.get_mut(k)) else {
+                break;
+            };
+            if frame.is_empty() || frame.len() > max || k >= self.fetched as usize {
+                break;
+            }
+            if self.mem.write(buf, frame).is_err() {
+                break;
+            }
+            // At most MAX_RX_FRAME (16 KiB) bytes, checked above.
+            *wb = [
+                0,
+                upper_write_back(frame.len() as u16, Some(&RxMeta::default())),
+            ];
+            self.used += 1;
+            n += 1;
+            bytes += frame.len() as u64;
+            frames.next();
+        }
+        (n, bytes)
+    }
+
     /// [`push`](Self::push) when the block cannot take the frame as it is: the frame does not
     /// fit one buffer (or the ring is not a one-buffer ring), or the block is used up.
     #[cold]
