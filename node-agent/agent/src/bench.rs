@@ -263,6 +263,13 @@ fn throughput(plan: &BenchPlan, n: usize, size: usize) -> Result<Row, BenchError
                     v.driver.ring_state(&v.mem.lock())
                 );
             }
+            for (id, c) in rig.node.counter_snapshots() {
+                eprintln!("bench: stalled run; {id} counters {c:?}");
+            }
+            eprintln!(
+                "bench: stalled run; dataplane passes {:?}",
+                rig.node.dataplane_passes()
+            );
         }
         total += got;
         runs.push(got as f64 / secs / 1e6);
