@@ -190,3 +190,23 @@ pub fn l4_v6_ok(f: &[u8], ip: usize, l4: usize, proto: u8) -> bool {
     let s = sum16(&f[ip + 8..ip + 40]) + u64::from(proto) + len as u64 + sum16(&f[l4..]);
     fold(s) == 0xffff
 }
+
+/// A view of a memory whose descriptor rings (everything below BUF_BASE) refuse writes: the
+/// guest made a ring read-only.
+pub struct ReadOnlyRing<'a>(pub &'a VecMemory);
+
+impl GuestMemory for ReadOnlyRing<'_> {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), crate::mem::MemError> {
+        self.0.read(addr, buf)
+    }
+    fn write(&self, addr: u64, data: &[u8]) -> Result<(), crate::mem::MemError> {
+        if addr < BUF_BASE {
+            return Err(crate::mem::MemError::Denied {
+                addr,
+                len: data.len(),
+                access: "write",
+            });
+        }
+        self.0.write(addr, data)
+    }
+}

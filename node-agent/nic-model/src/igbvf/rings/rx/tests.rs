@@ -440,6 +440,38 @@ fn mem_from(bytes: &[u8]) -> VecMemory {
     m
 }
 
+/// One random burst case: a ring of random size and indexes over posted buffers (a few of
+/// them unmapped), one of four layouts, and up to 149 frames of random sizes (empty ones,
+/// ones beyond one buffer, and ordinary ones). Returns the memory, the ring, the layout and
+/// the frames.
+fn random_burst_case(rng: &mut XorShift) -> (VecMemory, RingRegs, RxLayout, Vec<Vec<u8>>) {
+    let layouts = [0x0200_0002u32, 0x0200_0001, SRRCTL_JUMBO, 0x0200_0000];
+    let count = 8 * (1 + (rng.next() % 32) as u32);
+    let head = (rng.next() % u64::from(count)) as u32;
+    let tail = (rng.next() % u64::from(count)) as u32;
+    let layout = RxLayout::from_srrctl(layouts[(rng.next() % 4) as usize]);
+    let base = canary_mem();
+    post_all(&base, count);
+    // Some buffers point outside guest memory.
+    for _ in 0..(rng.next() % 3) {
+        let i = (rng.next() % u64::from(count)) as u32;
+        write_rx_desc(&base, i, 0xdead_0000_0000, hdr_buf(i));
+    }
+    let frames = (0..(rng.next() % 150))
+        .map(|k| {
+            let len = match rng.next() % 8 {
+                0 => 0,
+                1 => 1 + (rng.next() % 3000) as usize,
+                _ => 60 + (rng.next() % 1454) as usize,
+            };
+            let mut f = ipv4_frame(17, len.saturating_sub(42));
+            f.resize(len, (k % 251) as u8);
+            f
+        })
+        .collect();
+    (base, ring(count, head, tail), layout, frames)
+}
+
 #[test]
 fn burst_writes_exactly_what_frame_by_frame_writes() {
     // The same frames into the same ring, once with rx_write per frame and once as a burst:
@@ -447,36 +479,11 @@ fn burst_writes_exactly_what_frame_by_frame_writes() {
     // states, layouts, frame sizes and hostile descriptors (unmapped buffers, a ring outside
     // memory), including bursts longer than one block.
     let mut rng = XorShift(0x5eed_b0a5);
-    let layouts = [0x0200_0002u32, 0x0200_0001, SRRCTL_JUMBO, 0x0200_0000];
     for round in 0..400 {
-        let count = 8 * (1 + (rng.next() % 32) as u32);
-        let head = (rng.next() % u64::from(count)) as u32;
-        let tail = (rng.next() % u64::from(count)) as u32;
-        let layout = RxLayout::from_srrctl(layouts[(rng.next() % 4) as usize]);
-        let base = canary_mem();
-        post_all(&base, count);
-        // Some buffers point outside guest memory.
-        for _ in 0..(rng.next() % 3) {
-            let i = (rng.next() % u64::from(count)) as u32;
-            write_rx_desc(&base, i, 0xdead_0000_0000, hdr_buf(i));
-        }
-        let mut r = ring(count, head, tail);
+        let (base, mut r, layout, frames) = random_burst_case(&mut rng);
         if round % 50 == 7 {
             r.bah = 0x7777; // ring outside memory
         }
-        let frames: Vec<Vec<u8>> = (0..(rng.next() % 150))
-            .map(|k| {
-                let len = match rng.next() % 8 {
-                    0 => 0,
-                    1 => 1 + (rng.next() % 3000) as usize,
-                    _ => 60 + (rng.next() % 1454) as usize,
-                };
-                let mut f = ipv4_frame(17, len.saturating_sub(42));
-                f.resize(len, (k % 251) as u8);
-                f
-            })
-            .collect();
-
         let (a, b) = (mem_from(&snapshot(&base)), mem_from(&snapshot(&base)));
         let mut ra = r;
         let want: Vec<_> = frames
@@ -506,29 +513,8 @@ fn plain_runs_write_exactly_what_pushing_each_frame_writes() {
     // bytes, every byte of memory and the final head, for random rings, layouts, frame sizes
     // (empty, oversize, multi-buffer) and unmapped buffers, across block boundaries.
     let mut rng = XorShift(0x0dd_ba11_f00d);
-    let layouts = [0x0200_0002u32, 0x0200_0001, SRRCTL_JUMBO, 0x0200_0000];
     for round in 0..300 {
-        let count = 8 * (1 + (rng.next() % 32) as u32);
-        let head = (rng.next() % u64::from(count)) as u32;
-        let tail = (rng.next() % u64::from(count)) as u32;
-        let layout = RxLayout::from_srrctl(layouts[(rng.next() % 4) as usize]);
-        let base = canary_mem();
-        post_all(&base, count);
-        for _ in 0..(rng.next() % 3) {
-            let i = (rng.next() % u64::from(count)) as u32;
-            write_rx_desc(&base, i, 0xdead_0000_0000, hdr_buf(i));
-        }
-        let r = ring(count, head, tail);
-        let frames: Vec<Vec<u8>> = (0..(rng.next() % 150))
-            .map(|k| {
-                let len = match rng.next() % 10 {
-                    0 => 0,
-                    1 => 1 + (rng.next() % 3000) as usize,
-                    _ => 60 + (rng.next() % 1454) as usize,
-                };
-                vec![(k % 251) as u8; len]
-            })
-            .collect();
+        let (base, r, layout, frames) = random_burst_case(&mut rng);
         let (a, b) = (mem_from(&snapshot(&base)), mem_from(&snapshot(&base)));
         let mut ra = r;
         let mut burst = RxBurst::new(&mut ra, layout, &a, frames.len());
@@ -575,22 +561,6 @@ fn plain_runs_write_exactly_what_pushing_each_frame_writes() {
 fn burst_reports_frames_whose_completion_could_not_be_written() {
     // A memory that reads but refuses descriptor writes: buffers are written, but no
     // descriptor completes, head stays, and finish() reports the frames as lost.
-    struct ReadOnlyRing<'a>(&'a VecMemory);
-    impl GuestMemory for ReadOnlyRing<'_> {
-        fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), crate::mem::MemError> {
-            self.0.read(addr, buf)
-        }
-        fn write(&self, addr: u64, data: &[u8]) -> Result<(), crate::mem::MemError> {
-            if addr < BUF_BASE {
-                return Err(crate::mem::MemError::Denied {
-                    addr,
-                    len: data.len(),
-                    access: "write",
-                });
-            }
-            self.0.write(addr, data)
-        }
-    }
     let m = canary_mem();
     post_all(&m, 16);
     let before: Vec<[u8; 16]> = (0..16).map(|i| read_desc(&m, i)).collect();

@@ -494,24 +494,6 @@ fn random_descriptors_never_escape() {
     }
 }
 
-/// A view of a memory whose descriptor ring (below BUF_BASE) refuses writes.
-struct ReadOnlyRing<'a>(&'a VecMemory);
-impl GuestMemory for ReadOnlyRing<'_> {
-    fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), crate::mem::MemError> {
-        self.0.read(addr, buf)
-    }
-    fn write(&self, addr: u64, data: &[u8]) -> Result<(), crate::mem::MemError> {
-        if addr < BUF_BASE {
-            return Err(crate::mem::MemError::Denied {
-                addr,
-                len: data.len(),
-                access: "write",
-            });
-        }
-        self.0.write(addr, data)
-    }
-}
-
 #[test]
 fn simple_packet_path_matches_the_general_walk() {
     // The same ring processed with and without the one-step path for simple packets: the
