@@ -3,8 +3,9 @@
 //! Each scenario starts a real node (PF models, vfio-user servers, dataplane thread) in a
 //! temporary run dir and attaches one userspace igbvf driver per VF over its socket, exactly
 //! as a VM would: queue pages mapped, DMA memory shared, control registers trapped. VF 2k sends
-//! to VF 2k+1. The drivers run on this thread (polling, no interrupts), the dataplane on its
-//! own; the machine's two cores are both busy, which is the setup PERFORMANCE.md asks for.
+//! to VF 2k+1. The drivers run on this thread (polling, no interrupts; kept off the last core),
+//! the dataplane on its own pinned to the last core; the machine's two cores are both busy,
+//! which is the setup PERFORMANCE.md asks for.
 //!
 //! A copy-only reference runs in the same process: one thread that reads a TX descriptor,
 //! copies the frame into another memory's RX buffer and writes the RX descriptor back through
@@ -119,6 +120,28 @@ impl Drop for TempDir {
     }
 }
 
+/// The core every scenario pins its busy-polling dataplane thread to: the last one. Counted
+/// once, before [`keep_off_dataplane_core`] narrows this thread's CPU set (which is what
+/// `available_parallelism` reports).
+fn dataplane_core() -> usize {
+    static CORE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORE.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()) - 1)
+}
+
+/// Keeps this thread (the synthetic guests, the reference loop) on the other cores. Left to
+/// the scheduler, it may land on the dataplane's core when the machine is busy, and then the
+/// two time-share one core in multi-millisecond slices while the other core runs something
+/// else: the figures collapse by orders of magnitude. With a single core nothing is pinned.
+fn keep_off_dataplane_core() {
+    let others: Vec<usize> = (0..dataplane_core()).collect();
+    if others.is_empty() {
+        return;
+    }
+    if let Err(e) = emu_dataplane::pin_current_thread(&others) {
+        eprintln!("bench: warning: cannot keep the synthetic guests off the dataplane core: {e}");
+    }
+}
+
 fn rig(n: usize, ring: u32) -> Result<Rig, BenchError> {
     rig_with(n, ring, false)
 }
@@ -148,9 +171,8 @@ fn rig_with(n: usize, ring: u32, stepped: bool) -> Result<Rig, BenchError> {
         .map_err(|e| BenchError::Config(e.to_string()))?;
     // The production mode: one busy-polling dataplane thread on the last core; the synthetic
     // guests run on this thread.
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     config.dataplane.mode = crate::config::DataplaneMode::Poll;
-    config.dataplane.cores = vec![cores - 1];
+    config.dataplane.cores = vec![dataplane_core()];
     let node = if stepped {
         Node::start_stepped(&config)
     } else {
@@ -521,6 +543,7 @@ pub fn instructions_per_packet(vfs: usize, size: usize, packets: u64) -> Result<
 
 /// Runs the whole plan, printing progress to stderr.
 pub fn run(plan: &BenchPlan) -> Result<Report, BenchError> {
+    keep_off_dataplane_core();
     let mut rows = Vec::new();
     let mut refs = std::collections::HashMap::new();
     for &size in &plan.frame_sizes {

@@ -20,3 +20,9 @@ pub use counters::{CounterSnapshot, VfCounters};
 pub use engine::{Dataplane, DataplaneConfig, Mode, UplinkInfo};
 pub use port::{AvfState, IgbState, IrqSink, VfPort, VfState};
 pub use uplink::{PacketUplink, TapUplink, Uplink, UplinkCounters, UplinkSnapshot};
+
+/// Restricts the calling thread to `cores`, e.g. to keep a benchmark's synthetic guests off
+/// the dataplane's pinned core.
+pub fn pin_current_thread(cores: &[usize]) -> std::io::Result<()> {
+    sys::pin_to_cores(cores)
+}
