@@ -335,6 +335,15 @@ fn upper_write_back(length: u16, eop: Option<&RxMeta>) -> u64 {
     u64::from(status) | u64::from(length) << 32 | u64::from(vlan) << 48
 }
 
+/// The little-endian u64 in the first 8 bytes of `b` (a shorter slice reads zero-extended).
+#[inline(always)]
+fn le_u64(b: &[u8]) -> u64 {
+    let mut a = [0u8; 8];
+    let n = b.len().min(8);
+    a[..n].copy_from_slice(&b[..n]);
+    u64::from_le_bytes(a)
+}
+
 /// Descriptors an [`RxBurst`] reads, and writes back, as one block.
 pub const RX_BURST: usize = 64;
 
@@ -355,11 +364,11 @@ pub struct RxBurst<'a, M: GuestMemory> {
     mem: &'a M,
     /// Descriptor count of a valid ring, 0 otherwise (every frame takes [`rx_write`]).
     count: u32,
-    /// Packet buffer addresses of descriptors `head..head + fetched`.
-    bufs: [u64; RX_BURST],
+    /// Descriptors `head..head + fetched` as read (16 bytes each, packet buffer address
+    /// first); the first `used` of them already overwritten with their write-backs, which
+    /// go out from here as one block.
+    block: [u8; 16 * RX_BURST],
     fetched: u32,
-    /// Write-backs (lower, upper qword) of descriptors `head..head + used`.
-    wb: [[u64; 2]; RX_BURST],
     used: u32,
     /// Frames accepted whose write-back failed, and their bytes.
     failed: (u64, u64),
@@ -386,9 +395,8 @@ impl<'a, M: GuestMemory> RxBurst<'a, M> {
             layout,
             mem,
             count,
-            bufs: [0; RX_BURST],
+            block: [0; 16 * RX_BURST],
             fetched: 0,
-            wb: [[0; 2]; RX_BURST],
             used: 0,
             failed: (0, 0),
         };
@@ -405,21 +413,19 @@ impl<'a, M: GuestMemory> RxBurst<'a, M> {
         let pending = self.ring.pending(self.count);
         let room = (RX_BURST as u32).min(pending) - self.fetched.min(pending);
         let mut left = room.min(u32::try_from(want).unwrap_or(u32::MAX));
-        let mut raw = [0u8; 16 * RX_BURST];
         while left > 0 {
             let idx = (self.ring.head + self.fetched) % self.count;
             let n = left.min(self.count - idx);
             let Some(addr) = self.ring.desc_addr(idx) else {
                 return;
             };
-            let bytes = &mut raw[..16 * n as usize];
+            // fetched + n <= RX_BURST (room above).
+            let at = 16 * self.fetched as usize;
+            let Some(bytes) = self.block.get_mut(at..at + 16 * n as usize) else {
+                return;
+            };
             if self.mem.read(addr, bytes).is_err() {
                 return;
-            }
-            for (k, d) in bytes.chunks_exact(16).enumerate() {
-                let mut a = [0u8; 8];
-                a.copy_from_slice(&d[..8]);
-                self.bufs[self.fetched as usize + k] = u64::from_le_bytes(a);
             }
             self.fetched += n;
             left -= n;
@@ -442,16 +448,16 @@ impl<'a, M: GuestMemory> RxBurst<'a, M> {
     #[inline]
     fn push_block(&mut self, frame: &[u8], meta: RxMeta) -> Result<RxWritten, RxDrop> {
         let k = self.used as usize;
-        let (Some(&buf), Some(wb)) = (self.bufs.get(k), self.wb.get_mut(k)) else {
+        let Some(desc) = self.block.get_mut(16 * k..16 * k + 16) else {
             return Err(RxDrop::BadRing);
         };
+        let buf = le_u64(&desc[..8]);
         self.mem.write(buf, frame).map_err(|_| RxDrop::BadAddress)?;
         // At most MAX_RX_FRAME (16 KiB) bytes, checked by the caller.
         let length = frame.len() as u16;
-        *wb = [
-            u64::from(meta.rss_hash.unwrap_or(0)) << 32,
-            upper_write_back(length, Some(&meta)),
-        ];
+        let lower = u64::from(meta.rss_hash.unwrap_or(0)) << 32;
+        desc[..8].copy_from_slice(&lower.to_le_bytes());
+        desc[8..].copy_from_slice(&upper_write_back(length, Some(&meta)).to_le_bytes());
         self.used += 1;
         Ok(RxWritten {
             descriptors: 1,
@@ -477,20 +483,19 @@ impl<'a, M: GuestMemory> RxBurst<'a, M> {
         }
         while let Some(&frame) = frames.peek() {
             let k = self.used as usize;
-            let (Some(&buf), Some(wb)) = (self.bufs.get(k), self.wb.get_mut(k)) else {
-                break;
-            };
             if frame.is_empty() || frame.len() > max || k >= self.fetched as usize {
                 break;
             }
-            if self.mem.write(buf, frame).is_err() {
+            let Some(desc) = self.block.get_mut(16 * k..16 * k + 16) else {
+                break;
+            };
+            if self.mem.write(le_u64(&desc[..8]), frame).is_err() {
                 break;
             }
             // At most MAX_RX_FRAME (16 KiB) bytes, checked above.
-            *wb = [
-                0,
-                upper_write_back(frame.len() as u16, Some(&RxMeta::default())),
-            ];
+            let upper = upper_write_back(frame.len() as u16, Some(&RxMeta::default()));
+            desc[..8].fill(0);
+            desc[8..].copy_from_slice(&upper.to_le_bytes());
             self.used += 1;
             n += 1;
             bytes += frame.len() as u64;
@@ -534,11 +539,7 @@ impl<'a, M: GuestMemory> RxBurst<'a, M> {
         }
         // Buffers before descriptors (x86 keeps store order; this keeps the compiler's).
         std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
-        let mut raw = [0u8; 16 * RX_BURST];
-        for (k, w) in self.wb[..self.used as usize].iter().enumerate() {
-            raw[16 * k..16 * k + 8].copy_from_slice(&w[0].to_le_bytes());
-            raw[16 * k + 8..16 * k + 16].copy_from_slice(&w[1].to_le_bytes());
-        }
+        let raw = &self.block;
         let mut done = 0u32;
         while done < self.used {
             let idx = (self.ring.head + done) % self.count;
@@ -569,9 +570,9 @@ impl<'a, M: GuestMemory> RxBurst<'a, M> {
             done += ok;
             break;
         }
-        for w in &self.wb[done as usize..self.used as usize] {
+        for d in raw[16 * done as usize..16 * self.used as usize].chunks_exact(16) {
             self.failed.0 += 1;
-            self.failed.1 += (w[1] >> 32) & 0xFFFF;
+            self.failed.1 += (le_u64(&d[8..]) >> 32) & 0xFFFF;
         }
         self.ring.head = (self.ring.head + done) % self.count;
         self.used = 0;

@@ -267,12 +267,12 @@ impl RawDesc {
 const TX_PREFETCH: usize = 64;
 
 /// Descriptors `start..start + n` (ring order) of a ring of `count` descriptors, as read in
-/// one block.
+/// one block (raw bytes, decoded when used).
 struct DescCache {
     count: u32,
     start: u32,
     n: u32,
-    descs: [RawDesc; TX_PREFETCH],
+    raw: [u8; 16 * TX_PREFETCH],
 }
 
 impl DescCache {
@@ -281,7 +281,7 @@ impl DescCache {
             count,
             start: 0,
             n: 0,
-            descs: [RawDesc { lo: 0, hi: 0 }; TX_PREFETCH],
+            raw: [0; 16 * TX_PREFETCH],
         }
     }
 
@@ -295,8 +295,9 @@ impl DescCache {
         } else {
             idx + self.count - self.start
         };
-        match self.descs.get(off as usize) {
-            Some(d) if off < self.n => Some(*d),
+        let at = 16 * off as usize;
+        match self.raw.get(at..at + 16) {
+            Some(d) if off < self.n => RawDesc::from_bytes(d),
             _ => self.refill(ring, idx, mem),
         }
     }
@@ -307,7 +308,7 @@ impl DescCache {
     fn refill(&mut self, ring: &RingRegs, idx: u32, mem: &impl GuestMemory) -> Option<RawDesc> {
         self.fill(ring, idx, mem);
         if self.n > 0 && self.start == idx {
-            return Some(self.descs[0]);
+            return RawDesc::from_bytes(&self.raw[..16]);
         }
         ring.desc_addr(idx).and_then(|a| RawDesc::read(mem, a))
     }
@@ -320,17 +321,12 @@ impl DescCache {
         self.n = 0;
         let pending = RingRegs { head: idx, ..*ring }.pending(count);
         let n = pending.min(TX_PREFETCH as u32).min(count - idx);
-        let mut raw = [0u8; 16 * TX_PREFETCH];
-        let bytes = &mut raw[..16 * n as usize];
         let Some(addr) = ring.desc_addr(idx) else {
             return;
         };
+        let bytes = &mut self.raw[..16 * n as usize];
         if n == 0 || mem.read(addr, bytes).is_err() {
             return;
-        }
-        for (slot, d) in self.descs.iter_mut().zip(bytes.chunks_exact(16)) {
-            // chunks_exact(16) yields 16 bytes, which always decode.
-            *slot = RawDesc::from_bytes(d).unwrap_or(RawDesc { lo: 0, hi: 0 });
         }
         self.n = n;
     }
