@@ -436,6 +436,9 @@ struct Worker {
     targets: RxTargets,
     /// The last plain unicast decision of the current burst (see [`crate::flowcache`]).
     last: LastDecision,
+    /// Whether frames may repeat `last` (always, except in the tests that compare the
+    /// dataplane with and without it).
+    reuse_decisions: bool,
     /// Frames of the current burst bound for the uplink (`dst` unused).
     to_uplink: Vec<Delivery>,
     /// One frame read from the uplink (sized on first use).
@@ -461,6 +464,7 @@ impl Worker {
             dsts: Vec::with_capacity(64),
             targets: RxTargets::new(),
             last: LastDecision::new(),
+            reuse_decisions: true,
             to_uplink: Vec::with_capacity(TX_BUDGET),
             uplink_buf: Vec::new(),
         }
@@ -488,11 +492,21 @@ impl Worker {
             self.deliveries.clear();
             self.extra_bytes.clear();
             self.last.clear();
-            let mut start = 0;
-            for i in 0..self.frames.len() {
-                let end = self.frames.ends()[i];
-                self.switch(&shared.ports, &table, src, i, start, end);
-                start = end;
+            let (mut i, mut start) = (0, 0);
+            while i < self.frames.len() {
+                // Frames that repeat the last plain decision go as one run; the others
+                // through the switch (which may remember a new plain decision).
+                let ends = &self.frames.ends()[i..];
+                let (dst, k) = self.last.repeats(self.frames.bytes(), start, ends);
+                if k > 0 {
+                    let end = ends[k - 1];
+                    self.queue_plain(dst, i, k, start, end);
+                    (i, start) = (i + k, end);
+                    continue;
+                }
+                let end = ends[0];
+                self.switch(&shared.ports, &table, src, start, end);
+                (i, start) = (i + 1, end);
             }
             self.deliver_all(&shared.ports);
             self.flush_uplink(shared);
@@ -642,21 +656,16 @@ impl Worker {
         self.frames.len()
     }
 
-    /// Decides where burst frame `i` (`frames.bytes()[start..end]`) from `src` goes and
-    /// queues deliveries.
+    /// Decides where burst frame `frames.bytes()[start..end]` from `src` goes and queues
+    /// deliveries.
     fn switch(
         &mut self,
         ports: &[Arc<VfPort>],
         table: &SwitchTable,
         src: usize,
-        i: usize,
         start: usize,
         end: usize,
     ) {
-        if let Some(dst) = self.last.lookup(&self.frames.bytes()[start..end]) {
-            self.queue_plain(dst, i, start, end);
-            return;
-        }
         let sender = &ports[src];
         // Each frame's header is parsed once for both stages (a runt takes the slow path,
         // which reports the right reason).
@@ -704,7 +713,8 @@ impl Worker {
                 port.counters.drop(reason, true);
             }
         }
-        if !extra && self.targets.drop.is_none() && !self.targets.to_default {
+        if self.reuse_decisions && !extra && self.targets.drop.is_none() && !self.targets.to_default
+        {
             self.remember_if_plain(ports, table, fs, fe);
         }
         if self.targets.to_default {
@@ -739,14 +749,14 @@ impl Worker {
         }
     }
 
-    /// Queues burst frame `i` (`frames.bytes()[fs..fe]`) unchanged for port `dst`, extending
-    /// the previous delivery when it is a run to `dst` that ends just before it.
+    /// Queues burst frames `first..first + k` (`frames.bytes()[fs..fe]`) unchanged for port
+    /// `dst`, extending the previous delivery when it is a run to `dst` that ends at `fs`.
     #[inline]
-    fn queue_plain(&mut self, dst: u16, i: usize, fs: usize, fe: usize) {
+    fn queue_plain(&mut self, dst: u16, first: usize, k: usize, fs: usize, fe: usize) {
         if let Some(d) = self.deliveries.last_mut() {
             if d.frames > 0 && d.dst == dst && d.end as usize == fs {
                 d.end = fe as u32;
-                d.frames += 1;
+                d.frames += k as u32;
                 return;
             }
         }
@@ -754,8 +764,8 @@ impl Worker {
             self.dsts.push(dst);
         }
         self.deliveries.push(Delivery {
-            first: i as u32,
-            frames: 1,
+            first: first as u32,
+            frames: k as u32,
             ..Delivery::one(dst, fs, fe, false, None)
         });
     }
@@ -1185,3 +1195,6 @@ pub fn idle_pass_cost(vfs: usize, passes: u32) -> f64 {
     }
     start.elapsed().as_nanos() as f64 / f64::from(passes.max(1)) / vfs.max(1) as f64
 }
+
+#[cfg(test)]
+mod tests;

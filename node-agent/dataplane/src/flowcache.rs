@@ -64,6 +64,28 @@ impl LastDecision {
         (frame.len() <= e.max_len && HeaderKey::of(frame)? == e.key).then_some(e.dst)
     }
 
+    /// How many frames in a row repeat the remembered decision, and its destination: the
+    /// frames are `bytes[start..ends[0]]`, `bytes[ends[0]..ends[1]]`, … (a burst arena).
+    /// `(_, 0)` when the first one does not (or nothing is remembered).
+    #[inline]
+    pub fn repeats(&self, bytes: &[u8], start: usize, ends: &[usize]) -> (u16, usize) {
+        let Some(e) = self.entry.as_ref() else {
+            return (0, 0);
+        };
+        let (mut from, mut k) = (start, 0);
+        for &end in ends {
+            let hit = bytes.get(from..end).is_some_and(|f| {
+                f.len() <= e.max_len && HeaderKey::of(f).is_some_and(|key| key == e.key)
+            });
+            if !hit {
+                break;
+            }
+            k += 1;
+            from = end;
+        }
+        (e.dst, k)
+    }
+
     /// Remembers that `frame` goes unchanged to port `dst` alone, which takes frames of up to
     /// `max_len` bytes. The caller vouches that the decision is the plain one described above.
     pub fn remember(&mut self, frame: &[u8], dst: u16, max_len: usize) {
@@ -133,6 +155,35 @@ mod tests {
         assert_eq!(c.lookup(&f), None);
         c.remember(&f[..10], 7, 1518);
         assert_eq!(c.lookup(&f), None, "a short frame is never remembered");
+    }
+
+    #[test]
+    fn repeats_counts_the_run_of_frames_that_hit() {
+        let mut c = LastDecision::new();
+        let (a, b) = (frame(2, 4, 0x0800, 0, 100), frame(3, 4, 0x0800, 0, 100));
+        let mut bytes = Vec::new();
+        let mut ends = Vec::new();
+        for f in [&a, &a, &a, &b, &a] {
+            bytes.extend_from_slice(f);
+            ends.push(bytes.len());
+        }
+        assert_eq!(c.repeats(&bytes, 0, &ends).1, 0, "nothing remembered");
+        c.remember(&a, 5, 1518);
+        assert_eq!(
+            c.repeats(&bytes, 0, &ends),
+            (5, 3),
+            "stops at the other header"
+        );
+        assert_eq!(c.repeats(&bytes, 300, &ends[3..]).1, 0);
+        assert_eq!(c.repeats(&bytes, 400, &ends[4..]), (5, 1));
+        assert_eq!(c.repeats(&bytes, 0, &[]).1, 0);
+        assert_eq!(
+            c.repeats(&bytes, 0, &[9999]).1,
+            0,
+            "out-of-range ends never hit"
+        );
+        c.remember(&a, 5, 99);
+        assert_eq!(c.repeats(&bytes, 0, &ends).1, 0, "over the length bound");
     }
 
     /// The plain decision for `frame` from `src` under the full VMDq rules, as the engine
