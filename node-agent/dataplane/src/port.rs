@@ -235,6 +235,18 @@ impl VfPort {
         }
     }
 
+    /// Queues igbvf `vectors` to fire at the end of the pass, each moderated as its EITR
+    /// (read from the interrupt page, which the guest may write without trapping) asks.
+    pub(crate) fn defer_fire_igb(&self, vf: &IgbVf, vectors: u32) {
+        let mut v = vectors;
+        while v != 0 {
+            let n = v.trailing_zeros() as usize;
+            v &= v - 1;
+            self.set_moderation(n, vf.moderation_gap(n));
+        }
+        self.defer_fire(vectors);
+    }
+
     /// Sets vector `v`'s minimum interrupt gap (the guest wrote its throttle register).
     pub fn set_moderation(&self, v: usize, gap: std::time::Duration) {
         if let Some(slot) = self.itr_ns.get(v) {
