@@ -8,7 +8,8 @@
 //! interrupt pages, so an interrupt costs no trap.
 //!
 //! Mode `adaptive` sleeps when a pass found no work and wakes on a doorbell kick (the trapped
-//! TDT write) or after [`IDLE_WAIT`]; mode `poll` busy-polls on pinned cores; mode `stepped`
+//! TDT write) or after [`IDLE_WAIT`], or sooner when an interrupt held back by moderation
+//! falls due; mode `poll` busy-polls on pinned cores; mode `stepped`
 //! has no threads and runs a pass whenever its owner calls [`Dataplane::step`].
 
 use crate::counters::bump;
@@ -190,7 +191,11 @@ impl Dataplane {
     pub fn step(&self) -> usize {
         let Some(w) = &self.stepped else { return 0 };
         let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
-        let n = w.pass(&self.shared);
+        let mut n = w.pass(&self.shared);
+        if n == 0 && w.held_for.is_some() {
+            // A held-back interrupt: the caller should keep stepping.
+            n = 1;
+        }
         self.shared.passes.fetch_add(1, Ordering::Relaxed);
         n
     }
@@ -314,18 +319,21 @@ fn run(shared: &Shared, mode: Mode, me: usize, threads: usize) {
             std::hint::spin_loop();
             continue;
         }
+        // An interrupt held back by moderation sets the longest sleep: it fires on time
+        // without the thread spinning through the gap.
+        let timeout = worker.held_for.map_or(idle, |d| d.min(idle));
         let mut k = shared.kicked.lock().unwrap_or_else(|p| p.into_inner());
         if !*k {
             k = shared
                 .wake
-                .wait_timeout(k, idle)
+                .wait_timeout(k, timeout)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
         if *k {
             idle = IDLE_WAIT_MIN;
             last_work = std::time::Instant::now();
-        } else {
+        } else if worker.held_for.is_none() {
             idle = (idle * 2).min(IDLE_WAIT);
         }
         *k = false;
@@ -362,6 +370,8 @@ struct Worker {
     uplink_buf: Vec<u8>,
     /// Rate limiters by port (`None`: unlimited).
     buckets: Vec<Option<TokenBucket>>,
+    /// After a pass: how long until the first interrupt held back by moderation may fire.
+    held_for: Option<Duration>,
     /// This thread owns the TX side of ports `me`, `me + threads`, …
     me: usize,
     threads: usize,
@@ -371,6 +381,7 @@ impl Worker {
     fn new(me: usize, threads: usize) -> Self {
         Worker {
             buckets: Vec::new(),
+            held_for: None,
             me,
             threads: threads.max(1),
             scratch: TxScratch::new(),
@@ -416,14 +427,13 @@ impl Worker {
         }
         work += self.uplink_rx(shared, &table);
         // Interrupts coalesced over the pass: at most one eventfd write per vector, and none
-        // sooner than the vector's moderation gap. A held-back interrupt keeps the thread
-        // polling (it counts as work) so that it fires on time.
-        let mut held = false;
+        // sooner than the vector's moderation gap. The thread must look again by the time the
+        // first held-back one is due (`held_for`).
+        self.held_for = None;
         for port in &shared.ports {
-            held |= port.flush_fire();
-        }
-        if held && work == 0 {
-            work = 1;
+            if let Some(d) = port.flush_fire() {
+                self.held_for = Some(self.held_for.map_or(d, |h| h.min(d)));
+            }
         }
         work
     }

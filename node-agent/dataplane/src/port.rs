@@ -258,14 +258,15 @@ impl VfPort {
     }
 
     /// Fires the pending vectors whose moderation gap has passed; the others stay pending for
-    /// a later pass. Returns true when some interrupt is still held back.
-    pub(crate) fn flush_fire(&self) -> bool {
+    /// a later pass. Returns how long until the first held-back interrupt may fire, if any.
+    pub(crate) fn flush_fire(&self) -> Option<std::time::Duration> {
         let v = self.pending_fire.swap(0, Ordering::Relaxed);
         if v == 0 {
-            return false;
+            return None;
         }
         let now = self.epoch.elapsed().as_nanos() as u64;
         let (mut fire, mut hold) = (0u32, 0u32);
+        let mut due_in = u64::MAX;
         let mut bits = v;
         while bits != 0 {
             let n = bits.trailing_zeros() as usize;
@@ -279,20 +280,23 @@ impl VfPort {
                 .last_fire_ns
                 .get(n)
                 .map_or(0, |l| l.load(Ordering::Relaxed));
-            if gap == 0 || last == 0 || (now + 1).saturating_sub(last) >= gap {
+            let since = (now + 1).saturating_sub(last);
+            if gap == 0 || last == 0 || since >= gap {
                 fire |= 1 << n;
                 if let Some(l) = self.last_fire_ns.get(n) {
                     l.store(now + 1, Ordering::Relaxed);
                 }
             } else {
                 hold |= 1 << n;
+                due_in = due_in.min(gap - since);
             }
         }
         self.fire_now(fire);
-        if hold != 0 {
-            self.pending_fire.fetch_or(hold, Ordering::Relaxed);
+        if hold == 0 {
+            return None;
         }
-        hold != 0
+        self.pending_fire.fetch_or(hold, Ordering::Relaxed);
+        Some(std::time::Duration::from_nanos(due_in))
     }
 
     /// The statistics registers' view of the counters.
@@ -334,19 +338,23 @@ mod tests {
         );
         p.set_moderation(1, Duration::from_millis(20));
         p.defer_fire(0b10);
-        assert!(!p.flush_fire(), "first interrupt goes at once");
+        assert_eq!(p.flush_fire(), None, "first interrupt goes at once");
         assert_eq!(fired.load(Ordering::Relaxed), 1);
         p.defer_fire(0b10);
         p.defer_fire(0b10);
-        assert!(p.flush_fire(), "second one is held back");
+        let due = p.flush_fire().expect("second one is held back");
+        assert!(
+            due > Duration::ZERO && due <= Duration::from_millis(20),
+            "{due:?}"
+        );
         assert_eq!(fired.load(Ordering::Relaxed), 1);
         std::thread::sleep(Duration::from_millis(25));
-        assert!(!p.flush_fire());
+        assert_eq!(p.flush_fire(), None);
         assert_eq!(fired.load(Ordering::Relaxed), 2, "coalesced into one");
         // An unmoderated vector is never held.
         p.defer_fire(0b1);
         p.defer_fire(0b1);
-        assert!(!p.flush_fire());
+        assert_eq!(p.flush_fire(), None);
         assert_eq!(fired.load(Ordering::Relaxed), 3);
     }
 
