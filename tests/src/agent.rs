@@ -21,6 +21,11 @@ use crate::proc::{spawn_guarded, stop_child};
 /// `$CARGO build -p emu-sriov-agent` (`--release` when `EMU_SRIOV_RELEASE=1`) and returns
 /// `$CARGO_TARGET_DIR|<workspace>/target` + `/<profile>/emu-sriov-agent`.
 pub fn agent_bin() -> Result<PathBuf, String> {
+    agent_bin_for(std::env::var("EMU_SRIOV_RELEASE").is_ok_and(|v| v == "1"))
+}
+
+/// [`agent_bin`] with the profile chosen by the caller (`EMU_SRIOV_AGENT_BIN` still wins).
+pub fn agent_bin_for(release: bool) -> Result<PathBuf, String> {
     if let Some(p) = std::env::var_os("EMU_SRIOV_AGENT_BIN") {
         let p = PathBuf::from(p);
         return if p.is_file() {
@@ -29,7 +34,6 @@ pub fn agent_bin() -> Result<PathBuf, String> {
             Err(format!("EMU_SRIOV_AGENT_BIN={} is not a file", p.display()))
         };
     }
-    let release = std::env::var("EMU_SRIOV_RELEASE").is_ok_and(|v| v == "1");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let root = workspace_root();
     let mut cmd = Command::new(&cargo);

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::agent::{agent_bin, Agent, VfInfo};
+use crate::agent::{agent_bin, agent_bin_for, Agent, VfInfo};
 use crate::harness::{compare_counters, GuestReport, Harness};
 use crate::topology::Topology;
 
@@ -13,9 +13,28 @@ pub fn start_agent(h: &mut Harness, pfs: &[&str]) -> Agent {
     start_agent_with(h, pfs, &[])
 }
 
+/// [`start_agent`] with the release agent whatever `EMU_SRIOV_RELEASE` says: benchmarks
+/// compare it with QEMU's optimized device models, so a debug build would measure the
+/// compiler settings.
+pub fn start_release_agent(h: &mut Harness, pfs: &[&str]) -> Agent {
+    let bin = h.timed("agent build", |h| {
+        h.check("agent binary (release)", agent_bin_for(true))
+    });
+    start_agent_bin(h, bin, pfs, &[])
+}
+
 /// [`start_agent`] with more `run` arguments (e.g. `["--uplink", "tap:emu0"]`).
 pub fn start_agent_with(h: &mut Harness, pfs: &[&str], extra: &[&str]) -> Agent {
     let bin = h.timed("agent build", |h| h.check("agent binary", agent_bin()));
+    start_agent_bin(h, bin, pfs, extra)
+}
+
+fn start_agent_bin(
+    h: &mut Harness,
+    bin: std::path::PathBuf,
+    pfs: &[&str],
+    extra: &[&str],
+) -> Agent {
     let dir = h.dir().to_path_buf();
     h.add_log("agent", dir.join("agent.log"));
     let t = Instant::now();

@@ -8,7 +8,9 @@ use emu_dataplane::engine::DataplaneControl;
 use emu_dataplane::{IgbState, IrqSink, VfPort};
 use emu_nic_defs::igbvf as r;
 use emu_nic_model::igb_pf::IgbPf;
-use emu_nic_model::igbvf::vf::{Effects, QUEUE_PAGES_OFFSET, QUEUE_PAGES_SIZE};
+use emu_nic_model::igbvf::vf::{
+    Effects, IRQ_PAGE_OFFSET, IRQ_PAGE_SIZE, QUEUE_PAGES_OFFSET, QUEUE_PAGES_SIZE,
+};
 use emu_vfio_server::{region, AccessError, DeviceSpec, IrqSet, VfioDevice};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -57,8 +59,9 @@ pub struct IgbVfDevice {
     pub attached: AtomicBool,
     /// Mailbox requests the PF refused (NACK), for the logs and `list`.
     pub mailbox_nacks: AtomicU64,
-    /// Memory behind BAR0's queue pages (0x2000–0x3FFF), offered to the client as a
-    /// sparse-mmap area so doorbells never trap; `None` traps the whole BAR.
+    /// Memory behind BAR0 whose interrupt page (0x1000) and queue pages (0x2000–0x3FFF) are
+    /// offered to the client as sparse-mmap areas, so that neither doorbells nor interrupt
+    /// re-arms trap; `None` traps the whole BAR.
     pub bar0_pages: Option<Arc<OwnedFd>>,
 }
 
@@ -144,22 +147,6 @@ impl IgbVfDevice {
     }
 }
 
-/// The MSI-X vector whose EITR lives at BAR0 offset `off`.
-fn eitr_vector(off: u64) -> Option<usize> {
-    let first = u64::from(r::EITR0);
-    let end = first + 4 * u64::from(r::MSIX_VECTORS);
-    (first..end)
-        .contains(&off)
-        .then(|| ((off - first) / 4) as usize)
-}
-
-/// The minimum gap EITR asks for: the interval field (bits 2–14) counts microseconds on
-/// the 82576 (igbvf writes 488 for ~8000 interrupts/s). Bounded to 10 ms.
-fn eitr_gap(eitr: u32) -> std::time::Duration {
-    let us = (eitr & r::EITR_INTERVAL_MASK) >> 2;
-    std::time::Duration::from_micros(u64::from(us.min(10_000)))
-}
-
 impl NodeDevice for IgbVfDevice {
     fn port(&self) -> &Arc<VfPort> {
         &self.port
@@ -181,7 +168,10 @@ impl VfioDevice for IgbVfDevice {
     fn spec(&self) -> DeviceSpec {
         vf_spec(
             r::BAR0_SIZE,
-            &[(QUEUE_PAGES_OFFSET, QUEUE_PAGES_SIZE)],
+            &[
+                (IRQ_PAGE_OFFSET, IRQ_PAGE_SIZE),
+                (QUEUE_PAGES_OFFSET, QUEUE_PAGES_SIZE),
+            ],
             self.bar0_pages.clone(),
             r::BAR3_SIZE,
             u32::from(r::MSIX_VECTORS),
@@ -244,10 +234,6 @@ impl VfioDevice for IgbVfDevice {
                     let v = u32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
                     let fx = st.vf.bar0_write(off, v);
                     self.apply(st, fx);
-                    if let Some(vector) = eitr_vector(off) {
-                        self.port
-                            .set_moderation(vector, eitr_gap(st.vf.eitr(vector)));
-                    }
                 }
                 Ok(())
             }

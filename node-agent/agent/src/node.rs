@@ -17,7 +17,9 @@ use emu_nic_defs::{avf as avf_regs, igbvf as r};
 use emu_nic_model::avf::pf::{AvfPf, AvfVfAdmin};
 use emu_nic_model::avf::vf::AvfVf;
 use emu_nic_model::igb_pf::{IgbPf, VfAdmin};
-use emu_nic_model::igbvf::vf::{IgbVf, QUEUE_PAGES_OFFSET, QUEUE_PAGES_SIZE};
+use emu_nic_model::igbvf::vf::{
+    IgbVf, IRQ_PAGE_OFFSET, IRQ_PAGE_SIZE, QUEUE_PAGES_OFFSET, QUEUE_PAGES_SIZE,
+};
 use emu_nic_model::shared::SharedWords;
 use emu_nic_model::vmdq::SwitchTable;
 use emu_vfio_server::{DmaTable, IrqSet, Server, ServerError, ServerHandle, SharedPages};
@@ -424,16 +426,18 @@ fn build_igb(
         let id = naming::vf_id(&pf_cfg.name, v.index);
         let dma = Arc::new(DmaTable::new());
         let irqs = Arc::new(IrqSet::new(u32::from(r::MSIX_VECTORS)));
-        // BAR0's queue pages live in a memfd the client maps: doorbells never trap.
+        // BAR0's interrupt and queue pages live in a memfd the client maps: neither doorbells
+        // nor interrupt re-arms trap.
         let pages = Arc::new(
             SharedPages::new(&format!("{id}-bar0"), r::BAR0_SIZE).map_err(NodeError::Dataplane)?,
         );
-        let words = SharedWords::window(
-            pages.clone(),
-            (QUEUE_PAGES_OFFSET / 4) as usize,
-            (QUEUE_PAGES_SIZE / 4) as usize,
+        let window = |offset: u64, size: u64| {
+            SharedWords::window(pages.clone(), (offset / 4) as usize, (size / 4) as usize)
+        };
+        let mut vf = IgbVf::with_pages(
+            window(IRQ_PAGE_OFFSET, IRQ_PAGE_SIZE),
+            window(QUEUE_PAGES_OFFSET, QUEUE_PAGES_SIZE),
         );
-        let mut vf = IgbVf::with_queue_pages(words);
         vf.set_link(true);
         // The PF is up from the start: RSTI clears, RSTD is presented.
         let _ = vf.pf_reset_done();

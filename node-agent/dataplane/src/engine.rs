@@ -4,9 +4,12 @@
 //! lock is held only while its ring is processed), switch them, and write each into the
 //! destination VFs' RX rings (one destination lock at a time, so no lock is ever nested).
 //! Interrupts raised during the pass are coalesced and written to the eventfds at its end.
+//! Each pass also takes the igbvf interrupt re-arms (EIMS) the guests stored on their mapped
+//! interrupt pages, so an interrupt costs no trap.
 //!
 //! Mode `adaptive` sleeps when a pass found no work and wakes on a doorbell kick (the trapped
-//! TDT write) or after [`IDLE_WAIT`]; mode `poll` busy-polls on pinned cores; mode `stepped`
+//! TDT write) or after [`IDLE_WAIT`], or sooner when an interrupt held back by moderation
+//! falls due; mode `poll` busy-polls on pinned cores; mode `stepped`
 //! has no threads and runs a pass whenever its owner calls [`Dataplane::step`].
 
 use crate::counters::bump;
@@ -189,7 +192,11 @@ impl Dataplane {
     pub fn step(&self) -> usize {
         let Some(w) = &self.stepped else { return 0 };
         let mut w = w.lock().unwrap_or_else(|p| p.into_inner());
-        let n = w.pass(&self.shared);
+        let mut n = w.pass(&self.shared);
+        if n == 0 && w.held_for.is_some() {
+            // A held-back interrupt: the caller should keep stepping.
+            n = 1;
+        }
         self.shared.passes.fetch_add(1, Ordering::Relaxed);
         n
     }
@@ -313,18 +320,21 @@ fn run(shared: &Shared, mode: Mode, me: usize, threads: usize) {
             std::hint::spin_loop();
             continue;
         }
+        // An interrupt held back by moderation sets the longest sleep: it fires on time
+        // without the thread spinning through the gap.
+        let timeout = worker.held_for.map_or(idle, |d| d.min(idle));
         let mut k = shared.kicked.lock().unwrap_or_else(|p| p.into_inner());
         if !*k {
             k = shared
                 .wake
-                .wait_timeout(k, idle)
+                .wait_timeout(k, timeout)
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
         if *k {
             idle = IDLE_WAIT_MIN;
             last_work = std::time::Instant::now();
-        } else {
+        } else if worker.held_for.is_none() {
             idle = (idle * 2).min(IDLE_WAIT);
         }
         *k = false;
@@ -445,6 +455,8 @@ struct Worker {
     uplink_buf: Vec<u8>,
     /// Rate limiters by port (`None`: unlimited).
     buckets: Vec<Option<TokenBucket>>,
+    /// After a pass: how long until the first interrupt held back by moderation may fire.
+    held_for: Option<Duration>,
     /// This thread owns the TX side of ports `me`, `me + threads`, …
     me: usize,
     threads: usize,
@@ -454,6 +466,7 @@ impl Worker {
     fn new(me: usize, threads: usize) -> Self {
         Worker {
             buckets: Vec::new(),
+            held_for: None,
             me,
             threads: threads.max(1),
             scratch: TxScratch::new(),
@@ -480,10 +493,8 @@ impl Worker {
         let mut work = 0;
         for src in (self.me..shared.ports.len()).step_by(self.threads) {
             let port = &shared.ports[src];
-            if !self.admit(src, port) {
-                continue;
-            }
-            let n = self.take_tx(port);
+            let admitted = self.admit(src, port);
+            let n = self.take_tx(port, admitted);
             if n == 0 {
                 continue;
             }
@@ -513,14 +524,13 @@ impl Worker {
         }
         work += self.uplink_rx(shared, &table);
         // Interrupts coalesced over the pass: at most one eventfd write per vector, and none
-        // sooner than the vector's moderation gap. A held-back interrupt keeps the thread
-        // polling (it counts as work) so that it fires on time.
-        let mut held = false;
+        // sooner than the vector's moderation gap. The thread must look again by the time the
+        // first held-back one is due (`held_for`).
+        self.held_for = None;
         for port in &shared.ports {
-            held |= port.flush_fire();
-        }
-        if held && work == 0 {
-            work = 1;
+            if let Some(d) = port.flush_fire() {
+                self.held_for = Some(self.held_for.map_or(d, |h| h.min(d)));
+            }
         }
         work
     }
@@ -555,16 +565,34 @@ impl Worker {
         }
     }
 
-    /// Processes the TX ring(s) of `port` into `frame_bytes`/`frame_ends`.
-    fn take_tx(&mut self, port: &VfPort) -> usize {
+    /// Processes the TX ring(s) of `port` into `frames` if the rate limiter `admitted` it
+    /// this pass; an igbvf VF's interrupt page is read either way.
+    fn take_tx(&mut self, port: &VfPort, admitted: bool) -> usize {
         self.frames.clear();
-        if !port.is_active() || port.tx_idle() {
+        if !port.is_active() {
+            return 0;
+        }
+        // Nothing queued (or not admitted) and no interrupt-page store: skip the lock.
+        if (!admitted || port.tx_idle()) && port.irq_page_quiet() {
             return 0;
         }
         let mut guard = port.lock();
         match &mut *guard {
-            VfState::Igbvf(st) => self.take_tx_igb(port, st),
-            VfState::Avf(st) => self.take_tx_avf(port, st),
+            VfState::Igbvf(st) => {
+                // Interrupt re-arms (EIMS), kicks (EICS) and masks the guest stored on the
+                // mapped interrupt page, rate limit or not: four loads when there are none.
+                let fx = st.vf.poll_irq_page();
+                if fx.fire != 0 {
+                    port.defer_fire_igb(&st.vf, fx.fire);
+                }
+                if admitted {
+                    self.take_tx_igb(port, st)
+                } else {
+                    0
+                }
+            }
+            VfState::Avf(st) if admitted => self.take_tx_avf(port, st),
+            VfState::Avf(_) => 0,
         }
     }
 
@@ -609,7 +637,7 @@ impl Worker {
         );
         if outcome.write_backs > 0 {
             let fx = st.vf.raise(IrqSource::Tx(0));
-            port.defer_fire(fx.fire);
+            port.defer_fire_igb(&st.vf, fx.fire);
         }
         self.frames.len()
     }
@@ -1105,7 +1133,7 @@ fn deliver_batch<'a>(
             st.vf.set_rx_head(0, ring.head);
             if t.ok > 0 {
                 let fx = st.vf.raise(IrqSource::Rx(0));
-                port.defer_fire(fx.fire);
+                port.defer_fire_igb(&st.vf, fx.fire);
             }
         }
         VfState::Avf(st) => {

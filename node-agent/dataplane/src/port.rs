@@ -117,9 +117,10 @@ pub struct VfPort {
     pub mem: Arc<DmaTable>,
     pub irqs: Box<dyn IrqSink>,
     pub counters: VfCounters,
-    /// An igbvf VF's queue pages (the same words its model reads), for the lock-free idle
-    /// check of the poll loop.
+    /// An igbvf VF's queue pages and interrupt page (the same words its model reads), for
+    /// the lock-free idle check of the poll loop.
     queue_pages: Option<SharedWords>,
+    irq_page: Option<SharedWords>,
     /// Vectors to fire at the end of the current pass (coalescing).
     pending_fire: AtomicU32,
     /// A client is attached: its memory and interrupts are live.
@@ -146,6 +147,7 @@ impl VfPort {
     /// An igbvf VF port.
     pub fn new(id: String, vf: IgbVf, mem: Arc<DmaTable>, irqs: Box<dyn IrqSink>) -> Self {
         let pages = vf.queue_pages().clone();
+        let irq_page = vf.irq_page().clone();
         let mut port = Self::with_state(
             id,
             VfState::Igbvf(IgbState {
@@ -157,7 +159,16 @@ impl VfPort {
             irqs,
         );
         port.queue_pages = Some(pages);
+        port.irq_page = Some(irq_page);
         port
+    }
+
+    /// Whether the poll loop may skip reading this VF's interrupt page: an igbvf VF on whose
+    /// page the guest stored no mask, unmask or cause since the last read (AVF VFs have no
+    /// such page).
+    #[inline]
+    pub fn irq_page_quiet(&self) -> bool {
+        self.irq_page.as_ref().is_none_or(IgbVf::irq_page_quiet_in)
     }
 
     /// Whether the VF is an igbvf VF whose TX queue is enabled and empty (TDH == TDT): then a
@@ -198,6 +209,7 @@ impl VfPort {
             irqs,
             counters: VfCounters::default(),
             queue_pages: None,
+            irq_page: None,
             pending_fire: AtomicU32::new(0),
             active: AtomicBool::new(false),
             rate_bps: std::sync::atomic::AtomicU64::new(0),
@@ -252,6 +264,18 @@ impl VfPort {
         }
     }
 
+    /// Queues igbvf `vectors` to fire at the end of the pass, each moderated as its EITR
+    /// (read from the interrupt page, which the guest may write without trapping) asks.
+    pub(crate) fn defer_fire_igb(&self, vf: &IgbVf, vectors: u32) {
+        let mut v = vectors;
+        while v != 0 {
+            let n = v.trailing_zeros() as usize;
+            v &= v - 1;
+            self.set_moderation(n, vf.moderation_gap(n));
+        }
+        self.defer_fire(vectors);
+    }
+
     /// Sets vector `v`'s minimum interrupt gap (the guest wrote its throttle register).
     pub fn set_moderation(&self, v: usize, gap: std::time::Duration) {
         if let Some(slot) = self.itr_ns.get(v) {
@@ -263,19 +287,20 @@ impl VfPort {
     }
 
     /// Fires the pending vectors whose moderation gap has passed; the others stay pending for
-    /// a later pass. Returns true when some interrupt is still held back.
-    pub(crate) fn flush_fire(&self) -> bool {
+    /// a later pass. Returns how long until the first held-back interrupt may fire, if any.
+    pub(crate) fn flush_fire(&self) -> Option<std::time::Duration> {
         // A plain load first: most ports have nothing pending, and a swap is a locked
         // read-modify-write even then.
         if self.pending_fire.load(Ordering::Relaxed) == 0 {
-            return false;
+            return None;
         }
         let v = self.pending_fire.swap(0, Ordering::Relaxed);
         if v == 0 {
-            return false;
+            return None;
         }
         let now = self.epoch.elapsed().as_nanos() as u64;
         let (mut fire, mut hold) = (0u32, 0u32);
+        let mut due_in = u64::MAX;
         let mut bits = v;
         while bits != 0 {
             let n = bits.trailing_zeros() as usize;
@@ -289,20 +314,23 @@ impl VfPort {
                 .last_fire_ns
                 .get(n)
                 .map_or(0, |l| l.load(Ordering::Relaxed));
-            if gap == 0 || last == 0 || (now + 1).saturating_sub(last) >= gap {
+            let since = (now + 1).saturating_sub(last);
+            if gap == 0 || last == 0 || since >= gap {
                 fire |= 1 << n;
                 if let Some(l) = self.last_fire_ns.get(n) {
                     l.store(now + 1, Ordering::Relaxed);
                 }
             } else {
                 hold |= 1 << n;
+                due_in = due_in.min(gap - since);
             }
         }
         self.fire_now(fire);
-        if hold != 0 {
-            self.pending_fire.fetch_or(hold, Ordering::Relaxed);
+        if hold == 0 {
+            return None;
         }
-        hold != 0
+        self.pending_fire.fetch_or(hold, Ordering::Relaxed);
+        Some(std::time::Duration::from_nanos(due_in))
     }
 
     /// The statistics registers' view of the counters.
@@ -344,19 +372,23 @@ mod tests {
         );
         p.set_moderation(1, Duration::from_millis(20));
         p.defer_fire(0b10);
-        assert!(!p.flush_fire(), "first interrupt goes at once");
+        assert_eq!(p.flush_fire(), None, "first interrupt goes at once");
         assert_eq!(fired.load(Ordering::Relaxed), 1);
         p.defer_fire(0b10);
         p.defer_fire(0b10);
-        assert!(p.flush_fire(), "second one is held back");
+        let due = p.flush_fire().expect("second one is held back");
+        assert!(
+            due > Duration::ZERO && due <= Duration::from_millis(20),
+            "{due:?}"
+        );
         assert_eq!(fired.load(Ordering::Relaxed), 1);
         std::thread::sleep(Duration::from_millis(25));
-        assert!(!p.flush_fire());
+        assert_eq!(p.flush_fire(), None);
         assert_eq!(fired.load(Ordering::Relaxed), 2, "coalesced into one");
         // An unmoderated vector is never held.
         p.defer_fire(0b1);
         p.defer_fire(0b1);
-        assert!(!p.flush_fire());
+        assert_eq!(p.flush_fire(), None);
         assert_eq!(fired.load(Ordering::Relaxed), 3);
     }
 

@@ -81,6 +81,23 @@ impl SharedWords {
         }
     }
 
+    /// Atomically reads word `i` and leaves 0 in its place: consumes what the client stored
+    /// into a write-only "event" register (e.g. a write-1-to-set mask register) since the last
+    /// take. A store that races with the take is either returned now or left for the next one.
+    pub fn take(&self, i: usize) -> u32 {
+        self.words()
+            .get(i)
+            .map_or(0, |w| w.swap(0, Ordering::AcqRel))
+    }
+
+    /// Atomically ORs `v` into word `i` (a trapped write to an event register, merged with
+    /// whatever the client stored there without trapping).
+    pub fn or(&self, i: usize, v: u32) {
+        if let Some(w) = self.words().get(i) {
+            w.fetch_or(v, Ordering::AcqRel);
+        }
+    }
+
     /// Zeroes every word (reset).
     pub fn clear(&self) {
         for w in self.words() {
@@ -103,6 +120,17 @@ mod tests {
         assert_eq!(w.load(usize::MAX), 0);
         w.clear();
         assert_eq!(w.load(3), 0);
+    }
+
+    #[test]
+    fn take_consumes_and_or_merges() {
+        let w = SharedWords::owned(2);
+        w.store(0, 0b010);
+        w.or(0, 0b100);
+        assert_eq!(w.take(0), 0b110);
+        assert_eq!(w.take(0), 0, "taken words read 0");
+        assert_eq!(w.take(9), 0, "out of range");
+        w.or(9, 1);
     }
 
     #[test]

@@ -85,19 +85,30 @@ pub struct IgbVf {
     pf_msg_unread: bool,
     /// An unsolicited PF message waiting for the buffer.
     pending_pf_msg: Option<u32>,
+    /// Interrupt causes (EICR) and the effective mask (EIMS). They live here, not in the
+    /// interrupt page: the guest changes them only through write-1 event registers.
     eicr: u32,
     eims: u32,
-    eiac: u32,
-    eiam: u32,
-    eitr: [u32; r::MSIX_VECTORS as usize],
-    ivar0: u32,
-    ivar_misc: u32,
     psrtype: u32,
     pbacl: u32,
+    /// The interrupt page (0x1000: EICS, EIMS, EIMC, EIAC, EIAM, EICR, EITR, IVAR) as shared
+    /// words: the client may map it so that interrupt re-arms (EIMS) never trap. EIAC, EIAM,
+    /// EITR and the IVARs are plain latches read from it; EICS, EIMS, EIMC and EICR writes
+    /// are events that [`IgbVf::poll_irq_page`] takes from it.
+    irq: SharedWords,
+    /// The interrupt page may be mapped: see [`IgbVf::poll_irq_page`] for what changes.
+    mapped: bool,
+    /// Vectors EIAM masked when they fired and no EIMS or EIMC write has touched since.
+    auto_masked: u32,
     /// The queue pages (0x2000 RX, 0x3000 TX) as shared words: the client may map them
     /// (sparse mmap) and write doorbells without trapping; the dataplane polls them.
     queues: SharedWords,
 }
+
+/// First byte of the interrupt page and its size.
+pub const IRQ_PAGE_OFFSET: u64 = 0x1000;
+pub const IRQ_PAGE_SIZE: u64 = 0x1000;
+const IRQ_WORDS: usize = (IRQ_PAGE_SIZE / 4) as usize;
 
 /// First byte of the queue pages and their size (RX page 0x2000, TX page 0x3000).
 pub const QUEUE_PAGES_OFFSET: u64 = 0x2000;
@@ -161,24 +172,31 @@ impl IgbVf {
             pending_pf_msg: None,
             eicr: 0,
             eims: 0,
-            eiac: 0,
-            eiam: 0,
-            eitr: [0; r::MSIX_VECTORS as usize],
-            ivar0: 0,
-            ivar_misc: 0,
             psrtype: 0,
             pbacl: 0,
+            irq: SharedWords::owned(IRQ_WORDS),
+            mapped: false,
+            auto_masked: 0,
             queues: SharedWords::owned(QUEUE_WORDS),
         }
     }
 
-    /// A VF whose queue pages live in `pages` (at least 8 KiB of words; e.g. a memfd mapping
-    /// offered to the client as a sparse-mmap area of BAR0 at [`QUEUE_PAGES_OFFSET`]).
-    pub fn with_queue_pages(pages: SharedWords) -> Self {
+    /// A VF whose interrupt page lives in `irq` (4 KiB of words) and whose queue pages live in
+    /// `queues` (8 KiB of words): e.g. memfd mappings offered to the client as sparse-mmap
+    /// areas of BAR0 at [`IRQ_PAGE_OFFSET`] and [`QUEUE_PAGES_OFFSET`]. Such a VF does not
+    /// re-arms coarsely (see [`IgbVf::poll_irq_page`]).
+    pub fn with_pages(irq: SharedWords, queues: SharedWords) -> Self {
         let mut vf = IgbVf::new();
-        pages.clear();
-        vf.queues = pages;
+        irq.clear();
+        queues.clear();
+        vf.irq = irq;
+        vf.queues = queues;
+        vf.mapped = true;
         vf
+    }
+
+    fn iword(off: u32) -> usize {
+        ((u64::from(off) - IRQ_PAGE_OFFSET) / 4) as usize
     }
 
     fn qword(off: u32) -> usize {
@@ -273,6 +291,26 @@ impl IgbVf {
         &self.queues
     }
 
+    /// The shared words behind the interrupt page (they keep their identity across resets).
+    pub fn irq_page(&self) -> &SharedWords {
+        &self.irq
+    }
+
+    /// Whether the guest stored nothing to EIMC, EIMS, EICR or EICS on the interrupt page
+    /// `page` (as returned by [`irq_page`](Self::irq_page)) since the last
+    /// [`poll_irq_page`](Self::poll_irq_page): then polling it has nothing to do. Four loads,
+    /// no lock, for the poll loop.
+    #[inline]
+    pub fn irq_page_quiet_in(page: &SharedWords) -> bool {
+        let words = page.words();
+        let quiet = |off| {
+            words
+                .get(Self::iword(off))
+                .is_none_or(|w| w.load(std::sync::atomic::Ordering::Relaxed) == 0)
+        };
+        quiet(r::EIMC) && quiet(r::EIMS) && quiet(r::EICR) && quiet(r::EICS)
+    }
+
     pub fn config(&self) -> &ConfigSpace {
         &self.config
     }
@@ -309,10 +347,9 @@ impl IgbVf {
     /// is presented again. The caller also resets the PF's view of this VF.
     pub fn device_reset(&mut self) {
         let link = self.link_up;
-        let pages = self.queues.clone();
-        *self = IgbVf::new();
-        pages.clear();
-        self.queues = pages;
+        let (irq, queues, mapped) = (self.irq.clone(), self.queues.clone(), self.mapped);
+        *self = IgbVf::with_pages(irq, queues);
+        self.mapped = mapped;
         self.link_up = link;
         self.v2p = r::V2P_RSTD;
     }
@@ -320,13 +357,10 @@ impl IgbVf {
     /// VF software reset (CTRL.RST): queues and interrupts off, mailbox reset presented.
     fn soft_reset(&mut self) -> Effects {
         self.queues.clear();
+        self.irq.clear();
         self.eicr = 0;
         self.eims = 0;
-        self.eiac = 0;
-        self.eiam = 0;
-        self.eitr = [0; r::MSIX_VECTORS as usize];
-        self.ivar0 = 0;
-        self.ivar_misc = 0;
+        self.auto_masked = 0;
         self.pending_pf_msg = None;
         self.pf_msg_unread = false;
         self.v2p = r::V2P_RSTD;
@@ -339,10 +373,11 @@ impl IgbVf {
 
     /// Vector assigned to `src` through IVAR, if valid.
     pub fn vector_of(&self, src: IrqSource) -> Option<u32> {
+        let ivar0 = || self.irq.load(Self::iword(r::IVAR0));
         let byte = match src {
-            IrqSource::Rx(q) if q < r::QUEUES => (self.ivar0 >> (16 * q)) as u8,
-            IrqSource::Tx(q) if q < r::QUEUES => (self.ivar0 >> (16 * q + 8)) as u8,
-            IrqSource::Mailbox => self.ivar_misc as u8,
+            IrqSource::Rx(q) if q < r::QUEUES => (ivar0() >> (16 * q)) as u8,
+            IrqSource::Tx(q) if q < r::QUEUES => (ivar0() >> (16 * q + 8)) as u8,
+            IrqSource::Mailbox => self.irq.load(Self::iword(r::IVAR_MISC)) as u8,
             _ => return None,
         };
         if byte & r::IVAR_VALID == 0 {
@@ -361,7 +396,7 @@ impl IgbVf {
     }
 
     /// 82576 MSI-X semantics: a set cause whose EIMS bit is set sends its vector; then EIAC
-    /// clears the cause and EIAM clears the mask bit (auto-mask).
+    /// clears the cause and EIAM clears the mask bit (auto-mask, unless the page is mapped).
     fn raise_causes(&mut self, causes: u32) -> Effects {
         self.eicr |= causes & r::EICR_VALID_MASK;
         self.deliver_pending()
@@ -370,8 +405,11 @@ impl IgbVf {
     fn deliver_pending(&mut self) -> Effects {
         let fire = self.eicr & self.eims;
         if fire != 0 {
-            self.eicr &= !(fire & self.eiac);
-            self.eims &= !(fire & self.eiam);
+            let latch = |off| self.irq.load(Self::iword(off)) & r::EICR_VALID_MASK;
+            self.eicr &= !(fire & latch(r::EIAC));
+            let masked = fire & latch(r::EIAM);
+            self.eims &= !masked;
+            self.auto_masked |= masked;
         }
         Effects {
             fire,
@@ -379,9 +417,53 @@ impl IgbVf {
         }
     }
 
-    /// EITR interval (in the register's units) of vector `v`, for interrupt moderation.
+    /// Takes the event registers the guest wrote on the interrupt page since the last call
+    /// (all of them when the page is mapped; a trapped write calls this at once) and returns
+    /// the vectors that must fire now. The dataplane calls it every poll pass.
+    ///
+    /// A mapped page shows only the last value stored into each register since the previous
+    /// poll, and not the order of the registers. Two consequences, both of which can only
+    /// add interrupts (igbvf tolerates a spurious one: its handlers re-check the rings), never
+    /// lose an unmask (which would stall a queue until the next reset):
+    /// - Writes apply as EIMC, EIMS, EICR, EICS: when a mask and an unmask meet, the unmask
+    ///   wins.
+    /// - Any EIMS store re-arms every auto-masked vector, not just the bits it carries: the
+    ///   TX handler's re-arm and NAPI's may land in one poll window, and the second store
+    ///   overwrites the first.
+    pub fn poll_irq_page(&mut self) -> Effects {
+        // Four plain loads when nothing was written (every pass, every VF).
+        if Self::irq_page_quiet_in(&self.irq) {
+            return Effects::default();
+        }
+        let valid = r::EICR_VALID_MASK;
+        let eimc = self.irq.take(Self::iword(r::EIMC)) & valid;
+        self.eims &= !eimc;
+        self.auto_masked &= !eimc;
+        let eims = self.irq.take(Self::iword(r::EIMS)) & valid;
+        if eims != 0 {
+            let rearmed = if self.mapped { self.auto_masked } else { eims };
+            self.eims |= eims | rearmed;
+            self.auto_masked &= !rearmed;
+        }
+        self.eicr &= !self.irq.take(Self::iword(r::EICR));
+        self.eicr |= self.irq.take(Self::iword(r::EICS)) & valid;
+        self.deliver_pending()
+    }
+
+    /// EITR of vector `v` (interval b2–14, CNT_IGNR b31), for interrupt moderation.
     pub fn eitr(&self, v: usize) -> u32 {
-        self.eitr.get(v).copied().unwrap_or(0)
+        if v >= usize::from(r::MSIX_VECTORS) {
+            return 0;
+        }
+        self.irq.load(Self::iword(r::EITR0) + v) & (r::EITR_INTERVAL_MASK | r::EITR_CNT_IGNR)
+    }
+
+    /// The minimum gap between two interrupts of vector `v` that its EITR asks for: the
+    /// interval field counts microseconds on the 82576 (igbvf writes 488 for ~8000
+    /// interrupts/s). Bounded to 10 ms.
+    pub fn moderation_gap(&self, v: usize) -> std::time::Duration {
+        let us = (self.eitr(v) & r::EITR_INTERVAL_MASK) >> 2;
+        std::time::Duration::from_micros(u64::from(us.min(10_000)))
     }
 
     /// Posts the PF's reply to the VF's request: reply words into VMBMEM, PFACK|PFSTS, vector.
@@ -451,18 +533,17 @@ impl IgbVf {
             r::VFGOTLBC => counters.tx_loopback_bytes as u32,
             r::EICS => 0,
             r::EIMS => self.eims,
-            r::EIAC => self.eiac,
-            r::EIAM => self.eiam,
+            r::EIAC | r::EIAM => self.irq.load(Self::iword(off)) & r::EICR_VALID_MASK,
             r::EICR => {
                 let v = self.eicr;
                 self.eicr = 0;
                 v
             }
             o if (r::EITR0..r::EITR0 + 4 * u32::from(r::MSIX_VECTORS)).contains(&o) => {
-                self.eitr[((o - r::EITR0) / 4) as usize]
+                self.eitr(((o - r::EITR0) / 4) as usize)
             }
-            r::IVAR0 => self.ivar0,
-            r::IVAR_MISC => self.ivar_misc,
+            r::IVAR0 => self.irq.load(Self::iword(off)),
+            r::IVAR_MISC => self.irq.load(Self::iword(off)) & 0xFF,
             _ => 0,
         }
     }
@@ -494,38 +575,18 @@ impl IgbVf {
                 self.psrtype = value;
                 Effects::default()
             }
-            r::EICS => self.raise_causes(value),
-            r::EIMS => {
-                self.eims |= value & r::EICR_VALID_MASK;
-                self.deliver_pending()
+            // Event registers: the same path as a store to the mapped page.
+            r::EICS | r::EIMS | r::EIMC | r::EICR => {
+                self.irq.or(Self::iword(off), value);
+                self.poll_irq_page()
             }
-            r::EIMC => {
-                self.eims &= !value;
-                Effects::default()
-            }
-            r::EIAC => {
-                self.eiac = value & r::EICR_VALID_MASK;
-                Effects::default()
-            }
-            r::EIAM => {
-                self.eiam = value & r::EICR_VALID_MASK;
-                Effects::default()
-            }
-            r::EICR => {
-                self.eicr &= !value;
+            // Latches (masked where they are read).
+            r::EIAC | r::EIAM | r::IVAR0 | r::IVAR_MISC => {
+                self.irq.store(Self::iword(off), value);
                 Effects::default()
             }
             o if (r::EITR0..r::EITR0 + 4 * u32::from(r::MSIX_VECTORS)).contains(&o) => {
-                self.eitr[((o - r::EITR0) / 4) as usize] =
-                    value & (r::EITR_INTERVAL_MASK | r::EITR_CNT_IGNR);
-                Effects::default()
-            }
-            r::IVAR0 => {
-                self.ivar0 = value;
-                Effects::default()
-            }
-            r::IVAR_MISC => {
-                self.ivar_misc = value & 0xFF;
+                self.irq.store(Self::iword(off), value);
                 Effects::default()
             }
             _ => Effects::default(),
@@ -654,6 +715,156 @@ mod tests {
             0,
             "invalid bits"
         );
+    }
+
+    /// A guest store to the mapped interrupt page (no trap).
+    fn store(vf: &IgbVf, off: u32, v: u32) {
+        vf.irq_page().store(IgbVf::iword(off), v);
+    }
+
+    /// A VF whose interrupt page the guest maps, with MSI-X configured through the page.
+    fn msix_vf() -> IgbVf {
+        let mut vf = IgbVf::with_pages(
+            SharedWords::owned(IRQ_WORDS),
+            SharedWords::owned(QUEUE_WORDS),
+        );
+        vf.set_link(true);
+        let _ = vf.pf_reset_done();
+        // As igbvf_configure_msix + igbvf_irq_enable, through the mapped page.
+        store(&vf, r::IVAR0, 0x8081); // RX q0 -> 1, TX q0 -> 0
+        store(&vf, r::IVAR_MISC, 0x82);
+        store(&vf, r::EIAC, 7);
+        store(&vf, r::EIAM, 7);
+        store(&vf, r::EIMS, 7);
+        assert_eq!(vf.poll_irq_page().fire, 0, "nothing pending yet");
+        vf
+    }
+
+    #[test]
+    fn mapped_eims_unmask_delivers_the_pending_cause() {
+        let mut vf = msix_vf();
+        store(&vf, r::EIMC, 0b10);
+        let _ = vf.poll_irq_page();
+        assert_eq!(vf.raise(IrqSource::Rx(0)).fire, 0, "masked: pending");
+        assert_eq!(vf.poll_irq_page().fire, 0, "no unmask stored yet");
+        store(&vf, r::EIMS, 0b10);
+        assert_eq!(
+            vf.poll_irq_page().fire,
+            0b10,
+            "the unmask fires the pending cause"
+        );
+        assert_eq!(vf.irq_page().load(IgbVf::iword(r::EIMS)), 0, "event taken");
+        assert_eq!(vf.poll_irq_page().fire, 0, "taken once");
+    }
+
+    #[test]
+    fn mapped_eims_store_rearms_every_auto_masked_vector() {
+        let mut vf = msix_vf();
+        assert_eq!(vf.raise(IrqSource::Tx(0)).fire, 0b01);
+        assert_eq!(vf.raise(IrqSource::Rx(0)).fire, 0b10);
+        assert_eq!(vf.raise(IrqSource::Tx(0)).fire, 0, "auto-masked");
+        assert_eq!(vf.raise(IrqSource::Rx(0)).fire, 0, "auto-masked");
+        // The TX handler's re-arm, then NAPI's, before the dataplane looks: only the second
+        // store is left, yet both vectors come back (with their pending causes).
+        store(&vf, r::EIMS, 0b01);
+        store(&vf, r::EIMS, 0b10);
+        assert_eq!(vf.poll_irq_page().fire, 0b11, "and auto-masked again");
+        // An explicit mask is not undone by a later re-arm of another vector.
+        store(&vf, r::EIMC, 0b01);
+        let _ = vf.poll_irq_page();
+        store(&vf, r::EIMS, 0b10);
+        let _ = vf.poll_irq_page();
+        assert_eq!(rd(&mut vf, r::EIMS), 0b110);
+    }
+
+    #[test]
+    fn trapped_eims_rearms_only_its_bits() {
+        let mut vf = up_vf();
+        let _ = vf.bar0_write(u64::from(r::IVAR0), 0x8081);
+        let _ = vf.bar0_write(u64::from(r::EIAC), 7);
+        let _ = vf.bar0_write(u64::from(r::EIAM), 7);
+        let _ = vf.bar0_write(u64::from(r::EIMS), 7);
+        assert_eq!(vf.raise(IrqSource::Tx(0)).fire, 0b01);
+        assert_eq!(vf.raise(IrqSource::Rx(0)).fire, 0b10);
+        let _ = vf.bar0_write(u64::from(r::EIMS), 0b10);
+        assert_eq!(rd(&mut vf, r::EIMS), 0b110, "TX stays auto-masked");
+    }
+
+    #[test]
+    fn mapped_eics_raises_and_eimc_masks() {
+        let mut vf = msix_vf();
+        store(&vf, r::EICS, 0b10); // the watchdog's kick
+        assert_eq!(vf.poll_irq_page().fire, 0b10);
+        store(&vf, r::EIMC, !0); // igbvf_irq_disable
+        let _ = vf.poll_irq_page();
+        assert_eq!(rd(&mut vf, r::EIMS), 0);
+        assert_eq!(vf.raise(IrqSource::Tx(0)).fire, 0, "masked");
+    }
+
+    #[test]
+    fn mapped_unmask_wins_over_a_mask_seen_in_the_same_poll() {
+        let mut vf = msix_vf();
+        let _ = vf.raise(IrqSource::Tx(0));
+        store(&vf, r::EIMC, !0);
+        store(&vf, r::EIMS, 7);
+        let _ = vf.poll_irq_page();
+        assert_eq!(rd(&mut vf, r::EIMS), 7);
+    }
+
+    #[test]
+    fn mapped_latches_are_read_from_the_page() {
+        let mut vf = msix_vf();
+        store(&vf, r::EITR0 + 4, 488 | 0x3);
+        assert_eq!(vf.eitr(1), 488);
+        assert_eq!(vf.moderation_gap(1), std::time::Duration::from_micros(122));
+        assert_eq!(vf.eitr(3), 0, "no such vector");
+        assert_eq!(vf.vector_of(IrqSource::Mailbox), Some(2));
+        store(&vf, r::IVAR_MISC, 0x1FF);
+        assert_eq!(rd(&mut vf, r::IVAR_MISC), 0xFF, "masked on read");
+        assert_eq!(
+            vf.vector_of(IrqSource::Mailbox),
+            None,
+            "vector out of range"
+        );
+    }
+
+    #[test]
+    fn trapped_and_mapped_interrupt_writes_agree() {
+        let mut vf = up_vf();
+        let _ = vf.bar0_write(u64::from(r::IVAR0), 0x8081);
+        let _ = vf.bar0_write(u64::from(r::EIAM), 7);
+        let _ = vf.bar0_write(u64::from(r::EITR0), 488);
+        assert_eq!(
+            vf.irq_page().load(IgbVf::iword(r::EITR0)),
+            488,
+            "latched in the page"
+        );
+        let _ = vf.bar0_write(u64::from(r::EIMS), 1);
+        assert_eq!(vf.raise(IrqSource::Tx(0)).fire, 1);
+        assert_eq!(vf.raise(IrqSource::Tx(0)).fire, 0);
+        assert_eq!(
+            vf.bar0_write(u64::from(r::EIMS), 1).fire,
+            1,
+            "trapped re-arm fires"
+        );
+        assert_eq!(
+            vf.irq_page().load(IgbVf::iword(r::EIMS)),
+            0,
+            "nothing left behind"
+        );
+    }
+
+    #[test]
+    fn resets_clear_the_interrupt_page() {
+        let mut vf = msix_vf();
+        store(&vf, r::EITR0, 488);
+        let _ = vf.bar0_write(u64::from(r::CTRL), r::CTRL_RST);
+        assert_eq!(vf.eitr(0), 0);
+        assert_eq!(vf.vector_of(IrqSource::Rx(0)), None);
+        store(&vf, r::IVAR0, 0x8081);
+        vf.device_reset();
+        assert_eq!(vf.vector_of(IrqSource::Rx(0)), None);
+        assert_eq!(rd(&mut vf, r::IVAR0), 0);
     }
 
     #[test]
