@@ -48,9 +48,29 @@ pub trait GuestMemory {
     fn write_u32(&self, addr: u64, v: u32) -> Result<(), MemError> {
         self.write(addr, &v.to_le_bytes())
     }
+
+    /// [`write`](Self::write) for descriptors another CPU polls: every aligned 8-byte word
+    /// is stored once, as one store, in ascending address order. A plain `write` may use
+    /// `memcpy`, which can store a word twice (overlapping vector moves) or out of order:
+    /// a late second store of a write-back the guest already consumed and re-posted would
+    /// put the stale DD and a bogus buffer address back into its ring.
+    fn write_ordered(&self, addr: u64, data: &[u8]) -> Result<(), MemError> {
+        self.write(addr, data)
+    }
+    /// [`read`](Self::read) of descriptors another CPU writes: every aligned 8-byte word is
+    /// read once, as one load, in ascending address order.
+    fn read_ordered(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        self.read(addr, buf)
+    }
 }
 
 impl<T: GuestMemory + ?Sized> GuestMemory for &T {
+    fn write_ordered(&self, addr: u64, data: &[u8]) -> Result<(), MemError> {
+        (**self).write_ordered(addr, data)
+    }
+    fn read_ordered(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        (**self).read_ordered(addr, buf)
+    }
     fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
         (**self).read(addr, buf)
     }

@@ -309,6 +309,18 @@ impl GuestMemory for DmaGuard<'_> {
         write_in(&self.regions, addr, data)
     }
     #[inline]
+    fn write_ordered(&self, addr: u64, data: &[u8]) -> Result<(), MemError> {
+        let (m, off) = locate(&self.regions, addr, data.len(), true)?;
+        m.write_ordered(off, data)
+            .ok_or_else(|| unmapped(addr, data.len()))
+    }
+    #[inline]
+    fn read_ordered(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        let (m, off) = locate(&self.regions, addr, buf.len(), false)?;
+        m.read_ordered(off, buf)
+            .ok_or_else(|| unmapped(addr, buf.len()))
+    }
+    #[inline]
     fn read_u64(&self, addr: u64) -> Result<u64, MemError> {
         let (m, off) = locate(&self.regions, addr, 8, false)?;
         m.read_u64(off).ok_or_else(|| unmapped(addr, 8))

@@ -117,6 +117,29 @@ impl Mmap {
         Some(())
     }
 
+    /// Copies `buf.len()` bytes from offset `off` with volatile accesses, whatever the size:
+    /// aligned 8-byte words each read once, in ascending order (descriptor blocks another
+    /// CPU writes); `None` when out of range.
+    #[inline]
+    pub fn read_ordered(&self, off: usize, buf: &mut [u8]) -> Option<()> {
+        self.check(off, buf.len())?;
+        // SAFETY: as in `read`: off+len <= self.len was checked, `buf` is a distinct buffer.
+        unsafe { volatile_read(self.ptr.as_ptr().add(off), buf) };
+        Some(())
+    }
+
+    /// Copies `data` to offset `off` with volatile accesses, whatever the size: aligned
+    /// 8-byte words each stored once, in ascending order (descriptor write-backs another CPU
+    /// polls); `None` when out of range.
+    #[inline]
+    pub fn write_ordered(&self, off: usize, data: &[u8]) -> Option<()> {
+        self.check(off, data.len())?;
+        // SAFETY: as in `write`: bounds checked, the mapping is writable (the caller checks
+        // the region's rights), no Rust reference into the mapping exists.
+        unsafe { volatile_write(self.ptr.as_ptr().add(off), data) };
+        Some(())
+    }
+
     /// Reads the little-endian u64 at `off` with one volatile load when it is 8-byte aligned
     /// (a guest's aligned 64-bit store is never torn); `None` when out of range.
     #[inline]

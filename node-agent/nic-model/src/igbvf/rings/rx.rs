@@ -545,11 +545,12 @@ impl<'a, M: GuestMemory> RxBurst<'a, M> {
             let idx = (self.ring.head + done) % self.count;
             let n = (self.used - done).min(self.count - idx);
             let bytes = &raw[16 * done as usize..16 * (done + n) as usize];
-            // One block: each descriptor's lower qword is stored before its DD qword.
+            // One block, word by word in ring order: each descriptor's lower qword before
+            // its DD qword, and no word stored twice.
             let block_ok = self
                 .ring
                 .desc_addr(idx)
-                .is_some_and(|a| self.mem.write(a, bytes).is_ok());
+                .is_some_and(|a| self.mem.write_ordered(a, bytes).is_ok());
             if block_ok {
                 done += n;
                 continue;
@@ -561,7 +562,7 @@ impl<'a, M: GuestMemory> RxBurst<'a, M> {
                 let written = self
                     .ring
                     .desc_addr(i)
-                    .is_some_and(|a| self.mem.write(a, d).is_ok());
+                    .is_some_and(|a| self.mem.write_ordered(a, d).is_ok());
                 if !written {
                     break;
                 }
