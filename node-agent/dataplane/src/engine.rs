@@ -86,6 +86,23 @@ struct Shared {
     uplink: Option<UplinkSlot>,
 }
 
+impl Shared {
+    fn new(ports: Vec<Arc<VfPort>>, table: SwitchTable, uplink: Option<UplinkSlot>) -> Self {
+        Shared {
+            ports,
+            table: RwLock::new(Arc::new(table)),
+            kicked: Mutex::new(false),
+            wake: Condvar::new(),
+            stop: AtomicBool::new(false),
+            passes: AtomicU64::new(0),
+            busy_passes: AtomicU64::new(0),
+            busy_ns: AtomicU64::new(0),
+            started: std::time::Instant::now(),
+            uplink,
+        }
+    }
+}
+
 /// The uplink as the threads share it: any thread sends (under the lock), thread 0 receives.
 struct UplinkSlot {
     port: usize,
@@ -137,18 +154,7 @@ impl Dataplane {
             dev: Mutex::new(dev),
             counters: Arc::new(UplinkCounters::default()),
         });
-        let shared = Arc::new(Shared {
-            uplink,
-            ports,
-            table: RwLock::new(Arc::new(table)),
-            kicked: Mutex::new(false),
-            wake: Condvar::new(),
-            stop: AtomicBool::new(false),
-            passes: AtomicU64::new(0),
-            busy_passes: AtomicU64::new(0),
-            busy_ns: AtomicU64::new(0),
-            started: std::time::Instant::now(),
-        });
+        let shared = Arc::new(Shared::new(ports, table, uplink));
         if config.mode == Mode::Stepped {
             return Ok(Dataplane {
                 shared,
@@ -1204,18 +1210,7 @@ pub fn idle_pass_cost(vfs: usize, passes: u32) -> f64 {
             Arc::new(p)
         })
         .collect();
-    let shared = Shared {
-        ports,
-        table: RwLock::new(Arc::new(SwitchTable::new())),
-        kicked: Mutex::new(false),
-        wake: Condvar::new(),
-        stop: AtomicBool::new(false),
-        passes: AtomicU64::new(0),
-        busy_passes: AtomicU64::new(0),
-        busy_ns: AtomicU64::new(0),
-        started: std::time::Instant::now(),
-        uplink: None,
-    };
+    let shared = Shared::new(ports, SwitchTable::new(), None);
     let mut w = Worker::new(0, 1);
     let start = std::time::Instant::now();
     for _ in 0..passes {

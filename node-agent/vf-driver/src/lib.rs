@@ -509,12 +509,9 @@ mod tests {
         }
     }
 
-    /// The RX ring protocol between this driver and the device model, under random
-    /// interleavings of "device delivers k frames" and "driver polls": every delivered
-    /// frame is received exactly once and the device never runs out of buffers for good.
-    #[test]
-    fn rx_ring_protocol_never_diverges() {
-        let ring = 64;
+    /// A driver whose RX ring of `ring` descriptors is set up and fully posted, as `init`
+    /// leaves it (no PF to talk to here), with its memory and queue pages.
+    fn rx_ready_driver(ring: u32) -> (VecMemory, SharedWords, IgbvfDriver<NoBar>) {
         let layout = Layout {
             base: 0x10_0000,
             ring_size: ring,
@@ -522,7 +519,6 @@ mod tests {
         let mem = VecMemory::new(layout.base, Layout::bytes(ring) as usize);
         let q = SharedWords::owned(0x800);
         let mut d = IgbvfDriver::new(NoBar, Some(q.clone()), layout).unwrap();
-        // Only the ring set-up of init (no PF to talk to here).
         d.qwrite(r::RDBAL0, layout.rx_ring() as u32);
         d.qwrite(r::RDBAH0, (layout.rx_ring() >> 32) as u32);
         d.qwrite(r::RDLEN0, ring * 16);
@@ -532,6 +528,15 @@ mod tests {
         }
         d.qwrite(r::RDT0, ring - 1);
         d.rx_refill = ring - 1;
+        (mem, q, d)
+    }
+
+    /// The RX ring protocol between this driver and the device model, under random
+    /// interleavings of "device delivers k frames" and "driver polls": every delivered
+    /// frame is received exactly once and the device never runs out of buffers for good.
+    #[test]
+    fn rx_ring_protocol_never_diverges() {
+        let (mem, q, mut d) = rx_ready_driver(64);
 
         let frame = [0xABu8; 64];
         let (mut sent, mut got, mut seed) = (0u64, 0u64, 0x2545_F491_4F6C_DD1Du64);
@@ -572,23 +577,7 @@ mod tests {
     #[test]
     fn rx_ring_protocol_holds_with_device_bursts() {
         use emu_nic_model::igbvf::rings::RxBurst;
-        let ring = 512;
-        let layout = Layout {
-            base: 0x10_0000,
-            ring_size: ring,
-        };
-        let mem = VecMemory::new(layout.base, Layout::bytes(ring) as usize);
-        let q = SharedWords::owned(0x800);
-        let mut d = IgbvfDriver::new(NoBar, Some(q.clone()), layout).unwrap();
-        d.qwrite(r::RDBAL0, layout.rx_ring() as u32);
-        d.qwrite(r::RDBAH0, (layout.rx_ring() >> 32) as u32);
-        d.qwrite(r::RDLEN0, ring * 16);
-        d.qwrite(r::SRRCTL0, 2 | rx::SRRCTL_DESCTYPE_ADV_ONEBUF);
-        for i in 0..ring {
-            d.post_rx(&mem, i).unwrap();
-        }
-        d.qwrite(r::RDT0, ring - 1);
-        d.rx_refill = ring - 1;
+        let (mem, q, mut d) = rx_ready_driver(512);
         let frame = [0xABu8; 64];
         let (mut sent, mut got, mut seed) = (0u64, 0u64, 0x9E37_79B9_7F4A_7C15u64);
         for _ in 0..20_000 {

@@ -130,18 +130,7 @@ fn frame(rng: &mut u64, last: &mut Vec<u8>) -> Vec<u8> {
 /// port's RX ring and buffers and its counters.
 fn run(frames: &[Vec<u8>], burst: usize, reuse: bool) -> Vec<(Vec<u8>, String)> {
     let ports: Vec<Arc<VfPort>> = (0..PORTS).map(port).collect();
-    let shared = Shared {
-        ports: ports.clone(),
-        table: RwLock::new(Arc::new(table())),
-        kicked: Mutex::new(false),
-        wake: Condvar::new(),
-        stop: AtomicBool::new(false),
-        passes: AtomicU64::new(0),
-        busy_passes: AtomicU64::new(0),
-        busy_ns: AtomicU64::new(0),
-        started: std::time::Instant::now(),
-        uplink: None,
-    };
+    let shared = Shared::new(ports.clone(), table(), None);
     let mut w = Worker::new(0, 1);
     w.reuse_decisions = reuse;
     let mut tail = 0u64;
