@@ -46,6 +46,14 @@ struct Entry {
     dst: u16,
 }
 
+impl Entry {
+    /// Whether the decision holds for `frame`: same key, length within the bound.
+    #[inline(always)]
+    fn covers(&self, frame: &[u8]) -> bool {
+        frame.len() <= self.max_len && HeaderKey::of(frame).is_some_and(|k| k == self.key)
+    }
+}
+
 impl LastDecision {
     pub fn new() -> Self {
         Self::default()
@@ -61,7 +69,7 @@ impl LastDecision {
     #[inline]
     pub fn lookup(&self, frame: &[u8]) -> Option<u16> {
         let e = self.entry.as_ref()?;
-        (frame.len() <= e.max_len && HeaderKey::of(frame)? == e.key).then_some(e.dst)
+        e.covers(frame).then_some(e.dst)
     }
 
     /// How many frames in a row repeat the remembered decision, and its destination: the
@@ -74,10 +82,7 @@ impl LastDecision {
         };
         let (mut from, mut k) = (start, 0);
         for &end in ends {
-            let hit = bytes.get(from..end).is_some_and(|f| {
-                f.len() <= e.max_len && HeaderKey::of(f).is_some_and(|key| key == e.key)
-            });
-            if !hit {
+            if !bytes.get(from..end).is_some_and(|f| e.covers(f)) {
                 break;
             }
             k += 1;
