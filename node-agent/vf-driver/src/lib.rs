@@ -247,6 +247,20 @@ impl<B: Bar0> IgbvfDriver<B> {
         Ok(())
     }
 
+    /// TX descriptor `i` for its own buffer holding a `len`-byte frame: one data descriptor
+    /// with EOP, RS only where `reclaim` looks for DD (the last descriptor of each block).
+    fn tx_desc(&self, i: u32, len: u32) -> [u8; 16] {
+        let mut cmd = len | tx::DTYP_DATA | tx::DCMD_EOP | tx::DCMD_IFCS | tx::DCMD_DEXT;
+        if i & (self.rs_every - 1) == self.rs_every - 1 {
+            cmd |= tx::DCMD_RS;
+        }
+        let mut desc = [0u8; 16];
+        desc[..8].copy_from_slice(&self.layout.tx_buf(i).to_le_bytes());
+        desc[8..12].copy_from_slice(&cmd.to_le_bytes());
+        desc[12..].copy_from_slice(&(len << tx::PAYLEN_SHIFT).to_le_bytes());
+        desc
+    }
+
     /// Descriptors free for sending.
     pub fn tx_free(&self) -> u32 {
         let n = self.layout.ring_size;
@@ -275,18 +289,8 @@ impl<B: Bar0> IgbvfDriver<B> {
         if let Some(f) = frame {
             mem.write(buf, &f[..len.min(f.len())])?;
         }
-        let len = len as u32;
-        let mut cmd = len | tx::DTYP_DATA | tx::DCMD_EOP | tx::DCMD_IFCS | tx::DCMD_DEXT;
-        // RS only where `reclaim` looks for DD: the last descriptor of each block.
-        if i & (self.rs_every - 1) == self.rs_every - 1 {
-            cmd |= tx::DCMD_RS;
-        }
         let at = self.layout.tx_ring() + u64::from(i) * 16;
-        let mut desc = [0u8; 16];
-        desc[..8].copy_from_slice(&buf.to_le_bytes());
-        desc[8..12].copy_from_slice(&cmd.to_le_bytes());
-        desc[12..].copy_from_slice(&(len << tx::PAYLEN_SHIFT).to_le_bytes());
-        mem.write(at, &desc)?;
+        mem.write(at, &self.tx_desc(i, len as u32))?;
         self.tx_tail = (i + 1) & (self.layout.ring_size - 1);
         self.tx_pending += 1;
         Ok(true)
@@ -315,15 +319,7 @@ impl<B: Bar0> IgbvfDriver<B> {
             // Contiguous descriptors only: stop at the ring's end.
             let n = left.min(BLOCK).min(self.layout.ring_size - first);
             for (k, desc) in raw.chunks_exact_mut(16).take(n as usize).enumerate() {
-                let i = first + k as u32;
-                let mut cmd =
-                    len as u32 | tx::DTYP_DATA | tx::DCMD_EOP | tx::DCMD_IFCS | tx::DCMD_DEXT;
-                if i & (self.rs_every - 1) == self.rs_every - 1 {
-                    cmd |= tx::DCMD_RS;
-                }
-                desc[..8].copy_from_slice(&self.layout.tx_buf(i).to_le_bytes());
-                desc[8..12].copy_from_slice(&cmd.to_le_bytes());
-                desc[12..].copy_from_slice(&((len as u32) << tx::PAYLEN_SHIFT).to_le_bytes());
+                desc.copy_from_slice(&self.tx_desc(first + k as u32, len as u32));
             }
             let at = self.layout.tx_ring() + u64::from(first) * 16;
             mem.write(at, &raw[..16 * n as usize])?;
