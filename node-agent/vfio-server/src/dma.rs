@@ -1,12 +1,23 @@
 //! The client's DMA regions: DMA_MAP/DMA_UNMAP bookkeeping plus the mmapped memory the
 //! dataplane reads and writes as [`GuestMemory`].
 //!
+//! Client memory can change under us: the client owns the files it maps and may truncate
+//! them at any time. A map must be sealed against shrinking (`F_SEAL_SHRINK`, which QEMU's
+//! `memory-backend-memfd` sets by default) unless the owner allowed unsealed maps
+//! ([`DmaTable::set_allow_unsealed`]); either way every mapping is registered with the SIGBUS
+//! recovery in `sys::sigbus`, so a fault in client memory (an allowed unsealed file shrunk,
+//! hugetlbfs out of pages) becomes zero-filled memory plus a wake-up of the owner
+//! ([`DmaTable::set_fault_notify`]), who drops that client. Why both: seals turn the attack
+//! into a clear DMA_MAP error before anything runs, and the recovery covers what seals
+//! cannot (hugetlbfs page exhaustion, files whose owner needs no seals).
+//!
 //! Locking: one `RwLock` around the table. Dataplane accesses take the read lock (per call,
 //! or once per poll pass via [`DmaTable::lock`]); map/unmap/clear take the write lock, so an
 //! unmap returns only after every reader that might use the mapping has finished.
 
-use std::os::fd::{AsFd, OwnedFd};
-use std::sync::{RwLock, RwLockReadGuard};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard};
 
 use emu_nic_model::mem::{GuestMemory, MemError};
 
@@ -33,6 +44,15 @@ pub enum DmaError {
     },
     #[error("DMA map {address:#x}+{size:#x}: the fd is not a regular (memfd/shm) file")]
     NotRegularFile { address: u64, size: u64 },
+    #[error(
+        "DMA map {address:#x}+{size:#x}: the memory file is not sealed against shrinking \
+         (F_SEAL_SHRINK), so the client could truncate it under the agent; share guest RAM \
+         from a sealed memfd (QEMU: -object memory-backend-memfd, seal=on is the default) \
+         or let the agent accept unsealed memory (allowUnsealedMemory)"
+    )]
+    Unsealed { address: u64, size: u64 },
+    #[error("too many DMA maps with a file (limit {0} per client)")]
+    TooManyFiles(usize),
     #[error("DMA map {address:#x}+{size:#x}: mmap failed")]
     Mmap {
         address: u64,
@@ -50,6 +70,8 @@ impl DmaError {
         match self {
             DmaError::BadRange { .. } | DmaError::BadFlags(_) => libc::EINVAL,
             DmaError::BeyondFile { .. } | DmaError::NotRegularFile { .. } => libc::EINVAL,
+            DmaError::Unsealed { .. } => libc::EPERM,
+            DmaError::TooManyFiles(_) => libc::ENOSPC,
             DmaError::Overlap { .. } => libc::EEXIST,
             DmaError::TooMany(_) => libc::ENOSPC,
             DmaError::Mmap { source, .. } => source.raw_os_error().unwrap_or(libc::EFAULT),
@@ -94,15 +116,44 @@ impl Region {
     }
 }
 
+/// Most DMA maps with a file per client. Each is a mapping in the agent (a VMA, of which a
+/// process has about 65530) and a slot in the node-wide SIGBUS table, so one client must
+/// not be able to use them up for everyone. QEMU maps a handful (one per RAM block).
+pub const MAX_FILE_MAPS: usize = 512;
+
 /// The DMA regions of one client, sorted by address, non-overlapping.
 #[derive(Debug, Default)]
 pub struct DmaTable {
     regions: RwLock<Vec<Region>>,
+    allow_unsealed: AtomicBool,
+    /// Written when a fault in one of our mappings was recovered.
+    notify: OnceLock<Arc<OwnedFd>>,
 }
 
 impl DmaTable {
     pub fn new() -> DmaTable {
         DmaTable::default()
+    }
+
+    /// Accept files without `F_SEAL_SHRINK` (default: refused). A client shrinking such a
+    /// file faults our next access; that fault is recovered and the client dropped.
+    pub fn set_allow_unsealed(&self, allow: bool) {
+        self.allow_unsealed.store(allow, Ordering::Relaxed);
+    }
+
+    /// The eventfd written when a fault on this table's memory was recovered (the vfio-user
+    /// server's wake-up fd). Set once, before the first map; later calls are ignored.
+    pub fn set_fault_notify(&self, fd: Arc<OwnedFd>) {
+        let _ = self.notify.set(fd);
+    }
+
+    /// The first map whose memory faulted (address, size): the client truncated its file or
+    /// its pages are gone. Such a map reads zeros until it is unmapped.
+    pub fn faulted(&self) -> Option<(u64, u64)> {
+        self.read_lock()
+            .iter()
+            .find(|r| r.mem.as_ref().is_some_and(Mmap::faulted))
+            .map(|r| (r.address, r.size))
     }
 
     fn write_lock(&self) -> std::sync::RwLockWriteGuard<'_, Vec<Region>> {
@@ -129,7 +180,7 @@ impl DmaTable {
             return Err(DmaError::BadRange { address, size });
         }
         // Check overlap and limits before the (costly) mmap, and again under the lock.
-        self.check_insert(&self.read_lock(), address, size)?;
+        self.check_insert(&self.read_lock(), address, size, fd.is_some())?;
         let mem = match fd {
             None => None,
             Some(fd) => {
@@ -155,19 +206,29 @@ impl DmaTable {
                         file_size,
                     });
                 }
-                let m = Mmap::map_shared(fd.as_fd(), offset, len, prot.read, prot.write).map_err(
-                    |source| DmaError::Mmap {
+                let sealed = sys::seals(fd.as_fd())
+                    .map_err(|source| DmaError::Mmap {
                         address,
                         size,
                         source,
-                    },
-                )?;
+                    })?
+                    .is_some_and(|s| s & libc::F_SEAL_SHRINK != 0);
+                if !sealed && !self.allow_unsealed.load(Ordering::Relaxed) {
+                    return Err(DmaError::Unsealed { address, size });
+                }
+                let notify = self.notify.get().map_or(-1, |f| f.as_raw_fd());
+                let m = Mmap::map_client(fd.as_fd(), offset, len, prot.read, prot.write, notify)
+                    .map_err(|source| DmaError::Mmap {
+                        address,
+                        size,
+                        source,
+                    })?;
                 // The mapping keeps the memory alive; the fd itself is closed here.
                 Some(m)
             }
         };
         let mut t = self.write_lock();
-        let pos = self.check_insert(&t, address, size)?;
+        let pos = self.check_insert(&t, address, size, mem.is_some())?;
         t.insert(
             pos,
             Region {
@@ -181,9 +242,18 @@ impl DmaTable {
     }
 
     /// Returns the insertion index if `[address, address+size)` overlaps nothing.
-    fn check_insert(&self, t: &[Region], address: u64, size: u64) -> Result<usize, DmaError> {
+    fn check_insert(
+        &self,
+        t: &[Region],
+        address: u64,
+        size: u64,
+        with_file: bool,
+    ) -> Result<usize, DmaError> {
         if t.len() >= MAX_DMA_MAPS as usize {
             return Err(DmaError::TooMany(MAX_DMA_MAPS));
+        }
+        if with_file && t.iter().filter(|r| r.mem.is_some()).count() >= MAX_FILE_MAPS {
+            return Err(DmaError::TooManyFiles(MAX_FILE_MAPS));
         }
         let end = address.saturating_add(size);
         let pos = t.partition_point(|r| r.address < address);
@@ -426,6 +496,72 @@ mod tests {
                 .errno(),
             libc::EINVAL
         );
+    }
+
+    #[test]
+    fn unsealed_files_are_refused_unless_allowed() {
+        let t = DmaTable::new();
+        let fd = sys::memfd_unsealed("dma-unsealed", 0x1000).unwrap();
+        let e = t.map(0x1000, 0x1000, 0, RW, Some(fd)).unwrap_err();
+        assert!(matches!(e, DmaError::Unsealed { .. }), "{e}");
+        assert_eq!(e.errno(), libc::EPERM);
+        assert!(e.to_string().contains("F_SEAL_SHRINK"), "{e}");
+        t.set_allow_unsealed(true);
+        let fd = sys::memfd_unsealed("dma-unsealed", 0x1000).unwrap();
+        t.map(0x1000, 0x1000, 0, RW, Some(fd)).unwrap();
+        // Sealed files are always accepted, and cannot be shrunk by their owner.
+        let t = DmaTable::new();
+        let fd = sys::memfd("dma-sealed", 0x1000).unwrap();
+        let keep = fd.try_clone().unwrap();
+        t.map(0x1000, 0x1000, 0, RW, Some(fd)).unwrap();
+        let f = std::fs::File::from(keep);
+        assert!(f.set_len(0).is_err(), "a sealed memfd shrank");
+        assert_eq!(t.read_u32(0x1000).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_file_shrunk_under_a_map_faults_only_that_map() {
+        let t = DmaTable::new();
+        t.set_allow_unsealed(true);
+        let notify = Arc::new(sys::eventfd().unwrap());
+        t.set_fault_notify(notify.clone());
+        let fd = sys::memfd_unsealed("dma-shrink", 0x4000).unwrap();
+        let keep = std::fs::File::from(fd.try_clone().unwrap());
+        t.map(0x10_0000, 0x4000, 0, RW, Some(fd)).unwrap();
+        let other = sys::memfd("dma-other", 0x1000).unwrap();
+        t.map(0x20_0000, 0x1000, 0, RW, Some(other)).unwrap();
+        t.write_u32(0x10_3000, 0x1234_5678).unwrap();
+        t.write_u32(0x20_0000, 0xfeed).unwrap();
+        assert_eq!(t.faulted(), None);
+
+        keep.set_len(0).unwrap();
+        // Without the recovery this read kills the process with SIGBUS.
+        assert_eq!(t.read_u32(0x10_3000).unwrap(), 0);
+        t.write_u32(0x10_3000, 7).unwrap();
+        assert_eq!(t.faulted(), Some((0x10_0000, 0x4000)));
+        assert_eq!(sys::eventfd_read(notify.as_fd()).unwrap(), 1);
+        assert!(sys::sigbus::recovered() >= 1);
+        // The other map is untouched.
+        assert_eq!(t.read_u32(0x20_0000).unwrap(), 0xfeed);
+        t.unmap(0x10_0000, 0x4000).unwrap();
+        assert_eq!(t.faulted(), None);
+    }
+
+    #[test]
+    fn file_maps_per_client_are_limited() {
+        let t = DmaTable::new();
+        let fd = sys::memfd("dma-many", 0x1000).unwrap();
+        for i in 0..MAX_FILE_MAPS as u64 {
+            t.map(i * 0x1000, 0x1000, 0, RW, Some(fd.try_clone().unwrap()))
+                .unwrap();
+        }
+        let e = t
+            .map(0x1000_0000, 0x1000, 0, RW, Some(fd.try_clone().unwrap()))
+            .unwrap_err();
+        assert_eq!(e.errno(), libc::ENOSPC);
+        // Maps without a file cost no mapping and stay allowed.
+        t.map(0x2000_0000, 0x1000, 0, RW, None).unwrap();
+        t.clear();
     }
 
     #[test]

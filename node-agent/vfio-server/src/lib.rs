@@ -24,7 +24,7 @@ mod shared;
 mod sys;
 pub mod wire;
 
-pub use dma::{DmaError, DmaGuard, DmaProt, DmaTable};
+pub use dma::{DmaError, DmaGuard, DmaProt, DmaTable, MAX_FILE_MAPS};
 pub use irq::IrqSet;
 pub use server::{
     Server, ServerError, ServerHandle, ServerStats, StatsSnapshot, DEFAULT_MESSAGE_TIMEOUT,
@@ -33,7 +33,13 @@ pub use shared::SharedPages;
 
 /// Safe fd helpers for device models (memfd-backed BARs) and tests.
 pub mod fdutil {
-    pub use crate::sys::{eventfd, eventfd_read, eventfd_write, memfd};
+    pub use crate::sys::{eventfd, eventfd_read, eventfd_write, memfd, memfd_unsealed, seals};
+}
+
+/// Faults on client memory (a DMA file shrunk under us) recovered since the process started;
+/// each dropped the offending client only.
+pub fn memory_faults_recovered() -> u64 {
+    sys::sigbus::recovered()
 }
 
 /// PCI region indexes as vfio numbers them.

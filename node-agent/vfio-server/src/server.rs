@@ -63,6 +63,8 @@ pub struct ServerStats {
     pub dma_unmaps: AtomicU64,
     pub set_irqs: AtomicU64,
     pub resets: AtomicU64,
+    /// Clients dropped because their DMA memory faulted (truncated under us).
+    pub memory_faults: AtomicU64,
     pub connected: AtomicBool,
 }
 
@@ -79,6 +81,7 @@ pub struct StatsSnapshot {
     pub dma_unmaps: u64,
     pub set_irqs: u64,
     pub resets: u64,
+    pub memory_faults: u64,
     pub connected: bool,
 }
 
@@ -96,6 +99,7 @@ impl ServerStats {
             dma_unmaps: l(&self.dma_unmaps),
             set_irqs: l(&self.set_irqs),
             resets: l(&self.resets),
+            memory_faults: l(&self.memory_faults),
             connected: self.connected.load(Ordering::Relaxed),
         }
     }
@@ -145,6 +149,8 @@ enum Close {
     Shutdown,
     /// The owner asked to drop the current client ([`ServerHandle::disconnect_client`]).
     Kicked,
+    /// The client's DMA memory faulted (it shrank a mapped file): the map that did.
+    Faulted { address: u64, size: u64 },
     Protocol(String),
     Io(io::Error),
 }
@@ -165,6 +171,7 @@ struct Shared {
 enum Wake {
     Stop,
     Kick,
+    Faulted { address: u64, size: u64 },
     Spurious,
 }
 
@@ -175,6 +182,8 @@ impl Shared {
             Wake::Stop
         } else if self.kick.swap(false, Ordering::AcqRel) {
             Wake::Kick
+        } else if let Some((address, size)) = self.dma.faulted() {
+            Wake::Faulted { address, size }
         } else {
             Wake::Spurious
         }
@@ -264,6 +273,8 @@ impl Server {
     /// eventfd (like `std::thread::spawn`).
     pub fn spawn(self, thread_name: String) -> ServerHandle {
         let wake = Arc::new(sys::eventfd().expect("cannot create the server's shutdown eventfd"));
+        // A recovered fault in the client's memory wakes the server, which drops the client.
+        self.shared.dma.set_fault_notify(wake.clone());
         let stats = self.shared.stats.clone();
         let shared = self.shared.clone();
         let path = self.path.clone();
@@ -290,7 +301,7 @@ impl Server {
                 Ok(r) if r.wake => match self.shared.take_wake(wake) {
                     Wake::Stop => break,
                     // No client to drop: nothing to do.
-                    Wake::Kick | Wake::Spurious => continue,
+                    Wake::Kick | Wake::Faulted { .. } | Wake::Spurious => continue,
                 },
                 Ok(r) if !r.main => continue,
                 Ok(_) => {}
@@ -350,6 +361,16 @@ impl Server {
             Close::Kicked => {
                 tracing::info!(path = %self.path.display(), "vfio-user client disconnected by the agent")
             }
+            Close::Faulted { address, size } => {
+                inc(&sh.stats.memory_faults);
+                tracing::warn!(
+                    path = %self.path.display(),
+                    dma_address = format_args!("{address:#x}"),
+                    dma_size = format_args!("{size:#x}"),
+                    "the client's DMA memory faulted (its file was shrunk or lost its pages); \
+                     client dropped and device reset, other VFs unaffected"
+                );
+            }
             Close::Protocol(reason) => {
                 inc(&sh.stats.protocol_errors);
                 tracing::warn!(path = %self.path.display(), %reason, "vfio-user protocol error, connection closed");
@@ -362,6 +383,10 @@ impl Server {
         // device state, accept the next client.
         sh.dma.clear();
         sh.irqs.clear();
+        if matches!(close, Close::Faulted { .. }) {
+            // The device may hold state built from the zeros it read: start it afresh.
+            sh.device.reset();
+        }
         sh.device.client_disconnected();
         sh.stats.connected.store(false, Ordering::Relaxed);
         close
@@ -493,6 +518,9 @@ impl Conn<'_> {
                 match self.sh.take_wake(self.wake) {
                     Wake::Stop => return Err(Close::Shutdown),
                     Wake::Kick => return Err(Close::Kicked),
+                    Wake::Faulted { address, size } => {
+                        return Err(Close::Faulted { address, size })
+                    }
                     Wake::Spurious => {}
                 }
             }
@@ -927,6 +955,15 @@ impl Conn<'_> {
                 }
                 if !fds.is_empty() && fds.len() != s.count as usize {
                     return Err(RequestError::Invalid("fewer fds than vectors"));
+                }
+                // Only real eventfds: a pipe, FIFO, socket or file posing as one could block
+                // or slow the dataplane's interrupt write, or fill a disk.
+                for fd in &fds {
+                    if !sys::is_eventfd(fd.as_fd()).unwrap_or(false) {
+                        return Err(RequestError::Invalid(
+                            "SET_IRQS fd is not an eventfd (pipes, sockets and files are refused)",
+                        ));
+                    }
                 }
                 if msix {
                     // No fds: de-assign the vectors (QEMU sends -1 fds that way).

@@ -8,6 +8,8 @@ use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::ptr::NonNull;
 use std::time::Duration;
 
+pub mod sigbus;
+
 /// Most fds accepted in one message (the vfio-user `max_msg_fds` we announce).
 pub const MAX_FDS: usize = 16;
 
@@ -24,6 +26,8 @@ fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
 pub struct Mmap {
     ptr: NonNull<u8>,
     len: usize,
+    /// Set for client memory: a SIGBUS inside the mapping is recovered (see [`sigbus`]).
+    guard: Option<sigbus::Registration>,
 }
 
 // SAFETY: the mapping is plain shared memory owned by this value; all accesses go through
@@ -70,7 +74,36 @@ impl Mmap {
             return Err(io::Error::last_os_error());
         }
         let ptr = NonNull::new(p.cast::<u8>()).ok_or_else(|| io::Error::other("mmap gave NULL"))?;
-        Ok(Mmap { ptr, len })
+        Ok(Mmap {
+            ptr,
+            len,
+            guard: None,
+        })
+    }
+
+    /// [`Mmap::map_shared`] for memory a client owns and may truncate under us: a SIGBUS in
+    /// it is recovered (the range becomes zero-filled private memory) and `notify` (an
+    /// eventfd, or -1) is written. Fails with `ENOSPC` when the node-wide table of protected
+    /// mappings ([`sigbus::CAPACITY`]) is full.
+    pub fn map_client(
+        fd: BorrowedFd<'_>,
+        offset: u64,
+        len: usize,
+        read: bool,
+        write: bool,
+        notify: RawFd,
+    ) -> io::Result<Mmap> {
+        let mut m = Mmap::map_shared(fd, offset, len, read, write)?;
+        let reg = sigbus::register(m.ptr.as_ptr() as usize, m.len, notify)
+            .ok_or_else(|| io::Error::from_raw_os_error(libc::ENOSPC))?;
+        m.guard = Some(reg);
+        Ok(m)
+    }
+
+    /// Whether a SIGBUS in this (client) mapping was recovered: the client shrank its file
+    /// or its pages are gone, and the mapping now reads as zeros.
+    pub fn faulted(&self) -> bool {
+        self.guard.as_ref().is_some_and(sigbus::Registration::faulted)
     }
 
     #[inline]
@@ -211,6 +244,8 @@ impl Mmap {
 
 impl Drop for Mmap {
     fn drop(&mut self) {
+        // Deregister first: once unmapped, the address range may be reused by anything.
+        drop(self.guard.take());
         // SAFETY: ptr/len describe exactly the mapping created in `map_shared`, which is
         // unmapped only here, once; no references into it outlive `self`.
         unsafe {
@@ -230,6 +265,24 @@ pub fn regular_file_size(fd: BorrowedFd<'_>) -> io::Result<Option<u64>> {
     } else {
         Ok(None)
     }
+}
+
+/// The seals of `fd` (`F_GET_SEALS`), or `None` when its file system has no seals.
+pub fn seals(fd: BorrowedFd<'_>) -> io::Result<Option<libc::c_int>> {
+    // SAFETY: fcntl F_GET_SEALS on a valid fd, no pointers.
+    match cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) }) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// What kind of file an fd an eventfd was claimed for really is.
+pub fn is_eventfd(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    // eventfds are anonymous inodes; their /proc link names the kind. fstat alone cannot
+    // tell an eventfd from other anon inodes (signalfd, timerfd, ...).
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    Ok(link.as_os_str() == "anon_inode:[eventfd]")
 }
 
 /// A new eventfd (counter 0, non-blocking, close-on-exec).
@@ -268,11 +321,25 @@ pub fn eventfd_read(fd: BorrowedFd<'_>) -> io::Result<u64> {
     Ok(u64::from_ne_bytes(b))
 }
 
-/// A memfd of `size` bytes (close-on-exec), e.g. for BAR backing or DMA tests.
+/// A memfd of `size` bytes (close-on-exec) sealed against shrinking, growing and further
+/// sealing, as QEMU's `memory-backend-memfd` seals guest RAM: whoever we hand it to (BAR
+/// pages go to the client) cannot truncate it under our mapping.
 pub fn memfd(name: &str, size: u64) -> io::Result<OwnedFd> {
+    let fd = memfd_unsealed(name, size)?;
+    let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+    // SAFETY: fcntl F_ADD_SEALS on a valid memfd created with MFD_ALLOW_SEALING.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) })?;
+    Ok(fd)
+}
+
+/// A memfd of `size` bytes that still accepts seals and size changes (tests of clients that
+/// do not seal).
+pub fn memfd_unsealed(name: &str, size: u64) -> io::Result<OwnedFd> {
     let cname = CString::new(name).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
     // SAFETY: cname is a valid NUL-terminated string for the duration of the call.
-    let fd = cvt(unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) })?;
+    let fd = cvt(unsafe {
+        libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+    })?;
     // SAFETY: fd was just created and is owned by nobody else.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     let len =
