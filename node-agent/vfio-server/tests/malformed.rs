@@ -1103,3 +1103,75 @@ fn bind_refuses_live_socket_replaces_stale_and_shutdown_is_prompt() {
     assert!(matches!(err, ServerError::NotASocket { .. }));
     std::fs::remove_file(&file).unwrap();
 }
+
+/// Fds that are not what they claim: every "eventfd" that is something else and every DMA
+/// fd that is not a sealed memory file is refused with an error reply; the connection goes
+/// on, and the same real eventfd twice is fine.
+#[test]
+fn fds_that_are_not_what_they_claim_are_refused() {
+    let fx = start("badfds");
+    let mut c = Raw::connect(&fx.path);
+    c.version();
+    let dir = std::env::temp_dir().join(format!("emu-badfds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let fifo = dir.join("fifo");
+    let _ = std::fs::remove_file(&fifo);
+    let st = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(st.success(), "mkfifo failed");
+    // Opened read-write so that the open does not wait for a peer.
+    let fifo_fd: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .unwrap()
+        .into();
+    let (pipe_r, pipe_w) = std::io::pipe().unwrap();
+    let (pipe_r, pipe_w): (OwnedFd, OwnedFd) = (pipe_r.into(), pipe_w.into());
+    let (sock_a, _sock_b) = UnixStream::pair().unwrap();
+    let file: OwnedFd = File::create(dir.join("file")).unwrap().into();
+    let devnull: OwnedFd = File::open("/dev/null").unwrap().into();
+    let dirfd: OwnedFd = File::open(&dir).unwrap().into();
+
+    for (what, fd) in [
+        ("pipe", pipe_w.as_raw_fd()),
+        ("fifo", fifo_fd.as_raw_fd()),
+        ("socket", sock_a.as_raw_fd()),
+        ("regular file", file.as_raw_fd()),
+        ("device node", devnull.as_raw_fd()),
+    ] {
+        let r = c.call_fds(
+            cmd::DEVICE_SET_IRQS,
+            &set_irqs(EVENTFD_TRIGGER, 2, 0, 1),
+            &[fd],
+        );
+        assert_eq!(r.errno(), libc::EINVAL, "a {what} accepted as an eventfd");
+        assert!(!fx.irqs.is_bound(0), "a {what} got bound");
+    }
+    // The same eventfd for two vectors is a legal (if odd) binding.
+    let e = fdutil::eventfd().unwrap();
+    let r = c.call_fds(
+        cmd::DEVICE_SET_IRQS,
+        &set_irqs(EVENTFD_TRIGGER, 2, 0, 2),
+        &[e.as_raw_fd(), e.as_raw_fd()],
+    );
+    assert_eq!(r.errno(), 0);
+    assert!(fx.irqs.fire(0) && fx.irqs.fire(1));
+    assert_eq!(fdutil::eventfd_read(e.as_fd()).unwrap(), 2);
+
+    let unsealed = fdutil::memfd_unsealed("unsealed", 0x2000).unwrap();
+    for (what, fd, errno) in [
+        ("directory", dirfd.as_raw_fd(), libc::EINVAL),
+        ("device node", devnull.as_raw_fd(), libc::EINVAL),
+        ("pipe", pipe_r.as_raw_fd(), libc::EINVAL),
+        ("unsealed memfd", unsealed.as_raw_fd(), libc::EPERM),
+    ] {
+        let r = c.call_fds(cmd::DMA_MAP, &dma_map(3, 0, 0x10_0000, 0x1000), &[fd]);
+        assert_eq!(r.errno(), errno, "DMA_MAP of a {what}");
+    }
+    assert_eq!(fx.dma.map_count(), 0);
+    c.assert_device_info();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
