@@ -162,6 +162,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "tap:NAME|packet:IFNAME")]
     pub uplink: Option<UplinkSpec>,
 
+    /// Accept guest memory that is not sealed against shrinking. By default a client's
+    /// DMA_MAP must share a file with F_SEAL_SHRINK (QEMU's memory-backend-memfd seals by
+    /// default), because a client that truncates its memory file under the agent would
+    /// otherwise fault the agent's next access. With this flag such files are accepted and a
+    /// fault on one drops that client and resets its VF only. Overrides the config's
+    /// `allowUnsealedMemory`.
+    #[arg(long)]
+    pub allow_unsealed_memory: bool,
+
     /// Also run the kubelet device plugin: advertise the VFs as extended resources (each PF's
     /// `resourceName`, default emu.sriov/vf), register with the kubelet, answer Allocate with a
     /// mount of the VF's socket directory, env vars and CDI names. Off by default: standalone
@@ -353,6 +362,9 @@ impl RunArgs {
         }
         if let Some(up) = &self.uplink {
             file.uplink = Some(up.0.clone());
+        }
+        if self.allow_unsealed_memory {
+            file.allow_unsealed_memory = Some(true);
         }
         Ok(file)
     }

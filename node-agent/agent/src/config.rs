@@ -49,6 +49,11 @@ uplink:                 # optional; default: none (VF traffic stays inside the n
   type: tap             # tap: create TAP `name` (needs root; gone when the agent exits)
   name: emu0            # packet: `interface: eth1`, an AF_PACKET socket on that interface
                         # Interface names: 1 to 15 characters.
+allowUnsealedMemory: false  # default false: a client's DMA_MAP file must be sealed against
+                        # shrinking (F_SEAL_SHRINK; QEMU's memory-backend-memfd seals by
+                        # default), else the map is refused (EPERM). true: unsealed files are
+                        # accepted; a client that shrinks one is dropped and its VF reset
+                        # when the agent next touches that memory (other VFs unaffected).
 "#;
 
 /// Longest path a unix socket can be bound at: `sun_path` is 108 bytes including the NUL.
@@ -235,6 +240,9 @@ pub struct ConfigFile {
     /// Where unknown unicast and broadcast/multicast leave the node's switch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uplink: Option<UplinkConfig>,
+    /// Accept client memory (DMA_MAP files) not sealed against shrinking.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_unsealed_memory: Option<bool>,
 }
 
 /// The node's uplink (the switch's default port), as written and as validated.
@@ -448,6 +456,7 @@ impl ConfigFile {
                 cores: self.dataplane.cores.iter().map(|&c| c as usize).collect(),
             },
             uplink,
+            allow_unsealed_memory: self.allow_unsealed_memory.unwrap_or(false),
         })
     }
 }
@@ -499,6 +508,8 @@ pub struct AgentConfig {
     pub dataplane: DataplaneConfig,
     /// The switch's default port, if any.
     pub uplink: Option<UplinkConfig>,
+    /// Accept DMA_MAP files without `F_SEAL_SHRINK` (faults on them are recovered).
+    pub allow_unsealed_memory: bool,
 }
 
 /// One emulated PF and its VFs.

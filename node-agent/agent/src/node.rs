@@ -169,6 +169,7 @@ impl Node {
                 path: dir.clone(),
                 source,
             })?;
+            p.dma.set_allow_unsealed(config.allow_unsealed_memory);
             let server =
                 Server::bind(&socket, device.clone(), p.dma, p.irqs).map_err(|source| {
                     NodeError::Serve {

@@ -50,12 +50,33 @@ pub struct AttachedVf {
     pub driver: IgbvfDriver<ClientBar>,
     /// The driver's own view of its DMA memory (the same memfd the server mapped).
     pub mem: Arc<DmaTable>,
+    /// The memfd shared with DMA_MAP (IOVA [`DMA_BASE`]), e.g. for tests that shrink it.
+    pub dma_file: std::fs::File,
     _pages: Arc<SharedPages>,
+}
+
+/// How the DMA memory shared with the server is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DmaMemory {
+    /// A memfd sealed against shrinking and growing, as QEMU's memory-backend-memfd.
+    #[default]
+    Sealed,
+    /// A memfd without seals (the agent refuses it unless it allows unsealed memory).
+    Unsealed,
 }
 
 /// Connects to the VF socket at `path`, maps its queue pages, shares `Layout::bytes` of DMA
 /// memory and runs the driver's init (reset, mailbox, rings).
 pub fn attach(path: &Path, ring_size: u32) -> Result<AttachedVf, ClientError> {
+    attach_with(path, ring_size, DmaMemory::Sealed)
+}
+
+/// [`attach`] with the DMA memory made as `memory` says.
+pub fn attach_with(
+    path: &Path,
+    ring_size: u32,
+    memory: DmaMemory,
+) -> Result<AttachedVf, ClientError> {
     let mut client =
         vfio_user::Client::new(path).map_err(|e| ClientError::Vfio(format!("connect: {e}")))?;
     let region = client.region(BAR0).ok_or(ClientError::NoSparseArea)?;
@@ -76,11 +97,17 @@ pub fn attach(path: &Path, ring_size: u32) -> Result<AttachedVf, ClientError> {
     let words = SharedWords::window(pages.clone(), 0, (QUEUE_PAGES_SIZE / 4) as usize);
 
     let size = Layout::bytes(ring_size).next_multiple_of(4096);
-    let memfd = fdutil::memfd("vf-driver-dma", size).map_err(ClientError::Memory)?;
+    let memfd = match memory {
+        DmaMemory::Sealed => fdutil::memfd("vf-driver-dma", size),
+        DmaMemory::Unsealed => fdutil::memfd_unsealed("vf-driver-dma", size),
+    }
+    .map_err(ClientError::Memory)?;
+    let dma_file = std::fs::File::from(memfd.try_clone().map_err(ClientError::Memory)?);
     client
         .dma_map(0, DMA_BASE, size, memfd.as_raw_fd())
         .map_err(|e| ClientError::Vfio(format!("DMA_MAP: {e}")))?;
     let mem = Arc::new(DmaTable::new());
+    mem.set_allow_unsealed(memory == DmaMemory::Unsealed);
     mem.map(DMA_BASE, size, 0, 3, Some(memfd))
         .map_err(|e| ClientError::Memory(std::io::Error::other(e.to_string())))?;
     // Bus mastering, as the PCI core does before the driver touches the rings.
@@ -102,6 +129,7 @@ pub fn attach(path: &Path, ring_size: u32) -> Result<AttachedVf, ClientError> {
     Ok(AttachedVf {
         driver,
         mem,
+        dma_file,
         _pages: pages,
     })
 }

@@ -24,9 +24,7 @@ use crate::igbvf::rings::offload::{self, L4Type, Offloads, TxContext, ETH_HLEN, 
 pub use crate::igbvf::rings::{TxOutcome, TxScratch, TxStats, MAX_TX_FRAME, MAX_TX_PACKET};
 use crate::mem::GuestMemory;
 
-/// Smallest MSS accepted for TSO (`iavf_features_check` refuses smaller gso_size); bounds
-/// the segments one packet can produce.
-pub const MIN_TSO_MSS: usize = 64;
+pub use crate::igbvf::rings::offload::MIN_TSO_MSS;
 
 /// Per-TX-queue state kept by the dataplane: running totals.
 #[derive(Debug, Default, Clone)]
@@ -158,7 +156,9 @@ impl AvfTxQueue {
             return out;
         };
         let mut done = 0;
-        while done < budget && q.head != q.tail {
+        // `budget` bounds packets and, for TSO, frames: a packet that segments into many
+        // frames ends the pass for this queue (at most MAX_TX_PACKET / MIN_TSO_MSS more).
+        while done < budget && (out.stats.packets as usize) < budget && q.head != q.tail {
             match walk_packet(q, &ring, mem, scratch, &mut out, emit) {
                 Walk::Consumed => done += 1,
                 Walk::Incomplete => break,

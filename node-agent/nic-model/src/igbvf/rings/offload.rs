@@ -18,6 +18,12 @@ use emu_nic_defs::igb_desc::tx as d;
 pub(crate) const HEADROOM: usize = 4;
 /// Ethernet header length without tags; also the smallest frame we emit.
 pub(crate) const ETH_HLEN: usize = 14;
+/// Smallest MSS either model segments by. A guest controls the MSS, and one 64 KiB TSO
+/// packet at MSS 1 would be 65 000 frames of work (and memory) for the dataplane; at 64 it
+/// is about a thousand (`MAX_TX_PACKET / MIN_TSO_MSS`). Linux never asks for less: iavf refuses a smaller gso_size in
+/// `iavf_features_check`, and TCP's own floor (`tcp_min_snd_mss`, 48 bytes of payload plus
+/// options) only goes below it on links with an MTU near the IPv4 minimum.
+pub const MIN_TSO_MSS: usize = 64;
 const TPID_8021Q: u16 = 0x8100;
 const IPV4_MIN_HLEN: usize = 20;
 const IPV6_HLEN: usize = 40;
@@ -245,7 +251,7 @@ pub(crate) fn segment(
     let hdr_len = ctx.l4_start() + ctx.l4len;
     let cap = seg.len().saturating_sub(HEADROOM);
     if ctx.l4 != L4Type::Tcp
-        || ctx.mss == 0
+        || ctx.mss < MIN_TSO_MSS
         || ctx.maclen < ETH_HLEN
         || ctx.iplen < min_iplen
         || ctx.l4len < TCP_MIN_HLEN

@@ -380,7 +380,9 @@ impl TxQueue {
         };
         let mut done = 0;
         let mut cache = DescCache::new(count);
-        while done < budget && ring.head != ring.tail {
+        // `budget` bounds packets and, for TSO, frames: a packet that segments into many
+        // frames ends the pass for this ring (at most MAX_TX_PACKET / MIN_TSO_MSS more).
+        while done < budget && (out.stats.packets as usize) < budget && ring.head != ring.tail {
             let simple = if FAST {
                 self.simple_packet(ring, mem, &mut cache, scratch, &mut out, sink)
             } else {

@@ -1,5 +1,6 @@
 use super::*;
 use crate::igbvf::rings::testutil::*;
+use crate::igbvf::rings::offload::MIN_TSO_MSS;
 use crate::mem::VecMemory;
 
 const DATA: u32 = d::DTYP_DATA | d::DCMD_DEXT | d::DCMD_IFCS;
@@ -399,6 +400,8 @@ fn malformed_tso_requests_are_dropped() {
     let f = tso_frame_v4(3000);
     let ctxs = [
         (14 << 9 | 20, 32 << 8, 3000),                // MSS 0
+        (14 << 9 | 20, 1 << 16 | 32 << 8, 3000),      // MSS 1: 3000 frames of work
+        (14 << 9 | 20, 63 << 16 | 32 << 8, 3000),     // MSS just below MIN_TSO_MSS
         (127 << 9 | 511, 1448 << 16 | 255 << 8, 500), // headers longer than the packet
         (14 << 9 | 20, 1448 << 16 | 32 << 8, 0),      // headers are the whole packet
         (14 << 9 | 20, 1448 << 16 | 4 << 8, 3000),    // L4LEN below a TCP header
@@ -440,6 +443,40 @@ fn budget_limits_packets() {
     let mut n = 0;
     let out = TxQueue::new().process(&mut r, &m, &mut scratch, 2, &mut |_: &[u8]| n += 1);
     assert_eq!((n, r.head, out.stats.packets), (2, 2, 2));
+}
+
+/// A guest cannot multiply work past the pass budget with TSO: the first packet that
+/// segments into at least `budget` frames ends the pass, and the largest packet at the
+/// smallest MSS is about a thousand frames (MAX_TX_PACKET / MIN_TSO_MSS).
+#[test]
+fn tso_frames_count_against_the_budget() {
+    let m = canary_mem();
+    let payload = MAX_TX_PACKET - 66;
+    let f = tso_frame_v4(payload);
+    write_tx_ctx(
+        &m,
+        0,
+        14 << 9 | 20,
+        d::TUCMD_IPV4 | d::TUCMD_L4T_TCP,
+        (MIN_TSO_MSS as u32) << 16 | 32 << 8,
+    );
+    let olinfo = d::POPTS_TXSM | d::POPTS_IXSM | (payload as u32) << 14;
+    // The same 64 KiB packet queued three times (descriptors only; same buffers).
+    let mut tail = 1;
+    for _ in 0..3 {
+        tail = queue(&m, tail, &f, 4096, d::DCMD_TSE, olinfo);
+    }
+    let mut r = ring(64, 0, tail);
+    let mut q = TxQueue::new();
+    let (out, frames) = run(&m, &mut r, &mut q);
+    let per_packet = payload.div_ceil(MIN_TSO_MSS);
+    assert!(per_packet <= MAX_TX_PACKET / MIN_TSO_MSS, "{per_packet}");
+    // Budget 64: the first packet alone exceeds it, so the pass stops after one packet.
+    assert_eq!(frames.len(), per_packet);
+    assert_eq!(out.stats.tso_segments, per_packet as u64);
+    assert_ne!(r.head, tail, "the pass should have stopped early");
+    let (_, more) = run(&m, &mut r, &mut q);
+    assert_eq!(more.len(), per_packet, "the next pass takes the next packet");
 }
 
 #[test]
