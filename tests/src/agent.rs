@@ -91,6 +91,15 @@ pub struct VfInfo {
 
 impl VfInfo {
     /// A counter by name (error if absent or not a number).
+    /// The MAC as bytes (`mac` is `aa:bb:…`); all zeros if it does not parse.
+    pub fn mac_bytes(&self) -> [u8; 6] {
+        let mut m = [0u8; 6];
+        for (b, part) in m.iter_mut().zip(self.mac.split(':')) {
+            *b = u8::from_str_radix(part, 16).unwrap_or(0);
+        }
+        m
+    }
+
     pub fn counter(&self, name: &str) -> Result<u64, String> {
         self.counters
             .get(name)

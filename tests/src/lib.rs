@@ -20,6 +20,7 @@ pub mod proc;
 pub mod qemu;
 pub mod scenarios;
 pub mod topology;
+pub mod traffic;
 
 pub use agent::{agent_bin, Agent, VfInfo};
 pub use console::{Check, Console, Marker};

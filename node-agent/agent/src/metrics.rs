@@ -211,10 +211,11 @@ const DROPS_FAMILY: &str = "emu_sriov_vf_drops_total";
 type DropValue = fn(&CounterSnapshot) -> u64;
 
 /// The `reason` label values of [`DROPS_FAMILY`] beyond the switch's [`DropReason`]s.
-const EXTRA_DROP_REASONS: [(&str, DropValue); 3] = [
+const EXTRA_DROP_REASONS: [(&str, DropValue); 4] = [
     ("no_buffers", |c| c.rx_no_buffers),
     ("bad_ring", |c| c.rx_bad_ring),
     ("bad_descriptor", |c| c.tx_bad_descriptors),
+    ("tx_bad_ring", |c| c.tx_bad_ring),
 ];
 
 /// Renders `sample` in the Prometheus text format 0.0.4: each family once, `# HELP` and
@@ -237,7 +238,9 @@ pub fn render(sample: &Sample) -> String {
         Kind::Counter,
         "Frames dropped, by reason: the switch's checks (tx_disabled, mac_spoof, ...), and \
          no_buffers (receive ring full), bad_ring (receive ring unusable), bad_descriptor \
-         (malformed transmit descriptor).",
+         (malformed transmit descriptor or offload request, e.g. TSO with an MSS below 64), \
+         tx_bad_ring (transmit ring unusable: bad registers or unmapped memory; once per \
+         pass).",
     );
     for (vf, labels) in sample.vfs.iter().zip(&labels) {
         let c = &vf.counters;
@@ -672,6 +675,7 @@ mod tests {
             rx_no_buffers: base + 108,
             rx_bad_ring: base + 109,
             tx_bad_descriptors: base + 110,
+            tx_bad_ring: base + 112,
             interrupts: base + 111,
         }
     }
@@ -757,13 +761,14 @@ mod tests {
             ("no_buffers", 108.0),
             ("bad_ring", 109.0),
             ("bad_descriptor", 110.0),
+            ("tx_bad_ring", 112.0),
         ] {
             let key = format!("{l0},reason=\"{reason}\"");
             assert_eq!(get("emu_sriov_vf_drops_total", &key), value);
         }
         assert_eq!(s["emu_sriov_dataplane_busy_ratio"], 0.25);
-        // 12 single-series families and 12 drop reasons per VF, plus the busy ratio.
-        assert_eq!(s.len(), 2 * (12 + DropReason::ALL.len() + 3) + 1);
+        // 12 single-series families and 13 drop reasons per VF, plus the busy ratio.
+        assert_eq!(s.len(), 2 * (12 + DropReason::ALL.len() + 4) + 1);
         assert!(text.contains(
             "# TYPE emu_sriov_vf_drops_total counter\n\
              emu_sriov_vf_drops_total{vf=\"igb0-vf0\",pf=\"igb0\",model=\"igbvf\",reason=\"tx_disabled\"} 0\n"

@@ -252,14 +252,14 @@ impl Node {
                 .iter()
                 .map(|e| {
                     let c = e.device.port().counters.snapshot();
-                    let traps = e
+                    let (traps, memory_faults) = e
                         .server
                         .as_ref()
                         .map(|s| {
                             let st = s.stats().snapshot();
-                            st.region_reads + st.region_writes
+                            (st.region_reads + st.region_writes, st.memory_faults)
                         })
-                        .unwrap_or(0);
+                        .unwrap_or((0, 0));
                     VfStatus {
                         id: e.id.clone(),
                         pf: e.pf.clone(),
@@ -283,6 +283,8 @@ impl Node {
                             rx_drops: c.rx_drops,
                             traps,
                             interrupts: c.interrupts,
+                            tx_bad_descriptors: c.tx_bad_descriptors,
+                            memory_faults,
                         },
                     }
                 })

@@ -83,6 +83,13 @@ pub struct VfCounters {
     pub traps: u64,
     /// MSI-X interrupts signalled to the guest.
     pub interrupts: u64,
+    /// Malformed TX descriptors and offload requests (dropped; included in no other drop
+    /// counter).
+    #[serde(default)]
+    pub tx_bad_descriptors: u64,
+    /// Clients dropped because their DMA memory faulted (a file shrunk under the agent).
+    #[serde(default)]
+    pub memory_faults: u64,
 }
 
 impl VfStatus {
@@ -290,7 +297,9 @@ pub(crate) mod tests {
                 "tx_drops",
                 "rx_drops",
                 "traps",
-                "interrupts"
+                "interrupts",
+                "tx_bad_descriptors",
+                "memory_faults"
             ])
         );
         assert_eq!(vf["id"], "igb0-vf0");

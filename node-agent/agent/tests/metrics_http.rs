@@ -168,6 +168,7 @@ fn run_serves_metrics_and_stops_on_sigterm() {
             "no_buffers",
             "bad_ring",
             "bad_descriptor",
+            "tx_bad_ring",
         ] {
             let l = format!("{labels},reason=\"{reason}\"");
             assert_eq!(value("emu_sriov_vf_drops_total", &l), 0.0);
@@ -176,7 +177,7 @@ fn run_serves_metrics_and_stops_on_sigterm() {
             .keys()
             .filter(|(n, l)| n == "emu_sriov_vf_drops_total" && l.starts_with(&labels))
             .count();
-        assert_eq!(reasons, 12, "{body}");
+        assert_eq!(reasons, 13, "{body}");
     }
     let busy = value("emu_sriov_dataplane_busy_ratio", "");
     assert!((0.0..=1.0).contains(&busy), "busy ratio {busy}");

@@ -26,6 +26,9 @@ pub struct VfCounters {
     pub rx_bad_ring: AtomicU64,
     /// TX descriptors that were malformed or pointed outside guest memory.
     pub tx_bad_descriptors: AtomicU64,
+    /// TX passes that found the ring itself unusable (bad ring registers, ring memory
+    /// unmapped): whatever it held stays there, counted once per pass.
+    pub tx_bad_ring: AtomicU64,
     /// MSI-X eventfd writes.
     pub interrupts: AtomicU64,
 }
@@ -45,6 +48,7 @@ pub struct CounterSnapshot {
     pub rx_no_buffers: u64,
     pub rx_bad_ring: u64,
     pub tx_bad_descriptors: u64,
+    pub tx_bad_ring: u64,
     pub interrupts: u64,
 }
 
@@ -78,6 +82,7 @@ impl VfCounters {
             rx_no_buffers: self.rx_no_buffers.load(Relaxed),
             rx_bad_ring: self.rx_bad_ring.load(Relaxed),
             tx_bad_descriptors: self.tx_bad_descriptors.load(Relaxed),
+            tx_bad_ring: self.tx_bad_ring.load(Relaxed),
             interrupts: self.interrupts.load(Relaxed),
         }
     }
@@ -96,6 +101,7 @@ impl VfCounters {
             &self.rx_no_buffers,
             &self.rx_bad_ring,
             &self.tx_bad_descriptors,
+            &self.tx_bad_ring,
             &self.interrupts,
         ] {
             c.store(0, Relaxed);

@@ -23,7 +23,7 @@ use emu_nic_model::avf::rings::{
 use emu_nic_model::avf::rss::rss_queue;
 use emu_nic_model::avf::state::MAX_QUEUE_PAIRS;
 use emu_nic_model::igbvf::rings::{
-    RingRegs, RxBurst, RxBurstLoss, RxDrop, RxLayout, RxMeta, TxFrames, TxScratch,
+    RingRegs, RxBurst, RxBurstLoss, RxDrop, RxLayout, RxMeta, TxFrames, TxScratch, TxStats,
 };
 use emu_nic_model::igbvf::vf::IrqSource;
 use emu_nic_model::vmdq::{
@@ -635,12 +635,7 @@ impl Worker {
             )
         };
         st.vf.set_tx_head(0, ring.head);
-        count_tx(
-            port,
-            outcome.stats.packets,
-            outcome.stats.bytes,
-            outcome.stats.bad_descriptors,
-        );
+        count_tx(port, &outcome.stats);
         if outcome.write_backs > 0 {
             let fx = st.vf.raise(IrqSource::Tx(0));
             port.defer_fire_igb(&st.vf, fx.fire);
@@ -676,12 +671,7 @@ impl Worker {
                     &mut |f: &[u8]| frames.push(f),
                 )
             };
-            count_tx(
-                port,
-                o.stats.packets,
-                o.stats.bytes,
-                o.stats.bad_descriptors,
-            );
+            count_tx(port, &o.stats);
             if o.write_backs > 0 {
                 fire |= st.vf.raise_tx(q).fire;
             }
@@ -989,12 +979,15 @@ impl Worker {
     }
 }
 
-fn count_tx(port: &VfPort, packets: u64, bytes: u64, bad: u64) {
+fn count_tx(port: &VfPort, stats: &TxStats) {
     let c = &port.counters;
-    bump(&c.tx_packets, packets);
-    bump(&c.tx_bytes, bytes);
-    if bad > 0 {
-        bump(&c.tx_bad_descriptors, bad);
+    bump(&c.tx_packets, stats.packets);
+    bump(&c.tx_bytes, stats.bytes);
+    if stats.bad_descriptors > 0 {
+        bump(&c.tx_bad_descriptors, stats.bad_descriptors);
+    }
+    if stats.bad_ring > 0 {
+        bump(&c.tx_bad_ring, stats.bad_ring);
     }
 }
 

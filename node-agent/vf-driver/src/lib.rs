@@ -63,7 +63,8 @@ impl Layout {
     fn rx_ring(&self) -> u64 {
         self.base + u64::from(self.ring_size) * 16
     }
-    fn tx_buf(&self, i: u32) -> u64 {
+    /// IOVA of TX buffer `i`.
+    pub fn tx_buf(&self, i: u32) -> u64 {
         self.base + u64::from(self.ring_size) * 32 + u64::from(i) * BUF_SIZE
     }
     fn rx_buf(&self, i: u32) -> u64 {
@@ -259,6 +260,31 @@ impl<B: Bar0> IgbvfDriver<B> {
         desc[8..12].copy_from_slice(&cmd.to_le_bytes());
         desc[12..].copy_from_slice(&(len << tx::PAYLEN_SHIFT).to_le_bytes());
         desc
+    }
+
+    /// Where the rings and buffers are.
+    pub fn layout(&self) -> Layout {
+        self.layout
+    }
+
+    /// Queues `descs` verbatim at the TX tail, as a hostile or buggy guest would write them
+    /// (context descriptors, offload requests, bad addresses); false when the ring has no
+    /// room. They are never reclaimed: use a fresh attachment afterwards.
+    pub fn queue_tx_raw(
+        &mut self,
+        mem: &impl GuestMemory,
+        descs: &[[u8; 16]],
+    ) -> Result<bool, DriverError> {
+        if descs.len() as u32 > self.tx_free() {
+            return Ok(false);
+        }
+        for d in descs {
+            let at = self.layout.tx_ring() + u64::from(self.tx_tail) * 16;
+            mem.write(at, d)?;
+            self.tx_tail = (self.tx_tail + 1) & (self.layout.ring_size - 1);
+            self.tx_pending += 1;
+        }
+        Ok(true)
     }
 
     /// Descriptors free for sending.

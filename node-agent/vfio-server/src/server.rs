@@ -17,6 +17,9 @@ use crate::sys;
 use crate::wire::{self, cmd, flags, vfio, Header, WireError, HEADER_SIZE};
 use crate::{irq_index, region, AccessError, DeviceSpec, VfioDevice};
 
+/// Refused requests logged at warn level per connection; later ones are logged at debug.
+const WARN_REFUSALS: u32 = 8;
+
 /// Default time a started message (or a reply write) may take before the connection is
 /// dropped. QEMU's own reply timeout (`x-msg-timeout`) is 5 s.
 pub const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -150,7 +153,10 @@ enum Close {
     /// The owner asked to drop the current client ([`ServerHandle::disconnect_client`]).
     Kicked,
     /// The client's DMA memory faulted (it shrank a mapped file): the map that did.
-    Faulted { address: u64, size: u64 },
+    Faulted {
+        address: u64,
+        size: u64,
+    },
     Protocol(String),
     Io(io::Error),
 }
@@ -347,6 +353,7 @@ impl Server {
                     out: Vec::new(),
                     negotiated: false,
                     max_xfer: wire::MAX_DATA_XFER,
+                    warned: 0,
                 };
                 conn.serve()
             }
@@ -475,6 +482,8 @@ struct Conn<'a> {
     out: Vec<u8>,
     negotiated: bool,
     max_xfer: u32,
+    /// Refusals logged at warn level on this connection (see [`WARN_REFUSALS`]).
+    warned: u32,
 }
 
 /// A received message's fds and whether the kernel had to drop some.
@@ -640,7 +649,16 @@ impl Conn<'_> {
     fn reject(&mut self, hdr: Header, e: RequestError) -> Result<(), Close> {
         inc(&self.sh.stats.error_replies);
         let errno = e.errno();
-        tracing::debug!(command = hdr.command, id = hdr.msg_id, errno, error = %e, cause = ?std::error::Error::source(&e), "vfio-user request refused");
+        // The first refusals of a connection are worth an operator's attention (a QEMU whose
+        // memory is not sealed, an fd that is not an eventfd); a client looping on bad
+        // requests must not flood the log, so the rest go to debug.
+        let cause = std::error::Error::source(&e).map(|c| c.to_string());
+        if self.warned < WARN_REFUSALS {
+            self.warned += 1;
+            tracing::warn!(command = hdr.command, errno, error = %e, cause, "vfio-user request refused");
+        } else {
+            tracing::debug!(command = hdr.command, id = hdr.msg_id, errno, error = %e, cause, "vfio-user request refused");
+        }
         let rh = Header {
             msg_id: hdr.msg_id,
             command: hdr.command,

@@ -103,7 +103,9 @@ impl Mmap {
     /// Whether a SIGBUS in this (client) mapping was recovered: the client shrank its file
     /// or its pages are gone, and the mapping now reads as zeros.
     pub fn faulted(&self) -> bool {
-        self.guard.as_ref().is_some_and(sigbus::Registration::faulted)
+        self.guard
+            .as_ref()
+            .is_some_and(sigbus::Registration::faulted)
     }
 
     #[inline]

@@ -73,7 +73,8 @@ pub fn register(start: usize, len: usize, notify: RawFd) -> Option<Registration>
     })?;
     let s = &SLOTS[slot];
     s.faulted.store(false, Ordering::Relaxed);
-    s.notify.store(notify.saturating_add(1).max(0), Ordering::Relaxed);
+    s.notify
+        .store(notify.saturating_add(1).max(0), Ordering::Relaxed);
     s.start.store(start, Ordering::Relaxed);
     s.len.store(len, Ordering::Release);
     Some(Registration { slot })

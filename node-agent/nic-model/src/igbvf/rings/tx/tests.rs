@@ -1,6 +1,6 @@
 use super::*;
-use crate::igbvf::rings::testutil::*;
 use crate::igbvf::rings::offload::MIN_TSO_MSS;
+use crate::igbvf::rings::testutil::*;
 use crate::mem::VecMemory;
 
 const DATA: u32 = d::DTYP_DATA | d::DCMD_DEXT | d::DCMD_IFCS;
@@ -476,7 +476,11 @@ fn tso_frames_count_against_the_budget() {
     assert_eq!(out.stats.tso_segments, per_packet as u64);
     assert_ne!(r.head, tail, "the pass should have stopped early");
     let (_, more) = run(&m, &mut r, &mut q);
-    assert_eq!(more.len(), per_packet, "the next pass takes the next packet");
+    assert_eq!(
+        more.len(),
+        per_packet,
+        "the next pass takes the next packet"
+    );
 }
 
 #[test]
