@@ -28,6 +28,7 @@ pub use dma::{DmaError, DmaGuard, DmaProt, DmaTable, MAX_FILE_MAPS};
 pub use irq::IrqSet;
 pub use server::{
     Server, ServerError, ServerHandle, ServerStats, StatsSnapshot, DEFAULT_MESSAGE_TIMEOUT,
+    MAX_REQUESTS_PER_SEC,
 };
 pub use shared::SharedPages;
 

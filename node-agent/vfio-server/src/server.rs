@@ -17,6 +17,14 @@ use crate::sys;
 use crate::wire::{self, cmd, flags, vfio, Header, WireError, HEADER_SIZE};
 use crate::{irq_index, region, AccessError, DeviceSpec, VfioDevice};
 
+/// Most requests one client may make per second (trapped register accesses, mailbox and
+/// AdminQ doorbells, DMA maps). Each costs this VF's server thread CPU time that the node's
+/// other tenants share; a client that asks for more waits before its next message is read
+/// (it slows itself only). A booting guest makes a few thousand; the packet path makes none.
+pub const MAX_REQUESTS_PER_SEC: u32 = 20_000;
+/// The rate is enforced over windows this long.
+const THROTTLE_WINDOW: Duration = Duration::from_millis(10);
+
 /// Refused requests logged at warn level per connection; later ones are logged at debug.
 const WARN_REFUSALS: u32 = 8;
 
@@ -65,6 +73,8 @@ pub struct ServerStats {
     pub dma_maps: AtomicU64,
     pub dma_unmaps: AtomicU64,
     pub set_irqs: AtomicU64,
+    /// Times the client was made to wait for exceeding [`MAX_REQUESTS_PER_SEC`].
+    pub throttled: AtomicU64,
     pub resets: AtomicU64,
     /// Clients dropped because their DMA memory faulted (truncated under us).
     pub memory_faults: AtomicU64,
@@ -83,6 +93,7 @@ pub struct StatsSnapshot {
     pub dma_maps: u64,
     pub dma_unmaps: u64,
     pub set_irqs: u64,
+    pub throttled: u64,
     pub resets: u64,
     pub memory_faults: u64,
     pub connected: bool,
@@ -101,6 +112,7 @@ impl ServerStats {
             dma_maps: l(&self.dma_maps),
             dma_unmaps: l(&self.dma_unmaps),
             set_irqs: l(&self.set_irqs),
+            throttled: l(&self.throttled),
             resets: l(&self.resets),
             memory_faults: l(&self.memory_faults),
             connected: self.connected.load(Ordering::Relaxed),
@@ -494,11 +506,24 @@ struct Fds {
 
 impl Conn<'_> {
     fn serve(&mut self) -> Close {
+        let per_window =
+            (u128::from(MAX_REQUESTS_PER_SEC) * THROTTLE_WINDOW.as_millis() / 1000).max(1) as u32;
+        let mut window = (Instant::now(), 0u32);
         loop {
+            if window.1 >= per_window {
+                let end = window.0 + THROTTLE_WINDOW;
+                let now = Instant::now();
+                if now < end {
+                    inc(&self.sh.stats.throttled);
+                    std::thread::sleep(end - now);
+                }
+                window = (Instant::now(), 0);
+            }
             let (hdr, fds) = match self.read_message() {
                 Ok(m) => m,
                 Err(c) => return c,
             };
+            window.1 += 1;
             inc(&self.sh.stats.messages);
             if let Err(c) = self.dispatch(hdr, fds) {
                 return c;

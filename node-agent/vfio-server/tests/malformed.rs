@@ -16,7 +16,7 @@ use emu_nic_model::mem::{GuestMemory, MemError};
 use emu_vfio_server::wire::{cmd, flags, Header};
 use emu_vfio_server::{
     fdutil, irq_index, region, AccessError, DeviceSpec, DmaTable, IrqSet, RegionSpec, Server,
-    ServerError, ServerHandle, VfioDevice,
+    ServerError, ServerHandle, VfioDevice, MAX_REQUESTS_PER_SEC,
 };
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
@@ -1174,4 +1174,40 @@ fn fds_that_are_not_what_they_claim_are_refused() {
     assert_eq!(fx.dma.map_count(), 0);
     c.assert_device_info();
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A client flooding the server with requests is slowed to MAX_REQUESTS_PER_SEC, and every
+/// request is still answered in order.
+#[test]
+fn a_request_flood_is_throttled() {
+    let fx = start("flood");
+    let mut c = Raw::connect(&fx.path);
+    c.version();
+    let n = 3000u32;
+    // Replies are read by a second thread while this one writes, so neither side stalls on
+    // a full socket buffer.
+    let mut reader = Raw {
+        s: c.s.try_clone().unwrap(),
+        id: 0,
+    };
+    let t0 = Instant::now();
+    let replies = std::thread::spawn(move || {
+        (0..n)
+            .map(|_| reader.recv().errno())
+            .filter(|&e| e == 0)
+            .count()
+    });
+    for _ in 0..n {
+        c.send(cmd::REGION_READ, &region_access(0, region::CONFIG, 4, &[]));
+    }
+    let ok = replies.join().unwrap();
+    let took = t0.elapsed();
+    assert_eq!(ok, n as usize, "every flooded request answered");
+    // At MAX_REQUESTS_PER_SEC the flood takes at least n / rate, less one window.
+    let floor = Duration::from_secs_f64(f64::from(n) / f64::from(MAX_REQUESTS_PER_SEC))
+        .saturating_sub(Duration::from_millis(10));
+    println!("{n} requests in {took:?} (floor {floor:?})");
+    assert!(took >= floor, "{n} requests in {took:?}: not throttled");
+    assert!(fx.stats().throttled > 0);
+    c.assert_device_info();
 }
