@@ -264,6 +264,11 @@ impl Agent {
         })
     }
 
+    /// The agent's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// `Err` once the agent process has exited (a crash mid-run).
     pub fn alive(&mut self) -> Result<(), String> {
         match self.child.as_mut().map(Child::try_wait) {
