@@ -165,6 +165,34 @@ fn sigterm_restart_keeps_ids_macs_sockets_and_traffic_resumes() {
     transfer(&mut a, &mut b, FRAMES);
     assert_eq!(counter(&agent, "igb0-vf1", "rx_packets"), FRAMES);
 
+    // A second agent on the same run dir (another config) is refused before it touches the
+    // first one's state.
+    let recorded = std::fs::read(agent.run_dir.join("state.json")).expect("state.json");
+    let second = std::process::Command::new(agent_bin().expect("agent binary"))
+        .args([
+            "run",
+            "--pf",
+            "igb:1",
+            "--node-name",
+            "intruder",
+            "--run-dir",
+        ])
+        .arg(&agent.run_dir)
+        .output()
+        .expect("run a second agent");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        !second.status.success() && stderr.contains("already serving"),
+        "second agent: {} {stderr}",
+        second.status
+    );
+    assert_eq!(
+        std::fs::read(agent.run_dir.join("state.json")).expect("state.json"),
+        recorded,
+        "the second agent rewrote state.json"
+    );
+    assert_eq!(identity(&agent), before);
+
     // Clients still attached while the agent stops.
     let (stopped, ready) = bounce(&mut agent, libc::SIGTERM);
     drop((a, b));

@@ -40,7 +40,7 @@ pub const SHARED_SOCKET_MODE: u32 = 0o660;
 /// A path whose ownership or mode could not be set.
 #[derive(Debug, thiserror::Error)]
 pub enum AccessError {
-    #[error("cannot create directory {}", path.display())]
+    #[error("cannot create directory {} (choose another run dir with --run-dir)", path.display())]
     Create {
         path: PathBuf,
         #[source]

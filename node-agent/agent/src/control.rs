@@ -260,6 +260,17 @@ impl Drop for ControlServer {
     }
 }
 
+/// Fails with [`ControlError::AlreadyRunning`] when an agent answers on `path`: call before
+/// touching a run dir (its state file, its sockets) that may belong to a running agent.
+pub fn refuse_if_running(path: &Path) -> Result<(), ControlError> {
+    match UnixStream::connect(path) {
+        Ok(_) => Err(ControlError::AlreadyRunning {
+            socket: path.to_owned(),
+        }),
+        Err(_) => Ok(()),
+    }
+}
+
 /// Removes `path` if it is a socket nobody listens on; errors if an agent answers there or
 /// the path is something else.
 fn remove_stale_socket(path: &Path) -> Result<(), ControlError> {

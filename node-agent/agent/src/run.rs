@@ -19,13 +19,15 @@ pub fn run(
     sys::block_termination_signals().context("cannot set up signal handling")?;
     // Nothing the agent creates is anyone else's until `access` says so.
     sys::set_umask(0o077);
+    // A second agent on the same run dir must not rewrite the first one's state.
+    let control_path = naming::control_socket_path(&config.run_dir);
+    control::refuse_if_running(&control_path)?;
     access::prepare_run_dir(&config.run_dir, config.shares_sockets())?;
     // Before any socket is served: the MACs guests will see are on disk.
     state::restore(&mut config)?;
     let node = Node::start(&config)?;
     let n = node.clone();
     let status: control::StatusFn = Arc::new(move || n.status());
-    let control_path = naming::control_socket_path(&config.run_dir);
     let control_server = control::ControlServer::start(&control_path, status)
         .with_context(|| format!("cannot open the control socket {}", control_path.display()))?;
     let metrics = match metrics_addr
