@@ -149,12 +149,15 @@ pub fn parse_vfs(v: &Value) -> Result<Vec<VfInfo>, String> {
 }
 
 /// A running agent; Drop sends SIGTERM (clean stop), then SIGKILL after a grace period.
+/// [`Agent::stop_with`] and [`Agent::restart`] stop it and start it again on the same run dir.
 pub struct Agent {
     bin: PathBuf,
     /// `--run-dir`.
     pub run_dir: PathBuf,
-    /// Its stderr/stdout.
+    /// Its stderr/stdout (every start of this agent appends to it).
     pub log: PathBuf,
+    /// The `run` arguments after `--run-dir`.
+    args: Vec<String>,
     child: Option<Child>,
 }
 
@@ -194,38 +197,52 @@ impl Agent {
         std::fs::create_dir_all(&run_dir)
             .map_err(|e| format!("mkdir {}: {e}", run_dir.display()))?;
         let log = dir.join("agent.log");
-        let f = File::create(&log).map_err(|e| format!("create {}: {e}", log.display()))?;
+        File::create(&log).map_err(|e| format!("create {}: {e}", log.display()))?;
+        let mut agent = Agent {
+            bin: bin.to_path_buf(),
+            run_dir,
+            log,
+            args: args.iter().map(|a| a.to_string()).collect(),
+            child: None,
+        };
+        agent.spawn_and_wait(ready_timeout)?;
+        Ok(agent)
+    }
+
+    /// Starts the agent process (appending to the log) and waits until it is ready.
+    fn spawn_and_wait(&mut self, ready_timeout: Duration) -> Result<(), String> {
+        let f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&self.log)
+            .map_err(|e| format!("open {}: {e}", self.log.display()))?;
         let f2 = f.try_clone().map_err(|e| e.to_string())?;
-        let mut cmd = Command::new(bin);
+        let mut cmd = Command::new(&self.bin);
         cmd.arg("run")
             .arg("--run-dir")
-            .arg(&run_dir)
-            .args(args)
+            .arg(&self.run_dir)
+            .args(&self.args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(f))
             .stderr(Stdio::from(f2));
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
-        let child = spawn_guarded(&mut cmd).map_err(|e| format!("spawn {}: {e}", bin.display()))?;
-        let mut agent = Agent {
-            bin: bin.to_path_buf(),
-            run_dir,
-            log,
-            child: Some(child),
-        };
+        let child =
+            spawn_guarded(&mut cmd).map_err(|e| format!("spawn {}: {e}", self.bin.display()))?;
+        self.child = Some(child);
         let end = Instant::now() + ready_timeout;
         let mut last_err;
         loop {
-            if let Some(Ok(Some(st))) = agent.child.as_mut().map(Child::try_wait) {
+            if let Some(Ok(Some(st))) = self.child.as_mut().map(Child::try_wait) {
+                self.child = None;
                 return Err(format!(
                     "agent exited during start-up ({st}); agent.log: {}",
-                    crate::proc::tail(&agent.log, 8).trim()
+                    crate::proc::tail(&self.log, 8).trim()
                 ));
             }
-            match agent.vfs() {
+            match self.vfs() {
                 Ok(vfs) if !vfs.is_empty() && vfs.iter().all(|v| v.socket.exists()) => {
-                    return Ok(agent)
+                    return Ok(())
                 }
                 Ok(vfs) => last_err = format!("{} VFs, sockets not all present yet", vfs.len()),
                 Err(e) => last_err = e,
@@ -235,8 +252,68 @@ impl Agent {
                     "agent not ready within {ready_timeout:?}; last `list` result: {last_err}"
                 ));
             }
-            std::thread::sleep(Duration::from_millis(200));
+            std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`, or `libc::SIGKILL`, which no process can handle)
+    /// to the agent and waits up to `timeout` for it to exit; returns how it exited. Signals
+    /// only the agent's own PID.
+    pub fn stop_with(
+        &mut self,
+        signal: i32,
+        timeout: Duration,
+    ) -> Result<std::process::ExitStatus, String> {
+        let child = self.child.as_mut().ok_or("agent already stopped")?;
+        if signal == libc::SIGKILL {
+            child.kill().map_err(|e| format!("SIGKILL: {e}"))?;
+        } else {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Err(format!("agent had already exited ({st})"));
+            }
+            let pid = libc::pid_t::try_from(child.id()).map_err(|e| e.to_string())?;
+            // SAFETY: kill(2) with a PID we spawned and have not reaped (try_wait said it is
+            // running), so it cannot have been recycled for another process.
+            if unsafe { libc::kill(pid, signal) } != 0 {
+                return Err(format!("kill: {}", std::io::Error::last_os_error()));
+            }
+        }
+        let end = Instant::now() + timeout;
+        loop {
+            match child.try_wait() {
+                Ok(Some(st)) => {
+                    self.child = None;
+                    return Ok(st);
+                }
+                Ok(None) if Instant::now() < end => std::thread::sleep(Duration::from_millis(10)),
+                Ok(None) => {
+                    return Err(format!(
+                        "agent did not exit within {timeout:?} after signal {signal}"
+                    ))
+                }
+                Err(e) => return Err(format!("wait: {e}")),
+            }
+        }
+    }
+
+    /// Starts the stopped agent again on the same run dir with the same arguments and waits
+    /// (≤ `ready_timeout`) until it is ready, as [`Agent::start`].
+    pub fn restart(&mut self, ready_timeout: Duration) -> Result<(), String> {
+        if self.child.is_some() {
+            return Err("agent still running: stop it first (stop_with)".into());
+        }
+        self.spawn_and_wait(ready_timeout)
+    }
+
+    /// [`Agent::restart`] with other `run` arguments (after `--run-dir`), kept for later restarts.
+    pub fn restart_with(&mut self, args: &[&str], ready_timeout: Duration) -> Result<(), String> {
+        self.args = args.iter().map(|a| a.to_string()).collect();
+        self.restart(ready_timeout)
+    }
+
+    /// The agent's PID, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// `list --run-dir … --output json`, parsed.
@@ -262,11 +339,6 @@ impl Agent {
                 String::from_utf8_lossy(&out.stdout)
             )
         })
-    }
-
-    /// The agent's process id while it runs.
-    pub fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Child::id)
     }
 
     /// `Err` once the agent process has exited (a crash mid-run).

@@ -8,7 +8,9 @@ use std::str::FromStr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use emu_sriov_agent::config::{self, AgentConfig, ConfigError, ConfigFile, NicModel, UplinkConfig};
+use emu_sriov_agent::config::{
+    self, AgentConfig, ConfigError, ConfigFile, NicModel, SocketOwner, UplinkConfig,
+};
 
 const ABOUT: &str = "Emulated SR-IOV NICs: Intel 82576 (igb) PFs carved into igbvf VFs, each \
                      served as a vfio-user socket that QEMU (>= 10.1) attaches with vfio-user-pci.";
@@ -139,7 +141,8 @@ pub struct RunArgs {
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Directory for the control socket and the VF sockets; overrides the config's `runDir`.
+    /// Directory for the control socket, the VF sockets and state.json (each VF's MAC, kept
+    /// across restarts: restart on the same dir to keep them); overrides the config's `runDir`.
     /// [default: /run/emu-sriov as root, else $XDG_RUNTIME_DIR/emu-sriov or /tmp/emu-sriov-$UID]
     #[arg(long, value_name = "DIR")]
     pub run_dir: Option<PathBuf>,
@@ -191,6 +194,15 @@ pub struct RunArgs {
     /// Allocate, e.g. /var/run/cdi. [default: CDI off]
     #[arg(long, value_name = "DIR", requires = "device_plugin")]
     pub cdi_dir: Option<PathBuf>,
+
+    /// Hand the VF sockets to UID:GID (numeric, e.g. 107:107 for KubeVirt's qemu): each socket
+    /// becomes 0660 UID:GID, its directory RUN_DIR/vfs/<id> 0750 with group GID (still the
+    /// agent's), the run dir 0711 so that the owner can reach its socket by path but list
+    /// nothing. Overrides the config's top-level `socketOwner`; a PF's own `socketOwner` still
+    /// wins for that PF. Needs root (or CAP_CHOWN). The control socket and state.json stay
+    /// 0600. [default: none: sockets 0600, directories 0700, the agent's user only]
+    #[arg(long, value_name = "UID:GID")]
+    pub socket_owner: Option<SocketOwner>,
 
     /// Serve Prometheus metrics over HTTP on ADDR (IP:PORT, e.g. 127.0.0.1:9477 or
     /// [::]:9477): GET /metrics (per-VF packet, byte, drop, trap and interrupt counters,
@@ -366,6 +378,9 @@ impl RunArgs {
         if self.allow_unsealed_memory {
             file.allow_unsealed_memory = Some(true);
         }
+        if let Some(owner) = self.socket_owner {
+            file.socket_owner = Some(owner);
+        }
         Ok(file)
     }
 }
@@ -466,6 +481,26 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn socket_owner_flag_sets_the_global_owner() {
+        let args = run_args(&["run", "--pf", "igb:1", "--socket-owner", "107:108"]);
+        let config = AgentConfig::try_from(&args).unwrap();
+        assert_eq!(
+            config.pfs[0].socket_owner,
+            Some(SocketOwner { uid: 107, gid: 108 })
+        );
+        for bad in ["107", "qemu:qemu", "107:-1", "107:"] {
+            let e = parse(&["run", "--socket-owner", bad]).unwrap_err();
+            assert!(e.contains("UID:GID") && e.contains("107:107"), "{bad}: {e}");
+        }
+        let help = Cli::command()
+            .find_subcommand_mut("run")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("--socket-owner") && help.contains("socketOwner"));
     }
 
     #[test]

@@ -29,17 +29,24 @@ dataplane:
 pub const CONFIG_REFERENCE_YAML: &str = r#"nodeName: node-a        # default: the host name. Seeds the generated MACs.
 runDir: /run/emu-sriov  # default: /run/emu-sriov (root), else $XDG_RUNTIME_DIR/emu-sriov
                         # or /tmp/emu-sriov-$UID. Holds control.sock and, per VF,
-                        # vfs/<id>/vf.sock (one directory per VF).
+                        # vfs/<id>/vf.sock (one directory per VF), and state.json:
+                        # each VF's MAC, kept across restarts.
+socketOwner:            # who may connect to the VF sockets (KubeVirt's qemu is 107:107).
+  uid: 107              # Each VF socket becomes 0660 uid:gid, its directory 0750 owned
+  gid: 107              # by the agent's user and group gid, the run dir 0711. Default:
+                        # none, i.e. the agent's own user only (sockets 0600, dirs 0700).
 pfs:                    # at least one
   - name: igb0          # default: <model><n>, n counting PFs of that model from 0
     model: igb          # supported: igb (Intel 82576, VFs are igbvf 8086:10ca)
     vfs: 4              # 1..=7 for igb
     resourceName: emu.sriov/vf  # kubelet extended resource these VFs are advertised as
                                 # by the device plugin (run --device-plugin); default emu.sriov/vf
+    socketOwner: {uid: 107, gid: 107}  # this PF's VF sockets; default: the global one
     vf:                 # optional per-VF settings, by index (0..vfs-1)
       - index: 0
-        mac: "02:00:00:00:00:10"  # default: stable, locally administered, derived from
-                                  # (nodeName, PF name, index). Must be unicast.
+        mac: "02:00:00:00:00:10"  # default: locally administered, derived from (nodeName,
+                                  # PF name, index) at first start, then kept in state.json.
+                                  # Must be unicast.
         vlan: 100       # port VLAN 1..=4094; default: none
         spoofchk: true  # drop frames whose source MAC is not the VF's; default true
         trust: false    # let the VF set promiscuous mode / change its MAC; default false
@@ -243,6 +250,42 @@ pub struct ConfigFile {
     /// Accept client memory (DMA_MAP files) not sealed against shrinking.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_unsealed_memory: Option<bool>,
+    /// Who may connect to the VF sockets of PFs that do not name their own owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_owner: Option<SocketOwner>,
+}
+
+/// The user and group a VF socket is handed to (`socketOwner: {uid, gid}`), e.g. 107:107 for
+/// KubeVirt's `qemu`. Numeric: the agent may run in a container whose /etc/passwd does not
+/// know the host's users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SocketOwner {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl fmt::Display for SocketOwner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.uid, self.gid)
+    }
+}
+
+impl FromStr for SocketOwner {
+    type Err = String;
+
+    /// `UID:GID`, both numeric, e.g. `107:107`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let parsed = s
+            .split_once(':')
+            .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)));
+        match parsed {
+            Some((uid, gid)) => Ok(SocketOwner { uid, gid }),
+            None => Err(format!(
+                "expected numeric UID:GID, e.g. 107:107 (KubeVirt's qemu), got `{s}`"
+            )),
+        }
+    }
 }
 
 /// The node's uplink (the switch's default port), as written and as validated.
@@ -311,6 +354,9 @@ pub struct PfFile {
     /// Queue pairs per VF (avf only; 1..=16, default 4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_pairs: Option<u32>,
+    /// Who may connect to this PF's VF sockets; default: the file's `socketOwner`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket_owner: Option<SocketOwner>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vf: Vec<VfFile>,
 }
@@ -379,6 +425,7 @@ impl ConfigFile {
                 vfs: u32::from(vfs),
                 resource_name: None,
                 queue_pairs: None,
+                socket_owner: None,
                 vf: Vec::new(),
             })
             .collect();
@@ -441,6 +488,7 @@ impl ConfigFile {
             let mut cfg = validate_pf(&field, name, pf.model, pf.vfs, pf.vf)?;
             cfg.queue_pairs = queue_pairs;
             cfg.resource_name = resource_name;
+            cfg.socket_owner = pf.socket_owner.or(self.socket_owner);
             pfs.push(cfg);
         }
 
@@ -524,6 +572,8 @@ pub struct PfConfig {
     pub resource_name: String,
     /// Queue pairs per VF (1 for igb, whose Linux driver uses one pair).
     pub queue_pairs: u16,
+    /// Who may connect to these VFs' sockets; `None`: only the agent's own user.
+    pub socket_owner: Option<SocketOwner>,
 }
 
 /// One VF's PF-side settings, as `ip link set PF vf N ...` would set them.
@@ -532,6 +582,9 @@ pub struct VfConfig {
     pub index: u8,
     /// Unicast; unique across the node.
     pub mac: Mac,
+    /// The config file set `mac` (else it was derived, and the one remembered in the state
+    /// file may replace it: see [`crate::state`]).
+    pub mac_configured: bool,
     /// Port VLAN (1..=4094) the PF inserts/strips, if any.
     pub port_vlan: Option<u16>,
     /// Drop frames whose source MAC is not `mac`.
@@ -564,6 +617,12 @@ impl AgentConfig {
         self.pfs
             .iter()
             .flat_map(|pf| pf.vfs.iter().map(move |vf| (pf, vf)))
+    }
+
+    /// Whether some PF hands its VF sockets to a configured owner (then the run dir must let
+    /// that user reach its VF's directory: see [`crate::access`]).
+    pub fn shares_sockets(&self) -> bool {
+        self.pfs.iter().any(|pf| pf.socket_owner.is_some())
     }
 
     /// The vfio-user socket path of VF `index` of `pf`.
@@ -657,6 +716,7 @@ fn validate_pf(
         .map(|index| VfConfig {
             index,
             mac: [0; 6],
+            mac_configured: false,
             port_vlan: None,
             spoofchk: true,
             trusted: false,
@@ -709,6 +769,7 @@ fn validate_pf(
         }
         if let Some(text) = entry.mac {
             vf.mac = validate_mac(&format!("{vf_field}.mac"), &text)?;
+            vf.mac_configured = true;
         }
     }
     Ok(PfConfig {
@@ -717,6 +778,7 @@ fn validate_pf(
         vfs: vf_list,
         resource_name: DEFAULT_RESOURCE_NAME.to_owned(),
         queue_pairs: 1,
+        socket_owner: None,
     })
 }
 
@@ -950,6 +1012,34 @@ mod tests {
             "d".repeat(100)
         );
         assert!(err(&long).contains("unix socket path"));
+    }
+
+    #[test]
+    fn socket_owner_per_pf_wins_over_the_global_one() {
+        let config = validate(
+            "socketOwner: {uid: 107, gid: 107}\n\
+             pfs: [{model: igb, vfs: 1}, {model: avf, vfs: 1, socketOwner: {uid: 1000, gid: 1001}}]",
+        )
+        .unwrap();
+        let owners: Vec<_> = config.pfs.iter().map(|p| p.socket_owner).collect();
+        assert_eq!(
+            owners,
+            [
+                Some(SocketOwner { uid: 107, gid: 107 }),
+                Some(SocketOwner {
+                    uid: 1000,
+                    gid: 1001
+                })
+            ]
+        );
+        assert!(config.shares_sockets());
+        let plain = validate("pfs: [{model: igb, vfs: 1}]").unwrap();
+        assert_eq!(plain.pfs[0].socket_owner, None);
+        assert!(!plain.shares_sockets());
+        let e = err("socketOwner: {uid: 107}\npfs: [{model: igb, vfs: 1}]");
+        assert!(e.contains("gid"), "{e}");
+        let e = err("socketOwner: {uid: qemu, gid: 107}\npfs: [{model: igb, vfs: 1}]");
+        assert!(e.contains("does not match the schema"), "{e}");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -21,6 +21,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::naming;
 use crate::status::AgentStatus;
+
+/// Mode of the control socket: only the agent's user may ask it.
+pub const CONTROL_SOCKET_MODE: u32 = 0o600;
 
 /// Longest request line the server reads.
 pub const MAX_REQUEST: u64 = 4096;
@@ -201,6 +204,9 @@ impl ControlServer {
             source,
         };
         listener.set_nonblocking(true).map_err(prepare)?;
+        // Root-only (the agent's user): `list` shows every tenant's VF, MAC and counters.
+        fs::set_permissions(path, fs::Permissions::from_mode(CONTROL_SOCKET_MODE))
+            .map_err(prepare)?;
         let meta = fs::symlink_metadata(path).map_err(prepare)?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = thread::Builder::new()
@@ -251,6 +257,17 @@ impl ControlServer {
 impl Drop for ControlServer {
     fn drop(&mut self) {
         self.stop_and_clean();
+    }
+}
+
+/// Fails with [`ControlError::AlreadyRunning`] when an agent answers on `path`: call before
+/// touching a run dir (its state file, its sockets) that may belong to a running agent.
+pub fn refuse_if_running(path: &Path) -> Result<(), ControlError> {
+    match UnixStream::connect(path) {
+        Ok(_) => Err(ControlError::AlreadyRunning {
+            socket: path.to_owned(),
+        }),
+        Err(_) => Ok(()),
     }
 }
 
@@ -453,6 +470,8 @@ mod tests {
 
         // Still serving after all that.
         assert_eq!(query(&dir).unwrap(), sample());
+        let mode = fs::metadata(&socket).unwrap().permissions().mode();
+        assert_eq!(mode & 0o7777, CONTROL_SOCKET_MODE);
         server.shutdown();
         assert!(!socket.exists(), "socket file left behind");
         let _ = fs::remove_dir_all(&dir);

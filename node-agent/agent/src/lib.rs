@@ -1,8 +1,10 @@
-//! Library half of `emu-sriov-agent`: configuration, naming, status types, the control
+//! Library half of `emu-sriov-agent`: configuration, naming, status types, the state kept
+//! across restarts ([`state`]), who may reach the run dir ([`access`]), the control
 //! socket, the ready banner and the Prometheus endpoint ([`metrics`]). The binary (`main.rs`)
 //! parses the command line and wires devices. Other crates (tests, the device plugin) use
 //! [`status`] and [`control`] to read an agent.
 
+pub mod access;
 pub mod avf_device;
 pub mod banner;
 pub mod bench;
@@ -15,5 +17,6 @@ pub mod naming;
 pub mod node;
 pub mod plugin;
 pub mod regions;
+pub mod state;
 pub mod status;
 pub mod sys;

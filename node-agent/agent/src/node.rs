@@ -3,8 +3,9 @@
 //! feeds `list` and the device plugin; [`Node::scrub`] readies a released VF for its next
 //! user; [`Node::shutdown`] tears everything down (sockets removed, threads joined).
 
+use crate::access::{self, AccessError};
 use crate::avf_device::{AvfPfShared, AvfVfDevice};
-use crate::config::{AgentConfig, DataplaneMode, NicModel, PfConfig, UplinkConfig};
+use crate::config::{AgentConfig, DataplaneMode, NicModel, PfConfig, SocketOwner, UplinkConfig};
 use crate::device::{IgbVfDevice, IrqAdapter, NodeDevice, PfShared};
 use crate::naming;
 use crate::status::{AgentStatus, UplinkStatus, VfCounters, VfState, VfStatus};
@@ -31,12 +32,8 @@ use std::time::Duration;
 /// Why the node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    #[error("cannot create run dir {path} (choose another with --run-dir)")]
-    RunDir {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Access(#[from] AccessError),
     #[error("cannot start the dataplane thread or allocate its shared memory")]
     Dataplane(#[source] std::io::Error),
     #[error("cannot serve VF {id}")]
@@ -74,6 +71,7 @@ struct Pending {
     index: u8,
     model: NicModel,
     mac: [u8; 6],
+    owner: Option<SocketOwner>,
     dma: Arc<DmaTable>,
     irqs: Arc<IrqSet>,
     make: MakeDevice,
@@ -122,10 +120,7 @@ impl Node {
     }
 
     fn start_with_mode(config: &AgentConfig, mode: Option<Mode>) -> Result<Arc<Node>, NodeError> {
-        std::fs::create_dir_all(&config.run_dir).map_err(|source| NodeError::RunDir {
-            path: config.run_dir.clone(),
-            source,
-        })?;
+        access::prepare_run_dir(&config.run_dir, config.shares_sockets())?;
         // Switch port n = n-th VF over all PFs, in config order: PFs of the node share one L2
         // segment (like the ToR switch their ports would plug into).
         let mut ports = Vec::new();
@@ -165,10 +160,10 @@ impl Node {
             let device = (p.make)(&control);
             let socket = naming::vf_socket_path(&config.run_dir, &p.id);
             let dir = naming::vf_dir(&config.run_dir, &p.id);
-            std::fs::create_dir_all(&dir).map_err(|source| NodeError::RunDir {
-                path: dir.clone(),
-                source,
-            })?;
+            // Closed while the socket is bound, opened to its owner once the socket is theirs
+            // (see `access`): nobody else can connect in between. The directory itself is kept
+            // across restarts, so that a bind mount of it stays valid.
+            access::close_vf_dir(&dir)?;
             p.dma.set_allow_unsealed(config.allow_unsealed_memory);
             let server =
                 Server::bind(&socket, device.clone(), p.dma, p.irqs).map_err(|source| {
@@ -177,6 +172,7 @@ impl Node {
                         source,
                     }
                 })?;
+            access::open_vf_socket(&dir, &socket, p.owner)?;
             let handle = server.spawn(format!("vfio-{}", p.id));
             vfs.push(VfEntry {
                 id: p.id,
@@ -461,6 +457,7 @@ fn build_igb(
             index: v.index,
             model: NicModel::Igb,
             mac: v.mac,
+            owner: pf_cfg.socket_owner,
             dma,
             irqs,
             make: Box::new(move |control: &DataplaneControl| {
@@ -542,6 +539,7 @@ fn build_avf(
             index: v.index,
             model: NicModel::Avf,
             mac: v.mac,
+            owner: pf_cfg.socket_owner,
             dma,
             irqs,
             make: Box::new(move |control: &DataplaneControl| {

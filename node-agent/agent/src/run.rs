@@ -1,5 +1,5 @@
-//! `emu-sriov-agent run`: start the node, the control socket and (with `--metrics-addr`) the
-//! metrics endpoint, print where the VFs are, wait for SIGINT/SIGTERM, shut down and log the
+//! `emu-sriov-agent run`: restore the state kept in the run dir, start the node, the control
+//! socket and (with `--metrics-addr`) the metrics endpoint, print where the VFs are, wait for SIGINT/SIGTERM, shut down and log the
 //! final counters.
 
 use anyhow::Context;
@@ -7,20 +7,27 @@ use emu_sriov_agent::config::AgentConfig;
 use emu_sriov_agent::metrics::MetricsServer;
 use emu_sriov_agent::node::Node;
 use emu_sriov_agent::plugin::{plugin_config, NodeInventory, PluginPaths};
-use emu_sriov_agent::{banner, control, naming, sys};
+use emu_sriov_agent::{access, banner, control, naming, state, sys};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub fn run(
-    config: AgentConfig,
+    mut config: AgentConfig,
     plugin: Option<PluginPaths>,
     metrics_addr: Option<SocketAddr>,
 ) -> anyhow::Result<()> {
     sys::block_termination_signals().context("cannot set up signal handling")?;
+    // Nothing the agent creates is anyone else's until `access` says so.
+    sys::set_umask(0o077);
+    // A second agent on the same run dir must not rewrite the first one's state.
+    let control_path = naming::control_socket_path(&config.run_dir);
+    control::refuse_if_running(&control_path)?;
+    access::prepare_run_dir(&config.run_dir, config.shares_sockets())?;
+    // Before any socket is served: the MACs guests will see are on disk.
+    state::restore(&mut config)?;
     let node = Node::start(&config)?;
     let n = node.clone();
     let status: control::StatusFn = Arc::new(move || n.status());
-    let control_path = naming::control_socket_path(&config.run_dir);
     let control_server = control::ControlServer::start(&control_path, status)
         .with_context(|| format!("cannot open the control socket {}", control_path.display()))?;
     let metrics = match metrics_addr

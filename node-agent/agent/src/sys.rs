@@ -6,6 +6,21 @@ pub fn effective_uid() -> u32 {
     unsafe { libc::geteuid() }
 }
 
+/// The effective group id of this process.
+pub fn effective_gid() -> u32 {
+    // SAFETY: getegid(2) takes no arguments, touches no memory and always succeeds.
+    unsafe { libc::getegid() }
+}
+
+/// Sets the process's file mode creation mask (for every thread), e.g. 0o077 so that nothing
+/// the agent creates is readable by others before its mode is set explicitly.
+pub fn set_umask(mask: u32) {
+    // SAFETY: umask(2) takes a plain integer, touches no memory and always succeeds.
+    unsafe {
+        libc::umask(mask as libc::mode_t);
+    }
+}
+
 /// The host name, as the kernel reports it; `None` when it cannot be read or is empty.
 pub fn hostname() -> Option<String> {
     ["/proc/sys/kernel/hostname", "/etc/hostname"]
