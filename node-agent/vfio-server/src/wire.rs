@@ -246,8 +246,16 @@ fn parse_caps(json: &[u8]) -> Result<ClientCaps, WireError> {
         return Err(WireError::VersionNoNul);
     };
     let s = std::str::from_utf8(body).map_err(|_| WireError::VersionNotUtf8)?;
-    let v: serde_json::Value =
-        serde_json::from_str(s).map_err(|e| WireError::VersionJson(e.to_string()))?;
+    // The error names the kind and position only: serde's message can quote the client's
+    // text, which does not belong in our logs.
+    let v: serde_json::Value = serde_json::from_str(s).map_err(|e| {
+        WireError::VersionJson(format!(
+            "{:?} error at line {} column {}",
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+    })?;
     let top = v.as_object().ok_or(WireError::VersionCap("(top level)"))?;
     let mut caps = ClientCaps::default();
     let Some(c) = top.get("capabilities") else {
