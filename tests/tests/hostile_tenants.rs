@@ -353,3 +353,44 @@ fn a_client_killed_mid_transfer_affects_only_its_vf() {
     after_attack(&mut agent, &mut flow, "client killed mid-transfer");
     dir.succeed();
 }
+
+/// A client reconnecting in a loop with garbage cannot flood the node's log: the lines it
+/// triggers are cut to a budget per window (the rest counted as `suppressed`).
+#[test]
+fn a_reconnect_flood_cannot_flood_the_log() {
+    let mut dir = RunDir::new("log-flood").expect("temp dir");
+    let mut agent = start(&dir, &[]);
+    let mut flow = bystander(&agent);
+    let v0 = vf(&agent, 0);
+    let lines = |agent: &Agent| {
+        std::fs::read_to_string(&agent.log)
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&v0.id) || l.contains(&*v0.socket.to_string_lossy()))
+            .count()
+    };
+    let before = lines(&agent);
+    let t0 = Instant::now();
+    let rounds = 500;
+    for i in 0..rounds {
+        let mut s = std::os::unix::net::UnixStream::connect(&v0.socket).expect("connect");
+        // A bad header (size below 16) closes the connection with a protocol error.
+        let _ = std::io::Write::write_all(
+            &mut s,
+            &[i as u8, 0, 1, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        );
+        let mut b = [0u8; 64];
+        let _ = std::io::Read::read(&mut s, &mut b);
+    }
+    let took = t0.elapsed();
+    let windows = took.as_secs() / 10 + 1;
+    let logged = lines(&agent) - before;
+    println!("{rounds} garbage connections in {took:?}: {logged} log lines for the VF");
+    // Each connection would log at least 2 lines without the budget.
+    assert!(
+        logged as u64 <= 2 * 20 * windows + 4,
+        "{logged} lines for {rounds} connections in {took:?}"
+    );
+    after_attack(&mut agent, &mut flow, "reconnect flood");
+    dir.succeed();
+}

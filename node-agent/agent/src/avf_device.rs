@@ -13,7 +13,7 @@ use emu_nic_defs::avf_virtchnl::VIRTCHNL_OP_EVENT;
 use emu_nic_model::avf::adminq::{post_arq, process_atq, AqScratch};
 use emu_nic_model::avf::pf::{AvfPf, VfStats};
 use emu_nic_model::shared::SharedWords;
-use emu_vfio_server::{region, AccessError, DeviceSpec, DmaTable, VfioDevice};
+use emu_vfio_server::{region, AccessError, DeviceSpec, DmaTable, LogBudget, VfioDevice};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -52,6 +52,8 @@ pub struct AvfVfDevice {
     pub bar0_fd: Arc<OwnedFd>,
     pub vectors: u16,
     scratch: Mutex<AqScratch>,
+    /// Log lines the guest or client can trigger at will (resets, link, attach/detach).
+    log: LogBudget,
 }
 
 fn mapped(offset: u64) -> bool {
@@ -81,6 +83,7 @@ impl AvfVfDevice {
             bar0_fd,
             vectors,
             scratch: Mutex::new(AqScratch::new()),
+            log: LogBudget::new(),
         }
     }
 
@@ -172,7 +175,9 @@ impl AvfVfDevice {
         let mut fire = 0;
         let mut posted = outcome.posted;
         if reset {
-            tracing::info!(vf = %self.port.id, "RESET_VF");
+            if let Some(suppressed) = self.log.take() {
+                tracing::info!(vf = %self.port.id, suppressed, "RESET_VF");
+            }
             self.reset_vf(st);
             filters = true;
         } else if link {
@@ -180,7 +185,9 @@ impl AvfVfDevice {
             if let Some(ev) = pf.link_event(i, true, LINK_SPEED_MBPS) {
                 if post_arq(&mut st.vf.aq, &mem, VIRTCHNL_OP_EVENT, 0, &ev).is_ok() {
                     posted += 1;
-                    tracing::info!(vf = %self.port.id, "queues enabled, link up");
+                    if let Some(suppressed) = self.log.take() {
+                        tracing::info!(vf = %self.port.id, suppressed, "queues enabled, link up");
+                    }
                 }
             }
         }
@@ -299,18 +306,24 @@ impl VfioDevice for AvfVfDevice {
 
     fn reset(&self) {
         self.power_on();
-        tracing::info!(vf = %self.port.id, "device reset (DEVICE_RESET)");
+        if let Some(suppressed) = self.log.take() {
+            tracing::info!(vf = %self.port.id, suppressed, "device reset (DEVICE_RESET)");
+        }
     }
 
     fn client_connected(&self) {
         self.attached.store(true, Ordering::Release);
         self.port.set_active(true);
-        tracing::info!(vf = %self.port.id, "client attached");
+        if let Some(suppressed) = self.log.take() {
+            tracing::info!(vf = %self.port.id, suppressed, "client attached");
+        }
     }
 
     fn client_disconnected(&self) {
         self.port.set_active(false);
         self.attached.store(false, Ordering::Release);
-        tracing::info!(vf = %self.port.id, "client detached; device state kept");
+        if let Some(suppressed) = self.log.take() {
+            tracing::info!(vf = %self.port.id, suppressed, "client detached; device state kept");
+        }
     }
 }

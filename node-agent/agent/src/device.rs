@@ -11,7 +11,7 @@ use emu_nic_model::igb_pf::IgbPf;
 use emu_nic_model::igbvf::vf::{
     Effects, IRQ_PAGE_OFFSET, IRQ_PAGE_SIZE, QUEUE_PAGES_OFFSET, QUEUE_PAGES_SIZE,
 };
-use emu_vfio_server::{region, AccessError, DeviceSpec, IrqSet, VfioDevice};
+use emu_vfio_server::{region, AccessError, DeviceSpec, IrqSet, LogBudget, VfioDevice};
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -63,6 +63,8 @@ pub struct IgbVfDevice {
     /// offered to the client as sparse-mmap areas, so that neither doorbells nor interrupt
     /// re-arms trap; `None` traps the whole BAR.
     pub bar0_pages: Option<Arc<OwnedFd>>,
+    /// Log lines the guest or client can trigger at will (resets, attach/detach).
+    pub log: LogBudget,
 }
 
 impl IgbVfDevice {
@@ -137,7 +139,9 @@ impl IgbVfDevice {
             }
             if reply.post_cts {
                 fire |= vf.vf.pf_post(r::MSG_PF_CONTROL | r::MSG_CTS).fire;
-                tracing::info!(vf = %self.port.id, "VF reset handshake done, clear to send");
+                if let Some(suppressed) = self.log.take() {
+                    tracing::info!(vf = %self.port.id, suppressed, "VF reset handshake done, clear to send");
+                }
             }
         }
         self.port.fire_now(fire);
@@ -244,18 +248,24 @@ impl VfioDevice for IgbVfDevice {
 
     fn reset(&self) {
         self.power_on();
-        tracing::info!(vf = %self.port.id, "device reset (DEVICE_RESET)");
+        if let Some(suppressed) = self.log.take() {
+            tracing::info!(vf = %self.port.id, suppressed, "device reset (DEVICE_RESET)");
+        }
     }
 
     fn client_connected(&self) {
         self.attached.store(true, Ordering::Release);
         self.port.set_active(true);
-        tracing::info!(vf = %self.port.id, "client attached");
+        if let Some(suppressed) = self.log.take() {
+            tracing::info!(vf = %self.port.id, suppressed, "client attached");
+        }
     }
 
     fn client_disconnected(&self) {
         self.port.set_active(false);
         self.attached.store(false, Ordering::Release);
-        tracing::info!(vf = %self.port.id, "client detached; device state kept");
+        if let Some(suppressed) = self.log.take() {
+            tracing::info!(vf = %self.port.id, suppressed, "client detached; device state kept");
+        }
     }
 }

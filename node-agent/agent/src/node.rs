@@ -23,7 +23,9 @@ use emu_nic_model::igbvf::vf::{
 };
 use emu_nic_model::shared::SharedWords;
 use emu_nic_model::vmdq::SwitchTable;
-use emu_vfio_server::{DmaTable, IrqSet, Server, ServerError, ServerHandle, SharedPages};
+use emu_vfio_server::{
+    DmaTable, IrqSet, LogBudget, Server, ServerError, ServerHandle, SharedPages,
+};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -469,6 +471,7 @@ fn build_igb(
                     attached: AtomicBool::new(false),
                     mailbox_nacks: AtomicU64::new(0),
                     bar0_pages: Some(pages.fd()),
+                    log: LogBudget::new(),
                 });
                 // The pool starts closed; publish it so the switch knows the port exists.
                 let filter = pf

@@ -18,6 +18,7 @@
 
 mod dma;
 mod irq;
+pub mod logbudget;
 mod server;
 mod shared;
 #[allow(unsafe_code)]
@@ -26,6 +27,7 @@ pub mod wire;
 
 pub use dma::{DmaError, DmaGuard, DmaProt, DmaTable, MAX_FILE_MAPS};
 pub use irq::IrqSet;
+pub use logbudget::LogBudget;
 pub use server::{
     Server, ServerError, ServerHandle, ServerStats, StatsSnapshot, DEFAULT_MESSAGE_TIMEOUT,
     MAX_REQUESTS_PER_SEC,

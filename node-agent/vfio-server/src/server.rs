@@ -15,7 +15,7 @@ use crate::dma::{DmaError, DmaTable};
 use crate::irq::IrqSet;
 use crate::sys;
 use crate::wire::{self, cmd, flags, vfio, Header, WireError, HEADER_SIZE};
-use crate::{irq_index, region, AccessError, DeviceSpec, VfioDevice};
+use crate::{irq_index, region, AccessError, DeviceSpec, LogBudget, VfioDevice};
 
 /// Most requests one client may make per second (trapped register accesses, mailbox and
 /// AdminQ doorbells, DMA maps). Each costs this VF's server thread CPU time that the node's
@@ -24,9 +24,6 @@ use crate::{irq_index, region, AccessError, DeviceSpec, VfioDevice};
 pub const MAX_REQUESTS_PER_SEC: u32 = 20_000;
 /// The rate is enforced over windows this long.
 const THROTTLE_WINDOW: Duration = Duration::from_millis(10);
-
-/// Refused requests logged at warn level per connection; later ones are logged at debug.
-const WARN_REFUSALS: u32 = 8;
 
 /// Default time a started message (or a reply write) may take before the connection is
 /// dropped. QEMU's own reply timeout (`x-msg-timeout`) is 5 s.
@@ -183,6 +180,8 @@ struct Shared {
     stop: AtomicBool,
     /// Set before the wake eventfd is written: drop the current client, keep serving.
     kick: AtomicBool,
+    /// Log lines the client can trigger (connects, refusals, protocol errors).
+    log: LogBudget,
 }
 
 /// What a write to the wake eventfd meant.
@@ -267,6 +266,7 @@ impl Server {
                 timeout: DEFAULT_MESSAGE_TIMEOUT,
                 stop: AtomicBool::new(false),
                 kick: AtomicBool::new(false),
+                log: LogBudget::new(),
             }),
         })
     }
@@ -352,7 +352,9 @@ impl Server {
         let sh = &self.shared;
         inc(&sh.stats.connections);
         sh.stats.connected.store(true, Ordering::Relaxed);
-        tracing::info!(path = %self.path.display(), "vfio-user client connected");
+        if let Some(suppressed) = sh.log.take() {
+            tracing::info!(path = %self.path.display(), suppressed, "vfio-user client connected");
+        }
         let close = match stream.set_nonblocking(true) {
             Err(e) => Close::Io(e),
             Ok(()) => {
@@ -365,37 +367,49 @@ impl Server {
                     out: Vec::new(),
                     negotiated: false,
                     max_xfer: wire::MAX_DATA_XFER,
-                    warned: 0,
                 };
                 conn.serve()
             }
         };
-        match &close {
-            Close::Eof => {
-                tracing::info!(path = %self.path.display(), "vfio-user client disconnected")
-            }
-            Close::Shutdown => {
-                tracing::info!(path = %self.path.display(), "vfio-user connection closed for shutdown")
-            }
-            Close::Kicked => {
-                tracing::info!(path = %self.path.display(), "vfio-user client disconnected by the agent")
-            }
-            Close::Faulted { address, size } => {
-                inc(&sh.stats.memory_faults);
-                tracing::warn!(
-                    path = %self.path.display(),
+        if let Close::Faulted { .. } = close {
+            inc(&sh.stats.memory_faults);
+        }
+        if let Close::Protocol(_) = close {
+            inc(&sh.stats.protocol_errors);
+        }
+        // What a client can trigger at will is logged within the server's budget.
+        let budget = if matches!(close, Close::Shutdown) {
+            Some(0)
+        } else {
+            sh.log.take()
+        };
+        if let Some(suppressed) = budget {
+            let path = self.path.display();
+            match &close {
+                Close::Eof => tracing::info!(%path, suppressed, "vfio-user client disconnected"),
+                Close::Shutdown => {
+                    tracing::info!(%path, "vfio-user connection closed for shutdown")
+                }
+                Close::Kicked => {
+                    tracing::info!(%path, suppressed, "vfio-user client disconnected by the agent")
+                }
+                Close::Faulted { address, size } => tracing::warn!(
+                    %path,
+                    suppressed,
                     dma_address = format_args!("{address:#x}"),
                     dma_size = format_args!("{size:#x}"),
                     "the client's DMA memory faulted (its file was shrunk or lost its pages); \
                      client dropped and device reset, other VFs unaffected"
-                );
-            }
-            Close::Protocol(reason) => {
-                inc(&sh.stats.protocol_errors);
-                tracing::warn!(path = %self.path.display(), %reason, "vfio-user protocol error, connection closed");
-            }
-            Close::Io(e) => {
-                tracing::warn!(path = %self.path.display(), error = %e, "vfio-user connection failed")
+                ),
+                Close::Protocol(reason) => tracing::warn!(
+                    %path,
+                    suppressed,
+                    %reason,
+                    "vfio-user protocol error, connection closed"
+                ),
+                Close::Io(e) => {
+                    tracing::warn!(%path, suppressed, error = %e, "vfio-user connection failed")
+                }
             }
         }
         // Disconnect duties (spec "Client Disconnection"): drop DMA and IRQ fds, keep the
@@ -494,8 +508,6 @@ struct Conn<'a> {
     out: Vec<u8>,
     negotiated: bool,
     max_xfer: u32,
-    /// Refusals logged at warn level on this connection (see [`WARN_REFUSALS`]).
-    warned: u32,
 }
 
 /// A received message's fds and whether the kernel had to drop some.
@@ -674,13 +686,12 @@ impl Conn<'_> {
     fn reject(&mut self, hdr: Header, e: RequestError) -> Result<(), Close> {
         inc(&self.sh.stats.error_replies);
         let errno = e.errno();
-        // The first refusals of a connection are worth an operator's attention (a QEMU whose
-        // memory is not sealed, an fd that is not an eventfd); a client looping on bad
-        // requests must not flood the log, so the rest go to debug.
+        // Refusals are worth an operator's attention (a QEMU whose memory is not sealed, an
+        // fd that is not an eventfd); a client looping on bad requests must not flood the
+        // log, so beyond the server's budget they go to debug.
         let cause = std::error::Error::source(&e).map(|c| c.to_string());
-        if self.warned < WARN_REFUSALS {
-            self.warned += 1;
-            tracing::warn!(command = hdr.command, errno, error = %e, cause, "vfio-user request refused");
+        if let Some(suppressed) = self.sh.log.take() {
+            tracing::warn!(command = hdr.command, errno, suppressed, error = %e, cause, "vfio-user request refused");
         } else {
             tracing::debug!(command = hdr.command, id = hdr.msg_id, errno, error = %e, cause, "vfio-user request refused");
         }
@@ -739,11 +750,14 @@ impl Conn<'_> {
                 self.out
                     .extend_from_slice(&wire::version_reply(self.max_xfer));
                 self.negotiated = true;
-                tracing::info!(
-                    client_minor = v.minor,
-                    max_data_xfer_size = self.max_xfer,
-                    "vfio-user version negotiated"
-                );
+                if let Some(suppressed) = sh.log.take() {
+                    tracing::info!(
+                        client_minor = v.minor,
+                        max_data_xfer_size = self.max_xfer,
+                        suppressed,
+                        "vfio-user version negotiated"
+                    );
+                }
                 sh.device.client_connected();
                 Ok(None)
             }
