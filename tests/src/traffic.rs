@@ -35,10 +35,7 @@ impl Flow {
 
     /// A flow between two VFs already attached.
     pub fn between(tx: AttachedVf, rx: AttachedVf) -> Flow {
-        let mut frame = [0u8; 60];
-        frame[..6].copy_from_slice(&rx.driver.mac());
-        frame[6..12].copy_from_slice(&tx.driver.mac());
-        frame[12..14].copy_from_slice(&0x88B5u16.to_be_bytes()); // IEEE local experimental
+        let frame = frame(&rx, &tx);
         Flow {
             tx,
             rx,
@@ -51,47 +48,85 @@ impl Flow {
     /// Sends `n` more frames and waits until every one of them arrived (≤ `deadline`).
     /// Returns how long it took.
     pub fn pump(&mut self, n: u64, deadline: Duration) -> Result<Duration, String> {
-        let t0 = Instant::now();
         let target = self.received + n;
-        let end = t0 + deadline;
-        while self.received < target {
-            if Instant::now() >= end {
-                return Err(format!(
-                    "only {} of {n} frames arrived within {deadline:?}",
-                    n - (target - self.received)
-                ));
-            }
-            let before = self.received;
-            {
-                let mem = self.tx.mem.lock();
-                for _ in 0..32 {
-                    let in_flight = self.sent - self.received;
-                    if self.sent >= target || in_flight >= WINDOW {
-                        break;
-                    }
-                    match self.tx.driver.queue_tx(&mem, &self.frame) {
-                        Ok(true) => self.sent += 1,
-                        Ok(false) => break,
-                        Err(e) => return Err(format!("queue: {e}")),
-                    }
-                }
-                self.tx.driver.flush();
-                self.tx
-                    .driver
-                    .reclaim(&mem)
-                    .map_err(|e| format!("reclaim: {e}"))?;
-            }
-            let mem = self.rx.mem.lock();
-            let got = self
-                .rx
-                .driver
-                .poll_rx(&mem, &mut [], &mut |_| {})
-                .map_err(|e| format!("rx: {e}"))?;
-            self.received += u64::from(got);
-            if self.received == before {
-                std::thread::sleep(Duration::from_micros(50));
-            }
-        }
-        Ok(t0.elapsed())
+        send_counted(
+            &mut self.tx,
+            &mut self.rx,
+            &self.frame,
+            target,
+            deadline,
+            (&mut self.sent, &mut self.received),
+        )
     }
+}
+
+/// A 60-byte frame `from` → `to` (EtherType 0x88B5, IEEE local experimental).
+pub fn frame(to: &AttachedVf, from: &AttachedVf) -> [u8; 60] {
+    let mut f = [0u8; 60];
+    f[..6].copy_from_slice(&to.driver.mac());
+    f[6..12].copy_from_slice(&from.driver.mac());
+    f[12..14].copy_from_slice(&0x88B5u16.to_be_bytes());
+    f
+}
+
+/// Sends `n` frames `tx` → `rx` with at most [`WINDOW`] in flight and waits until every one
+/// arrived (≤ `deadline`). Returns how long it took.
+pub fn transfer(
+    tx: &mut AttachedVf,
+    rx: &mut AttachedVf,
+    n: u64,
+    deadline: Duration,
+) -> Result<Duration, String> {
+    let f = frame(rx, tx);
+    let (mut sent, mut received) = (0, 0);
+    send_counted(tx, rx, &f, n, deadline, (&mut sent, &mut received))
+}
+
+/// Sends `frame` until `received` reaches `target`, counting into `sent` and `received`.
+fn send_counted(
+    tx: &mut AttachedVf,
+    rx: &mut AttachedVf,
+    frame: &[u8],
+    target: u64,
+    deadline: Duration,
+    (sent, received): (&mut u64, &mut u64),
+) -> Result<Duration, String> {
+    let t0 = Instant::now();
+    let end = t0 + deadline;
+    while *received < target {
+        if Instant::now() >= end {
+            return Err(format!(
+                "only {} of {target} frames arrived within {deadline:?} ({} sent)",
+                *received, *sent
+            ));
+        }
+        let before = *received;
+        {
+            let mem = tx.mem.lock();
+            for _ in 0..32 {
+                if *sent >= target || *sent - *received >= WINDOW {
+                    break;
+                }
+                match tx.driver.queue_tx(&mem, frame) {
+                    Ok(true) => *sent += 1,
+                    Ok(false) => break,
+                    Err(e) => return Err(format!("queue: {e}")),
+                }
+            }
+            tx.driver.flush();
+            tx.driver
+                .reclaim(&mem)
+                .map_err(|e| format!("reclaim: {e}"))?;
+        }
+        let mem = rx.mem.lock();
+        let got = rx
+            .driver
+            .poll_rx(&mem, &mut [], &mut |_| {})
+            .map_err(|e| format!("rx: {e}"))?;
+        *received += u64::from(got);
+        if *received == before {
+            std::thread::sleep(Duration::from_micros(50));
+        }
+    }
+    Ok(t0.elapsed())
 }

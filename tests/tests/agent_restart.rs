@@ -5,6 +5,7 @@
 
 use emu_sriov_tests::agent::{agent_bin, Agent};
 use emu_sriov_tests::proc::RunDir;
+use emu_sriov_tests::traffic::{self, RING};
 use emu_vf_driver::client::{attach, AttachedVf};
 use emu_vf_driver::Bar0 as _;
 use serde_json::Value;
@@ -13,9 +14,7 @@ use std::time::{Duration, Instant};
 
 const PFS: &[&str] = &["igb:2", "avf:2"];
 const READY: Duration = Duration::from_secs(30);
-const RING: u32 = 256;
-/// Frames in flight at most: less than the receiver's RX ring, so none may be dropped.
-const WINDOW: u64 = 128;
+
 const FRAMES: u64 = 5_000;
 
 /// What must survive a restart: (id, MAC, socket) per VF.
@@ -57,44 +56,15 @@ fn attach_pair(ids: &Identity) -> (AttachedVf, AttachedVf) {
     (a, b)
 }
 
-fn frame(to: &AttachedVf, from: &AttachedVf) -> [u8; 60] {
-    let mut f = [0u8; 60];
-    f[..6].copy_from_slice(&to.driver.mac());
-    f[6..12].copy_from_slice(&from.driver.mac());
-    f[12..14].copy_from_slice(&0x88B5u16.to_be_bytes()); // IEEE local experimental
-    f
-}
-
-/// Sends `frames` frames a → b with at most [`WINDOW`] in flight and checks that exactly
+/// Sends `frames` frames a → b (`traffic::transfer`: fewer in flight than the RX ring holds) and checks that exactly
 /// `frames` arrive (and nothing else) within 30 s.
 fn transfer(a: &mut AttachedVf, b: &mut AttachedVf, frames: u64) {
-    let f = frame(b, a);
-    let (mut sent, mut received) = (0u64, 0u64);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while received < frames {
-        assert!(
-            Instant::now() < deadline,
-            "only {received}/{frames} frames arrived ({sent} sent)"
-        );
-        {
-            let mem = a.mem.lock();
-            while sent < frames
-                && sent - received < WINDOW
-                && a.driver.queue_tx(&mem, &f).expect("queue")
-            {
-                sent += 1;
-            }
-            a.driver.flush();
-            a.driver.reclaim(&mem).expect("reclaim");
-        }
-        let mem = b.mem.lock();
-        received += u64::from(b.driver.poll_rx(&mem, &mut [], &mut |_| {}).expect("rx"));
-    }
+    traffic::transfer(a, b, frames, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"));
     // Nothing beyond what was sent shows up late.
     std::thread::sleep(Duration::from_millis(50));
     let mem = b.mem.lock();
-    received += u64::from(b.driver.poll_rx(&mem, &mut [], &mut |_| {}).expect("rx"));
-    assert_eq!(received, frames, "frames received");
+    let late = b.driver.poll_rx(&mem, &mut [], &mut |_| {}).expect("rx");
+    assert_eq!(late, 0, "frames beyond the {frames} sent arrived");
 }
 
 fn counter(agent: &Agent, id: &str, name: &str) -> u64 {
@@ -236,7 +206,7 @@ fn sigkill_restart_replaces_stale_sockets_and_traffic_resumes() {
 
     // SIGKILL while a client is attached and sending: frames in flight are lost with the
     // agent; the client's own memory stays valid, and it can attach again.
-    let f = frame(&b, &a);
+    let f = traffic::frame(&b, &a);
     let pid = agent.pid().expect("running");
     let mut queued = 0u64;
     let mut killed_at = None;
