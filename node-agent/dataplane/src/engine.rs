@@ -74,6 +74,8 @@ pub struct DataplaneConfig {
 struct Shared {
     ports: Vec<Arc<VfPort>>,
     table: RwLock<Arc<SwitchTable>>,
+    /// Bumped after every table change, so that a pass can tell that its snapshot is stale.
+    table_gen: AtomicU64,
     kicked: Mutex<bool>,
     wake: Condvar,
     stop: AtomicBool,
@@ -91,6 +93,7 @@ impl Shared {
         Shared {
             ports,
             table: RwLock::new(Arc::new(table)),
+            table_gen: AtomicU64::new(0),
             kicked: Mutex::new(false),
             wake: Condvar::new(),
             stop: AtomicBool::new(false),
@@ -291,17 +294,21 @@ impl DataplaneControl {
         self.shared.wake.notify_one();
     }
 
-    /// Replaces the switch table; the next pass uses it.
+    /// Replaces the switch table; frames taken from a TX ring after this returns are
+    /// switched with it.
     pub fn publish(&self, table: SwitchTable) {
-        *self.shared.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+        let mut guard = self.shared.table.write().unwrap_or_else(|p| p.into_inner());
+        *guard = Arc::new(table);
+        self.shared.table_gen.fetch_add(1, Ordering::Release);
     }
 
-    /// Edits a copy of the current table and publishes it.
+    /// Edits a copy of the current table and publishes it (as [`publish`](Self::publish)).
     pub fn update(&self, f: impl FnOnce(&mut SwitchTable)) {
         let mut guard = self.shared.table.write().unwrap_or_else(|p| p.into_inner());
         let mut t = SwitchTable::clone(&guard);
         f(&mut t);
         *guard = Arc::new(t);
+        self.shared.table_gen.fetch_add(1, Ordering::Release);
     }
 }
 
@@ -491,11 +498,7 @@ impl Worker {
 
     /// One poll pass over all ports; returns the number of packets taken from TX rings.
     fn pass(&mut self, shared: &Shared) -> usize {
-        let table = shared
-            .table
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let (mut table, mut gen) = Self::snapshot(shared);
         let mut work = 0;
         for src in (self.me..shared.ports.len()).step_by(self.threads) {
             let port = &shared.ports[src];
@@ -503,6 +506,12 @@ impl Worker {
             let n = self.take_tx(port, admitted);
             if n == 0 {
                 continue;
+            }
+            // A guest may have sent these frames right after another VF's filter changed
+            // (its driver came up): switch them with the table that was current when they
+            // were taken, not the one this pass started with.
+            if shared.table_gen.load(Ordering::Acquire) != gen {
+                (table, gen) = Self::snapshot(shared);
             }
             self.charge(src);
             work += n;
@@ -528,6 +537,9 @@ impl Worker {
             self.deliver_all(&shared.ports);
             self.flush_uplink(shared);
         }
+        if shared.table_gen.load(Ordering::Acquire) != gen {
+            (table, _) = Self::snapshot(shared);
+        }
         work += self.uplink_rx(shared, &table);
         // Interrupts coalesced over the pass: at most one eventfd write per vector, and none
         // sooner than the vector's moderation gap. The thread must look again by the time the
@@ -539,6 +551,18 @@ impl Worker {
             }
         }
         work
+    }
+
+    /// The current table and its generation (read first, so a change in between only
+    /// makes the next check take a newer table again).
+    fn snapshot(shared: &Shared) -> (Arc<SwitchTable>, u64) {
+        let gen = shared.table_gen.load(Ordering::Acquire);
+        let table = shared
+            .table
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        (table, gen)
     }
 
     /// The rate limiter's verdict for port `src` this pass (always yes without a limit).

@@ -356,7 +356,37 @@ fn run(args: &Args) -> Result<bool, String> {
         match Flow::new(&sock(CYCLED.0), &sock(CYCLED.1)) {
             Ok(mut f) => match f.pump(64, DEADLINE) {
                 Ok(_) => cycles += 1,
-                Err(e) => errors.push(format!("cycled pair: {e}")),
+                Err(e) => {
+                    let counters = |i: usize| {
+                        agent
+                            .vfs()
+                            .ok()
+                            .and_then(|l| l.get(i).map(|v| v.counters.to_string()))
+                            .unwrap_or_default()
+                    };
+                    let mac = |v: &AttachedVf| {
+                        let m = v.driver.mac();
+                        format!(
+                            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                            m[0], m[1], m[2], m[3], m[4], m[5]
+                        )
+                    };
+                    let msg = format!(
+                        "cycled pair at {} s, cycle {cycles}: {e}; driver MACs tx {} rx {} \
+                         (agent: {} {}); tx ring {}; rx ring {}; agent counters tx {} rx {}",
+                        t0.elapsed().as_secs(),
+                        mac(&f.tx),
+                        mac(&f.rx),
+                        vfs[CYCLED.0].mac,
+                        vfs[CYCLED.1].mac,
+                        f.tx.driver.ring_state(&f.tx.mem.lock()),
+                        f.rx.driver.ring_state(&f.rx.mem.lock()),
+                        counters(CYCLED.0),
+                        counters(CYCLED.1)
+                    );
+                    println!("  error: {msg}");
+                    errors.push(msg);
+                }
             },
             Err(e) => errors.push(format!("cycled pair attach: {e}")),
         }
