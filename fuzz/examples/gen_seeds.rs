@@ -21,7 +21,7 @@ fn main() {
         ("igbvf_registers", "mailbox_reset_set_mac", igbvf_mailbox()),
         ("igbvf_registers", "tx_queue", igbvf_tx_queue()),
         ("igb_mailbox", "reset_then_config", igb_mailbox()),
-        ("avf_registers", "adminq_version", avf_adminq()),
+        ("avf_registers", "adminq_iavf_open", avf_adminq()),
         ("avf_virtchnl", "negotiate", avf_virtchnl()),
         ("tx_rings", "igbvf_tso", tx_igbvf_tso()),
         ("tx_rings", "avf_tso", tx_avf_tso()),
@@ -126,8 +126,10 @@ fn vfio_mailbox() -> Vec<u8> {
     s.write32(region::CONFIG, 4, 0x0000_0006);
     s.bar0(r::VMBMEM, r::MSG_VF_RESET)
         .bar0(r::V2PMAILBOX, r::V2P_REQ);
-    s.read(region::BAR0, u64::from(r::V2PMAILBOX), 4)
-        .read(region::BAR0, u64::from(r::VMBMEM), 12);
+    s.read(region::BAR0, u64::from(r::V2PMAILBOX), 4);
+    for i in 0..3 {
+        s.read(region::BAR0, u64::from(r::VMBMEM + 4 * i), 4);
+    }
     s.bar0(r::V2PMAILBOX, r::V2P_ACK);
     s.bar0(r::VMBMEM, r::MSG_SET_MAC_ADDR)
         .bar0(r::VMBMEM + 4, 0x0000_0002)
@@ -158,7 +160,7 @@ fn vfio_queues() -> Vec<u8> {
     p.extend_from_slice(&0x1000u64.to_le_bytes());
     p.extend_from_slice(&0u64.to_le_bytes());
     s.msg(cmd::DMA_UNMAP, &p);
-    s.read(region::BAR0, 0x2000, 64);
+    s.read(region::BAR0, u64::from(r::TDH0), 4);
     s.out
 }
 
@@ -330,15 +332,27 @@ fn virtchnl_requests() -> Vec<(u32, Vec<u8>)> {
     vlan.extend_from_slice(&1u16.to_le_bytes());
     vlan.extend_from_slice(&100u16.to_le_bytes());
 
+    // virtchnl's list messages are "one-element" structs plus n elements: with n = 1 the
+    // body carries one element's worth of trailing padding (virtchnl_vc_validate_vf_msg).
+    let pad = |mut body: Vec<u8>, elem: usize| {
+        body.resize(body.len() + elem, 0);
+        body
+    };
     vec![
         (VIRTCHNL_OP_VERSION, words(&[1, 1])),
         (VIRTCHNL_OP_GET_VF_RESOURCES, words(&[0x000b_00a9])),
-        (VIRTCHNL_OP_CONFIG_VSI_QUEUES, qcfg),
-        (VIRTCHNL_OP_CONFIG_IRQ_MAP, irq),
-        (VIRTCHNL_OP_ADD_ETH_ADDR, mac),
-        (VIRTCHNL_OP_ADD_VLAN, vlan),
-        (VIRTCHNL_OP_ENABLE_QUEUES, queues),
-        (VIRTCHNL_OP_GET_STATS, vec![16, 0, 0, 0]),
+        (
+            VIRTCHNL_OP_CONFIG_VSI_QUEUES,
+            pad(qcfg, VIRTCHNL_QUEUE_PAIR_INFO_LEN),
+        ),
+        (
+            VIRTCHNL_OP_CONFIG_IRQ_MAP,
+            pad(irq, VIRTCHNL_VECTOR_MAP_LEN),
+        ),
+        (VIRTCHNL_OP_ADD_ETH_ADDR, pad(mac, VIRTCHNL_ETHER_ADDR_LEN)),
+        (VIRTCHNL_OP_ADD_VLAN, pad(vlan, 2)),
+        (VIRTCHNL_OP_ENABLE_QUEUES, queues.clone()),
+        (VIRTCHNL_OP_GET_STATS, queues),
         (VIRTCHNL_OP_RESET_VF, Vec::new()),
     ]
 }
@@ -355,11 +369,14 @@ fn avf_virtchnl() -> Vec<u8> {
 }
 
 fn avf_adminq() -> Vec<u8> {
-    // Guest memory: ATQ (8 descriptors) at +0, ARQ (8) at +0x100, ATQ buffers at +0x1000
-    // (0x100 apart), ARQ buffers at +0x2000 (0x200 apart).
-    let mut mem = vec![0u8; 0x3000];
+    // Guest memory: ATQ (16 descriptors) at +0, ARQ (16) at +0x400, ATQ buffers at +0x1000
+    // (0x100 apart), ARQ buffers at +0x2000 (0x200 apart), the TX ring CONFIG_VSI_QUEUES
+    // sets up at +0x4000 with one frame at +0x4800, the RX ring at +0x6000 with buffers at
+    // +0x7000.
+    let mut mem = vec![0u8; 0x8000];
     let reqs = virtchnl_requests();
-    let reqs = &reqs[..2];
+    // Everything but the final RESET_VF.
+    let reqs = &reqs[..reqs.len() - 1];
     for (i, (op, body)) in reqs.iter().enumerate() {
         let buf = 0x1000 + 0x100 * i;
         mem[buf..buf + body.len()].copy_from_slice(body);
@@ -374,7 +391,7 @@ fn avf_adminq() -> Vec<u8> {
         };
         mem[32 * i..32 * i + 32].copy_from_slice(&d.to_bytes());
     }
-    for i in 0..8 {
+    for i in 0..16 {
         let buf = MEM_BASE + 0x2000 + 0x200 * i as u64;
         let d = AqDesc {
             flags: AQ_FLAG_BUF,
@@ -383,22 +400,40 @@ fn avf_adminq() -> Vec<u8> {
             addr_low: buf as u32,
             ..AqDesc::default()
         };
-        mem[0x100 + 32 * i..0x100 + 32 * i + 32].copy_from_slice(&d.to_bytes());
+        mem[0x400 + 32 * i..0x400 + 32 * i + 32].copy_from_slice(&d.to_bytes());
+    }
+    // TX descriptor 0: one 154-byte frame, EOP|RS.
+    let frame = tcp_frame(100);
+    mem[0x4800..0x4800 + frame.len()].copy_from_slice(&frame);
+    let qw1 = avf::tx::DTYPE_DATA
+        | (avf::tx::CMD_EOP | avf::tx::CMD_RS) << avf::tx::CMD_SHIFT
+        | (frame.len() as u64) << avf::tx::BUF_SZ_SHIFT;
+    mem[0x4000..0x4008].copy_from_slice(&(MEM_BASE + 0x4800).to_le_bytes());
+    mem[0x4008..0x4010].copy_from_slice(&qw1.to_le_bytes());
+    // RX descriptors 0 and 1 with 2 KiB buffers.
+    for i in 0..2u64 {
+        let at = 0x6000 + 32 * i as usize;
+        mem[at..at + 8].copy_from_slice(&(MEM_BASE + 0x7000 + 2048 * i).to_le_bytes());
     }
     let mut o = Ops(Vec::new());
-    o.write(avf::VF_ARQBAL1, (MEM_BASE + 0x100) as u32)
+    o.write(avf::VF_ARQBAL1, (MEM_BASE + 0x400) as u32)
         .write(avf::VF_ARQBAH1, 0)
-        .write(avf::VF_ARQLEN1, avf::AQ_LEN_ENABLE | 8)
-        .write(avf::VF_ARQT1, 7)
+        .write(avf::VF_ARQLEN1, avf::AQ_LEN_ENABLE | 16)
+        .write(avf::VF_ARQT1, 15)
         .write(avf::VF_ATQBAL1, MEM_BASE as u32)
         .write(avf::VF_ATQBAH1, 0)
-        .write(avf::VF_ATQLEN1, avf::AQ_LEN_ENABLE | 8)
+        .write(avf::VF_ATQLEN1, avf::AQ_LEN_ENABLE | 16)
         .write(avf::VF_ATQT1, reqs.len() as u32)
         .read(avf::VF_ATQH1)
         .read(avf::VF_ARQH1)
         .write(avf::VFINT_DYN_CTL01, avf::DYN_CTL_INTENA)
         .read(avf::VFINT_ICR01)
-        .read(avf::VFGEN_RSTAT);
+        .read(avf::VFGEN_RSTAT)
+        .write(avf::QTX_TAIL1, 1)
+        .write(avf::QRX_TAIL1, 2);
+    // A dataplane pass on queue pair 0: TX (budget 64), then a 60-byte frame to RX.
+    o.0.extend_from_slice(&[6, 0, 64, 60, 0]);
+    o.0.extend_from_slice(&tcp_frame(6));
     o.with_memory(&mem)
 }
 
