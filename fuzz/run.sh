@@ -31,6 +31,7 @@ export CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2}
 rss=${FUZZ_RSS_LIMIT_MB:-2048}
 logs=${FUZZ_LOG_DIR:-target/fuzz-logs}
 mkdir -p "$logs"
+logs=$(cd "$logs" && pwd)
 
 if [ $# -gt 0 ]; then
   targets=("$@")
@@ -44,7 +45,7 @@ for t in "${targets[@]}"; do
   mkdir -p "corpus/$t"
   if [ -d "seeds/$t" ]; then cp -n "seeds/$t"/* "corpus/$t"/ 2>/dev/null || true; fi
   log="$logs/$t.log"
-  echo "==> $t: ${secs}s (log: fuzz/$log)"
+  echo "==> $t: ${secs}s (log: $log)"
   rc=0
   # One process, one worker: the other cores stay free. -timeout: an input that runs for
   # 30 s counts as a hang (a crash).
