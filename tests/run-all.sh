@@ -3,7 +3,8 @@
 #   1. the guest environment (QEMU 11.1 with vfio-user-pci + the Debian trixie kernel), built
 #      once into ~/.cache/emu-sriov/guest (~40 s cold, ~1 s cached; needs root and the Debian
 #      mirrors the first time),
-#   2. cargo fmt --check and clippy with -D warnings,
+#   2. cargo fmt --check and clippy with -D warnings, and a plain (stable, no sanitizer) build
+#      of the fuzz targets in fuzz/,
 #   3. all unit and integration tests, including the real-driver guest tests (#[ignore]d in a
 #      plain `cargo test` because they boot TCG guests).
 # Usage: tests/run-all.sh            (as root)
@@ -40,7 +41,11 @@ fi
 
 step "guest environment" tests/guest/prepare.sh
 step "cargo fmt --check" cargo fmt --all --check
+step "cargo fmt --check (fuzz)" cargo fmt --manifest-path fuzz/Cargo.toml --check
 step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+# The fuzz targets (fuzz/, its own workspace) must keep building; fuzzing itself is
+# fuzz/run.sh, not part of CI.
+step "fuzz targets build" cargo build --manifest-path fuzz/Cargo.toml --bins --examples
 step "build (agent binary)" cargo build --workspace
 step "tests (incl. guest tests)" cargo test --workspace -- --include-ignored --nocapture
 
