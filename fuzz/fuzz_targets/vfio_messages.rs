@@ -13,7 +13,7 @@ use emu_nic_model::igbvf::vf::IgbVf;
 use emu_nic_model::vmdq::SwitchTable;
 use emu_sriov_agent::device::{IgbVfDevice, IrqAdapter, PfShared};
 use emu_sriov_fuzz::igb_admins;
-use emu_vfio_server::{DmaTable, IrqSet, Server, ServerHandle};
+use emu_vfio_server::{DmaTable, IrqSet, LogBudget, Server, ServerHandle};
 use libfuzzer_sys::fuzz_target;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -73,6 +73,7 @@ fn fixture() -> &'static Fixture {
             attached: AtomicBool::new(false),
             mailbox_nacks: AtomicU64::new(0),
             bar0_pages: None,
+            log: LogBudget::new(),
         });
         let mut server =
             Server::bind(&path, device.clone(), dma, irqs).expect("cannot bind the server");
