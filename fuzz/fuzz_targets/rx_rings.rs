@@ -10,18 +10,13 @@
 use emu_nic_model::avf::rings as avf;
 use emu_nic_model::avf::state::RxQueueCfg;
 use emu_nic_model::igbvf::rings::{rx_write, RingRegs, RxBurst, RxLayout, RxMeta};
-use emu_sriov_fuzz::{guest_addr, guest_memory, ring_value, Input};
+use emu_sriov_fuzz::{guest_memory, ring_regs, Input};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);
     let mode = input.u8();
-    let base = guest_addr(&mut input);
-    let (len, head, tail) = (
-        ring_value(&mut input),
-        ring_value(&mut input),
-        ring_value(&mut input),
-    );
+    let (base, (len, head, tail)) = ring_regs(&mut input);
     let layout = input.u32();
     let max_pkt = input.u32();
     let vlan = input.bool().then(|| input.u16());

@@ -10,7 +10,7 @@
 use emu_nic_model::avf::rings::AvfTxQueue;
 use emu_nic_model::avf::state::TxQueueCfg;
 use emu_nic_model::igbvf::rings::{RingRegs, TxFrames, TxQueue, TxScratch, MAX_TX_FRAME};
-use emu_sriov_fuzz::{guest_addr, guest_memory, ring_value, Input};
+use emu_sriov_fuzz::{guest_memory, ring_regs, Input};
 use libfuzzer_sys::fuzz_target;
 
 /// Largest frame a TX path may emit: MAX_TX_FRAME plus an inserted VLAN tag.
@@ -27,12 +27,7 @@ fn check(frame: &[u8]) {
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);
     let mode = input.u8();
-    let base = guest_addr(&mut input);
-    let (len, head, tail) = (
-        ring_value(&mut input),
-        ring_value(&mut input),
-        ring_value(&mut input),
-    );
+    let (base, (len, head, tail)) = ring_regs(&mut input);
     let budget = usize::from(input.u8());
     let mem = guest_memory(input.rest());
     let mut scratch = TxScratch::new();

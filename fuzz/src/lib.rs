@@ -139,3 +139,12 @@ pub fn ring_value(input: &mut Input<'_>) -> u32 {
         u32::from(input.u16())
     }
 }
+
+/// A ring from the input: its base address and (length, head, tail) registers.
+pub fn ring_regs(input: &mut Input<'_>) -> (u64, (u32, u32, u32)) {
+    let base = guest_addr(input);
+    let len = ring_value(input);
+    let head = ring_value(input);
+    let tail = ring_value(input);
+    (base, (len, head, tail))
+}
