@@ -279,12 +279,23 @@ pub fn seals(fd: BorrowedFd<'_>) -> io::Result<Option<libc::c_int>> {
     }
 }
 
-/// What kind of file an fd an eventfd was claimed for really is.
+/// Whether `fd` is an eventfd. Pipes, FIFOs, sockets, files and devices (whose writes can
+/// block, fill a disk or reach another process) have a file type; an eventfd is an
+/// anonymous inode without one. Its /proc link then tells it from the other anonymous
+/// inodes (signalfd, timerfd, epoll: writes to those fail at once, so where /proc is not
+/// mounted an anonymous inode is accepted).
 pub fn is_eventfd(fd: BorrowedFd<'_>) -> io::Result<bool> {
-    // eventfds are anonymous inodes; their /proc link names the kind. fstat alone cannot
-    // tell an eventfd from other anon inodes (signalfd, timerfd, ...).
-    let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
-    Ok(link.as_os_str() == "anon_inode:[eventfd]")
+    // SAFETY: an all-zero `stat` is a valid value of this plain C struct.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is valid for the call and `st` is a writable stat buffer.
+    cvt(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) })?;
+    if st.st_mode & libc::S_IFMT != 0 {
+        return Ok(false);
+    }
+    match std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) {
+        Ok(link) => Ok(link.as_os_str() == "anon_inode:[eventfd]"),
+        Err(_) => Ok(true),
+    }
 }
 
 /// A new eventfd (counter 0, non-blocking, close-on-exec).
