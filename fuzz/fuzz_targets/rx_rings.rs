@@ -9,14 +9,14 @@
 
 use emu_nic_model::avf::rings as avf;
 use emu_nic_model::avf::state::RxQueueCfg;
-use emu_nic_model::igbvf::rings::{rx_write, RingRegs, RxBurst, RxLayout, RxMeta};
-use emu_sriov_fuzz::{guest_memory, ring_regs, Input};
+use emu_nic_model::igbvf::rings::{rx_write, RxBurst, RxLayout, RxMeta};
+use emu_sriov_fuzz::{guest_memory, Input, Ring};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);
     let mode = input.u8();
-    let (base, (len, head, tail)) = ring_regs(&mut input);
+    let r = Ring::read(&mut input);
     let layout = input.u32();
     let max_pkt = input.u32();
     let vlan = input.bool().then(|| input.u16());
@@ -33,13 +33,7 @@ fuzz_target!(|data: &[u8]| {
     let mem = guest_memory(input.rest());
 
     if mode & 1 == 0 {
-        let mut ring = RingRegs {
-            bal: base as u32,
-            bah: (base >> 32) as u32,
-            len,
-            head,
-            tail,
-        };
+        let mut ring = r.igbvf();
         let layout = RxLayout::from_srrctl(layout);
         let meta = RxMeta { vlan, rss_hash };
         match mode >> 1 & 3 {
@@ -67,13 +61,13 @@ fuzz_target!(|data: &[u8]| {
         }
     } else {
         let mut q = RxQueueCfg {
-            ring_base: base,
-            ring_len: len,
+            ring_base: r.base,
+            ring_len: r.len,
             buf_size: layout,
             max_pkt_size: max_pkt,
             enabled: mode & 2 == 0,
-            head,
-            tail,
+            head: r.head,
+            tail: r.tail,
         };
         let meta = avf::RxMeta {
             vlan,

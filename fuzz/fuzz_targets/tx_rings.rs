@@ -9,8 +9,8 @@
 
 use emu_nic_model::avf::rings::AvfTxQueue;
 use emu_nic_model::avf::state::TxQueueCfg;
-use emu_nic_model::igbvf::rings::{RingRegs, TxFrames, TxQueue, TxScratch, MAX_TX_FRAME};
-use emu_sriov_fuzz::{guest_memory, ring_regs, Input};
+use emu_nic_model::igbvf::rings::{TxFrames, TxQueue, TxScratch, MAX_TX_FRAME};
+use emu_sriov_fuzz::{guest_memory, Input, Ring};
 use libfuzzer_sys::fuzz_target;
 
 /// Largest frame a TX path may emit: MAX_TX_FRAME plus an inserted VLAN tag.
@@ -27,19 +27,13 @@ fn check(frame: &[u8]) {
 fuzz_target!(|data: &[u8]| {
     let mut input = Input::new(data);
     let mode = input.u8();
-    let (base, (len, head, tail)) = ring_regs(&mut input);
+    let r = Ring::read(&mut input);
     let budget = usize::from(input.u8());
     let mem = guest_memory(input.rest());
     let mut scratch = TxScratch::new();
 
     if mode & 1 == 0 {
-        let mut ring = RingRegs {
-            bal: base as u32,
-            bah: (base >> 32) as u32,
-            len,
-            head,
-            tail,
-        };
+        let mut ring = r.igbvf();
         let mut q = TxQueue::new();
         // Twice: the second call continues where the budget stopped the first.
         for _ in 0..2 {
@@ -59,11 +53,11 @@ fuzz_target!(|data: &[u8]| {
         }
     } else {
         let mut cfg = TxQueueCfg {
-            ring_base: base,
-            ring_len: len,
+            ring_base: r.base,
+            ring_len: r.len,
             enabled: mode & 2 == 0,
-            head,
-            tail,
+            head: r.head,
+            tail: r.tail,
         };
         let mut q = AvfTxQueue::new();
         for _ in 0..2 {

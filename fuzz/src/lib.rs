@@ -1,6 +1,7 @@
 //! Helpers shared by the fuzz targets: a cursor over the fuzz input that never fails (an
 //! exhausted input reads as zeroes) and guest memory filled from the input.
 
+use emu_nic_model::igbvf::rings::RingRegs;
 use emu_nic_model::mem::{GuestMemory, VecMemory};
 
 /// Guest address of the memory the ring targets build (descriptors and buffers point here).
@@ -140,11 +141,37 @@ pub fn ring_value(input: &mut Input<'_>) -> u32 {
     }
 }
 
-/// A ring from the input: its base address and (length, head, tail) registers.
-pub fn ring_regs(input: &mut Input<'_>) -> (u64, (u32, u32, u32)) {
-    let base = guest_addr(input);
-    let len = ring_value(input);
-    let head = ring_value(input);
-    let tail = ring_value(input);
-    (base, (len, head, tail))
+/// A ring from the input: its base address and length, head and tail registers.
+#[derive(Debug, Clone, Copy)]
+pub struct Ring {
+    pub base: u64,
+    pub len: u32,
+    pub head: u32,
+    pub tail: u32,
+}
+
+impl Ring {
+    pub fn read(input: &mut Input<'_>) -> Ring {
+        let base = guest_addr(input);
+        let len = ring_value(input);
+        let head = ring_value(input);
+        let tail = ring_value(input);
+        Ring {
+            base,
+            len,
+            head,
+            tail,
+        }
+    }
+
+    /// The same ring as igbvf ring registers (TDBAL/TDBAH/TDLEN/TDH/TDT or the RX ones).
+    pub fn igbvf(&self) -> RingRegs {
+        RingRegs {
+            bal: self.base as u32,
+            bah: (self.base >> 32) as u32,
+            len: self.len,
+            head: self.head,
+            tail: self.tail,
+        }
+    }
 }
