@@ -357,6 +357,14 @@ impl Agent {
         Ok(self.list()?.get("uplink").cloned())
     }
 
+    /// The VF called `id` (e.g. `igb0-vf1`) as `list` shows it now.
+    pub fn vf(&self, id: &str) -> Result<VfInfo, String> {
+        self.vfs()?
+            .into_iter()
+            .find(|v| v.id == id)
+            .ok_or_else(|| format!("no VF {id} in `list`"))
+    }
+
     /// `list()` parsed into VFs, ordered by index.
     pub fn vfs(&self) -> Result<Vec<VfInfo>, String> {
         let mut v = parse_vfs(&self.list()?)?;

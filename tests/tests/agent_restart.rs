@@ -69,10 +69,7 @@ fn transfer(a: &mut AttachedVf, b: &mut AttachedVf, frames: u64) {
 
 fn counter(agent: &Agent, id: &str, name: &str) -> u64 {
     agent
-        .vfs()
-        .expect("list")
-        .into_iter()
-        .find(|v| v.id == id)
+        .vf(id)
         .expect("VF listed")
         .counter(name)
         .expect("counter")

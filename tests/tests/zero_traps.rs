@@ -14,10 +14,7 @@ const WINDOW: u64 = 128;
 
 fn traps(agent: &Agent, id: &str) -> u64 {
     agent
-        .vfs()
-        .expect("list")
-        .into_iter()
-        .find(|v| v.id == id)
+        .vf(id)
         .expect("VF listed")
         .counter("traps")
         .expect("traps counter")
