@@ -16,9 +16,11 @@ pub mod fake_kubelet;
 pub mod harness;
 pub mod initramfs;
 pub mod netns;
+pub mod operator;
 pub mod proc;
 pub mod qemu;
 pub mod scenarios;
+pub mod simagent;
 pub mod topology;
 pub mod traffic;
 
