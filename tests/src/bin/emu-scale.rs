@@ -19,7 +19,7 @@ use emu_sriov_tests::proc::RunDir;
 use emu_sriov_tests::simagent;
 use futures::{StreamExt, TryStreamExt};
 use kube::api::PostParams;
-use kube::runtime::watcher;
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::Api;
 use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
