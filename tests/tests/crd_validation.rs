@@ -116,7 +116,7 @@ async fn vfpool_rules() {
         &c,
         "VfPool",
         json!({"model": "igbvf", "uplink": {"type": "tap", "name": "emu0"}}),
-        json!({"model": "igbvf", "uplink": {"type": "tap", "name": "a-name-far-too-long"}}),
+        json!({"model": "igbvf", "uplink": {"type": "tap", "name": "eth/0"}}),
         "uplink.name: an interface name has 1 to 15 characters",
     )
     .await;
