@@ -391,6 +391,14 @@ impl Node {
                 .is_some_and(|s| s.is_running())
     }
 
+    /// The MAC of served VF `id`.
+    pub fn mac(&self, id: &str) -> Option<[u8; 6]> {
+        self.entries()
+            .iter()
+            .find(|e| e.id == id && e.served)
+            .map(|e| e.mac)
+    }
+
     /// The slots of PF `pf` (served or not); 0 for a PF this node does not have.
     pub fn slots(&self, pf: &str) -> usize {
         self.entries().iter().filter(|e| e.pf == pf).count()

@@ -65,6 +65,8 @@ pub(crate) struct Core {
     held: watch::Sender<BTreeSet<String>>,
     poke: Notify,
     pod_resources_missing_logged: std::sync::atomic::AtomicBool,
+    /// A pod-resources `List` has been answered at least once.
+    allocations_known: std::sync::atomic::AtomicBool,
 }
 
 impl Core {
@@ -83,6 +85,7 @@ impl Core {
             held: watch::channel(BTreeSet::new()).0,
             poke: Notify::new(),
             pod_resources_missing_logged: Default::default(),
+            allocations_known: Default::default(),
         }
     }
 
@@ -248,12 +251,19 @@ impl Core {
         let Some(in_use) = self.in_use().await else {
             return;
         };
+        let first = !self
+            .allocations_known
+            .swap(true, std::sync::atomic::Ordering::AcqRel);
         let released = {
             let mut st = self.lock();
             let released =
                 st.table
                     .observe_in_use(&in_use, Instant::now(), self.config.release_grace);
             self.publish_held(&st);
+            if first {
+                // Watchers wait for this even when nothing is held.
+                self.held.send_modify(|_| {});
+            }
             released
         };
         if released.is_empty() {
@@ -377,7 +387,17 @@ impl PluginHandle {
         self.core.held.borrow().clone()
     }
 
-    /// A receiver that sees every change of [`PluginHandle::held`].
+    /// Whether the kubelet's pod-resources API has answered at least once: before that,
+    /// [`PluginHandle::held`] only knows this run's Allocate calls, not the VFs pods got
+    /// before the agent (re)started.
+    pub fn allocations_known(&self) -> bool {
+        self.core
+            .allocations_known
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// A receiver that sees every change of [`PluginHandle::held`] (and the moment
+    /// [`PluginHandle::allocations_known`] turns true).
     pub fn watch_held(&self) -> watch::Receiver<BTreeSet<String>> {
         self.core.held.subscribe()
     }
