@@ -5,8 +5,15 @@
 #      mirrors the first time),
 #   2. cargo fmt --check and clippy with -D warnings, and a plain (stable, no sanitizer) build
 #      of the fuzz targets in fuzz/,
-#   3. all unit and integration tests, including the real-driver guest tests (#[ignore]d in a
-#      plain `cargo test` because they boot TCG guests).
+#   3. the CRD YAML in crds/ matches crdgen's output,
+#   4. the Kubernetes programs the control-plane tests run (etcd, kube-apiserver, kubectl of the
+#      release pinned in tests/cluster/go.mod), built by tests/cluster/build.sh into
+#      ~/.cache/emu-sriov/k8s/<version>/bin. That needs Go >= 1.26 (preinstalled on the dev
+#      machines; otherwise https://go.dev/dl) and, the first time, the Go module proxy: several
+#      minutes cold on 2 cores, ~0 s cached,
+#   5. all unit and integration tests, including the real-driver guest tests (#[ignore]d in a
+#      plain `cargo test` because they boot TCG guests) and the tests against a real
+#      kube-apiserver + etcd (tests/src/k8s.rs; a few seconds per control plane).
 # Usage: tests/run-all.sh            (as root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +32,8 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 command -v cargo >/dev/null || { echo "run-all: cargo not found; install Rust (rustup) first" >&2; exit 1; }
+# tests/cluster/build.sh compiles the Kubernetes programs from the pinned Go modules.
+command -v go >/dev/null || { echo "run-all: go not found; install Go >= 1.26 (tests/cluster/build.sh builds kube-apiserver, etcd and kubectl with it)" >&2; exit 1; }
 # The uplink tests make network namespaces and TAPs with iproute2.
 if ! command -v ip >/dev/null; then
   echo "run-all: installing iproute2 (uplink tests use ip netns)" >&2
@@ -47,6 +56,8 @@ step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 # fuzz/run.sh, not part of CI.
 step "fuzz targets build" cargo build --manifest-path fuzz/Cargo.toml --bins --examples
 step "build (agent binary)" cargo build --workspace
+step "CRDs up to date" cargo run -q -p emu-sriov-crds --bin crdgen -- --check crds
+step "kubernetes binaries" tests/cluster/build.sh
 step "tests (incl. guest tests)" cargo test --workspace -- --include-ignored --nocapture
 
 printf '\n==> summary\n'

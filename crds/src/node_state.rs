@@ -42,8 +42,12 @@ use serde::{Deserialize, Serialize};
 #[x_kube(validation = Rule::new("self.pools.all(p, self.pools.exists_one(q, q.name == p.name))").message("pools: each VfPool appears once per node"))]
 #[serde(rename_all = "camelCase")]
 pub struct NodeStateSpec {
-    /// One entry per VfPool placed on this node, sorted by pool name.
+    /// One entry per VfPool placed on this node, sorted by pool name; at most 32.
+    // The bounds on these lists and names keep the CEL rules within the API server's cost
+    // budget, which multiplies a rule's cost by the most items of every enclosing list; without
+    // them kube-apiserver 1.36 rejects this CRD ("estimated rule cost exceeds budget").
     #[serde(default)]
+    #[schemars(length(max = 32))]
     pub pools: Vec<NodePool>,
 }
 
@@ -52,6 +56,7 @@ pub struct NodeStateSpec {
 #[serde(rename_all = "camelCase")]
 pub struct NodePool {
     /// The VfPool's name.
+    #[schemars(length(min = 1, max = 253))]
     pub name: String,
     /// The VfPool generation this entry was rendered from.
     pub generation: i64,
@@ -69,6 +74,8 @@ pub struct NodePool {
     pub uplink: Option<UplinkSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub socket_owner: Option<SocketOwner>,
+    /// The pool's PFs on this node: `pfsPerNode` of them, at most 8.
+    #[schemars(length(max = 8))]
     pub pfs: Vec<NodePf>,
 }
 
@@ -78,6 +85,7 @@ pub struct NodePool {
 pub struct NodePf {
     /// Unique on the node and kept while the PF exists (`igb0`, `avf3`): VF ids and socket
     /// paths derive from it.
+    #[schemars(length(min = 1, max = 12))]
     #[x_kube(validation = Rule::new("self.matches('^[a-z][a-z0-9]{0,11}$')").message("pfs[].name: 1 to 12 lower-case letters and digits, starting with a letter"))]
     pub name: String,
     /// VFs on this PF.

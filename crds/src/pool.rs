@@ -212,6 +212,7 @@ pub struct UplinkSpec {
     #[serde(rename = "type")]
     pub kind: UplinkType,
     /// Interface name, 1 to 15 characters.
+    #[schemars(length(min = 1, max = 15))]
     #[x_kube(validation = Rule::new("size(self) >= 1 && size(self) <= 15 && !self.contains('/') && !self.contains(' ')").message("uplink.name: an interface name has 1 to 15 characters and no '/' or spaces"))]
     pub name: String,
 }

@@ -7,6 +7,9 @@
 //! The guest tests are `#[ignore]`d so that plain `cargo test` stays fast; run them with
 //! `cargo test -p emu-sriov-tests -- --include-ignored` (as root; the first run builds the guest
 //! cache, ~1 min with network). A requested run with a missing prerequisite fails loudly.
+//!
+//! [`k8s`] runs a real Kubernetes control plane (etcd + kube-apiserver of the pinned release) for
+//! the operator and CRD tests; those are not ignored (a start takes seconds).
 
 pub mod agent;
 pub mod arp;
@@ -15,10 +18,13 @@ pub mod env;
 pub mod fake_kubelet;
 pub mod harness;
 pub mod initramfs;
+pub mod k8s;
 pub mod netns;
+pub mod operator;
 pub mod proc;
 pub mod qemu;
 pub mod scenarios;
+pub mod simagent;
 pub mod topology;
 pub mod traffic;
 

@@ -9,15 +9,19 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Spawns `cmd` so that it gets SIGKILL if the spawning thread dies (a killed test runner leaves
 /// no guests behind). Spawn from the test's own thread: the signal follows that thread.
 pub fn spawn_guarded(cmd: &mut Command) -> std::io::Result<Child> {
+    // Compared with getppid() in the child rather than 1: the test process may itself be PID 1 (a
+    // container), and an orphan may be reparented to a subreaper instead of init.
+    let parent = libc::pid_t::try_from(std::process::id())
+        .map_err(|_| std::io::Error::other("own PID does not fit pid_t"))?;
     // SAFETY: the closure runs between fork and exec and only calls prctl(2) and getppid(2), both
-    // async-signal-safe; it touches no memory of the parent.
+    // async-signal-safe; it reads only the copied `parent` value.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
             // The parent may already have died between fork and prctl.
-            if libc::getppid() == 1 {
+            if libc::getppid() != parent {
                 return Err(std::io::Error::other("parent died before exec"));
             }
             Ok(())
