@@ -16,8 +16,8 @@ use crate::metrics::{ControllerLabel, Metrics};
 use crate::network::{self, RenderedNad};
 use crate::render::{self, Cond, NodeAction, NodeLabels, Pool};
 use emu_sriov_crds::{
-    conditions, NetworkAttachmentDefinition, NodeState, NodeStateSpec, VfNetwork,
-    VfNetworkStatus, VfPool, VfPoolStatus, OPERATOR_MANAGER,
+    conditions, NetworkAttachmentDefinition, NodeState, NodeStateSpec, VfNetwork, VfNetworkStatus,
+    VfPool, VfPoolStatus, OPERATOR_MANAGER,
 };
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Node;
@@ -78,7 +78,11 @@ pub async fn run(
     let mut caches = tokio::task::JoinSet::new();
     caches.spawn(drive(reflector::reflector(
         pools_w,
-        watcher(Api::<VfPool>::all(client.clone()), watcher::Config::default()).default_backoff(),
+        watcher(
+            Api::<VfPool>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
     )));
     caches.spawn(drive(reflector::reflector(
         nodes_w,
@@ -86,8 +90,11 @@ pub async fn run(
     )));
     caches.spawn(drive(reflector::reflector(
         states_w,
-        watcher(Api::<NodeState>::all(client.clone()), watcher::Config::default())
-            .default_backoff(),
+        watcher(
+            Api::<NodeState>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff(),
     )));
     tracing::info!("syncing caches (VfPools, Nodes, NodeStates)");
     let synced = async {
@@ -144,56 +151,60 @@ pub async fn run(
     };
     let pool_ctl = {
         let pools_for_nodes = pools.clone();
-        Controller::new(Api::<VfPool>::all(client.clone()), watcher::Config::default())
-            .watches(
-                Api::<NodeState>::all(client.clone()),
-                watcher::Config::default(),
-                |ns| {
-                    let mut names: Vec<String> =
-                        ns.spec.pools.iter().map(|p| p.name.clone()).collect();
-                    if let Some(s) = &ns.status {
-                        names.extend(s.pools.iter().map(|p| p.name.clone()));
-                    }
-                    names.sort();
-                    names.dedup();
-                    names
-                        .into_iter()
-                        .map(|n| ObjectRef::<VfPool>::new(&n))
-                        .collect::<Vec<_>>()
-                },
-            )
-            .watches(
-                Api::<Node>::all(client.clone()),
-                watcher::Config::default(),
-                move |_node| {
-                    pools_for_nodes
-                        .state()
-                        .iter()
-                        .map(|p| ObjectRef::from_obj(p.as_ref()))
-                        .collect::<Vec<_>>()
-                },
-            )
-            .graceful_shutdown_on(shutdown.clone())
-            .run(reconcile_pool, error_policy_pool, ctx.clone())
+        Controller::new(
+            Api::<VfPool>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .watches(
+            Api::<NodeState>::all(client.clone()),
+            watcher::Config::default(),
+            |ns| {
+                let mut names: Vec<String> = ns.spec.pools.iter().map(|p| p.name.clone()).collect();
+                if let Some(s) = &ns.status {
+                    names.extend(s.pools.iter().map(|p| p.name.clone()));
+                }
+                names.sort();
+                names.dedup();
+                names
+                    .into_iter()
+                    .map(|n| ObjectRef::<VfPool>::new(&n))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .watches(
+            Api::<Node>::all(client.clone()),
+            watcher::Config::default(),
+            move |_node| {
+                pools_for_nodes
+                    .state()
+                    .iter()
+                    .map(|p| ObjectRef::from_obj(p.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(shutdown.clone())
+        .run(reconcile_pool, error_policy_pool, ctx.clone())
     };
-    let network_ctl =
-        Controller::new(Api::<VfNetwork>::all(client.clone()), watcher::Config::default())
-            .watches(
-                Api::<NetworkAttachmentDefinition>::all(client.clone()),
-                watcher::Config::default().labels(&format!(
-                    "{}={}",
-                    network::LABEL_MANAGED_BY,
-                    crate::MANAGED_BY
-                )),
-                |nad| {
-                    let l = nad.labels();
-                    let ns = l.get(network::LABEL_NETWORK_NAMESPACE)?;
-                    let name = l.get(network::LABEL_NETWORK_NAME)?;
-                    Some(ObjectRef::<VfNetwork>::new(name).within(ns))
-                },
-            )
-            .graceful_shutdown_on(shutdown.clone())
-            .run(reconcile_network, error_policy_network, ctx.clone());
+    let network_ctl = Controller::new(
+        Api::<VfNetwork>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .watches(
+        Api::<NetworkAttachmentDefinition>::all(client.clone()),
+        watcher::Config::default().labels(&format!(
+            "{}={}",
+            network::LABEL_MANAGED_BY,
+            crate::MANAGED_BY
+        )),
+        |nad| {
+            let l = nad.labels();
+            let ns = l.get(network::LABEL_NETWORK_NAMESPACE)?;
+            let name = l.get(network::LABEL_NETWORK_NAME)?;
+            Some(ObjectRef::<VfNetwork>::new(name).within(ns))
+        },
+    )
+    .graceful_shutdown_on(shutdown.clone())
+    .run(reconcile_network, error_policy_network, ctx.clone());
 
     tokio::join!(
         report("nodes", node_ctl),
@@ -357,7 +368,8 @@ async fn apply_node_state(
         },
         "spec": spec,
     });
-    api.patch(name, &apply_params(), &Patch::Apply(&body)).await?;
+    api.patch(name, &apply_params(), &Patch::Apply(&body))
+        .await?;
     ctx.metrics.wrote("NodeState", "apply");
     Ok(())
 }
@@ -419,7 +431,11 @@ fn stamp(conds: &[Cond], old: &[Condition], generation: i64) -> Vec<Condition> {
             let prev = old.iter().find(|o| o.type_ == c.type_);
             let last_transition_time = match prev {
                 Some(p) if p.status == status => p.last_transition_time.clone(),
-                _ => Time(jiff::Timestamp::now().round(jiff::Unit::Second).unwrap_or_else(|_| jiff::Timestamp::now())),
+                _ => Time(
+                    jiff::Timestamp::now()
+                        .round(jiff::Unit::Second)
+                        .unwrap_or_else(|_| jiff::Timestamp::now()),
+                ),
             };
             Condition {
                 type_: c.type_.to_owned(),
@@ -576,8 +592,7 @@ async fn ensure_nad(ctx: &Ctx, r: &RenderedNad) -> Result<(), Error> {
         let has = |want: &BTreeMap<String, String>, got: &BTreeMap<String, String>| {
             want.iter().all(|(k, v)| got.get(k) == Some(v))
         };
-        if same_config && has(&r.annotations, live.annotations()) && has(&r.labels, live.labels())
-        {
+        if same_config && has(&r.annotations, live.annotations()) && has(&r.labels, live.labels()) {
             return Ok(());
         }
     }

@@ -58,7 +58,11 @@ impl Metrics {
             "Reconciles that failed (retried with backoff)",
             reconcile_errors.clone(),
         );
-        registry.register("reconciles_in_flight", "Reconciles running now", in_flight.clone());
+        registry.register(
+            "reconciles_in_flight",
+            "Reconciles running now",
+            in_flight.clone(),
+        );
         registry.register(
             "retry_queue_depth",
             "Objects waiting for a retry after a failed reconcile",
@@ -69,7 +73,11 @@ impl Metrics {
             "Writes to the API server (server-side applies, deletes)",
             api_writes.clone(),
         );
-        registry.register("leader", "1 while this replica holds the leader lease", leader.clone());
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader lease",
+            leader.clone(),
+        );
         Arc::new(Metrics {
             registry,
             reconciles,
@@ -84,7 +92,9 @@ impl Metrics {
 
     /// Counts one write.
     pub fn wrote(&self, kind: &'static str, verb: &'static str) {
-        self.api_writes.get_or_create(&WriteLabel { kind, verb }).inc();
+        self.api_writes
+            .get_or_create(&WriteLabel { kind, verb })
+            .inc();
     }
 
     /// Total writes so far (all kinds), for tests and the scale run.

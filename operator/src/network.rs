@@ -68,7 +68,10 @@ pub fn render(net: &VfNetwork) -> Result<RenderedNad, RenderError> {
         config["ipam"] = ipam;
     }
     Ok(RenderedNad {
-        namespace: s.network_namespace.clone().unwrap_or_else(|| own_ns.clone()),
+        namespace: s
+            .network_namespace
+            .clone()
+            .unwrap_or_else(|| own_ns.clone()),
         name: name.clone(),
         annotations: [(RESOURCE_NAME_ANNOTATION.to_owned(), s.resource_name.clone())].into(),
         labels: [

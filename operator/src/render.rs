@@ -400,7 +400,10 @@ mod tests {
     }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn state(name: &str, spec: NodeStateSpec) -> NodeState {
@@ -667,7 +670,10 @@ mod tests {
         assert_eq!(st.ready_nodes, 1);
         assert_eq!((st.vfs_total, st.vfs_allocated), (4, 1));
         assert!(conds.iter().any(|c| c.type_ == "Ready" && c.status));
-        let overlap = conds.iter().find(|c| c.type_ == "Overlap").expect("overlap");
+        let overlap = conds
+            .iter()
+            .find(|c| c.type_ == "Overlap")
+            .expect("overlap");
         assert!(overlap.message.contains("pool b serves emu.sriov/vf on n2"));
 
         let (st_b, conds_b) = pool_status(&pools[1], &pools, &nodes, &[&n1, &n2]);

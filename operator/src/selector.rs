@@ -47,7 +47,9 @@ pub fn validate(selector: &LabelSelector) -> Result<(), SelectorError> {
         let n = e.values.as_ref().map_or(0, Vec::len);
         let operator = e.operator.clone();
         match e.operator.as_str() {
-            "In" | "NotIn" if n == 0 => return Err(SelectorError::MissingValues { index, operator }),
+            "In" | "NotIn" if n == 0 => {
+                return Err(SelectorError::MissingValues { index, operator })
+            }
             "Exists" | "DoesNotExist" if n > 0 => {
                 return Err(SelectorError::UnexpectedValues { index, operator })
             }
@@ -64,7 +66,10 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     fn expr(key: &str, op: &str, values: &[&str]) -> LabelSelectorRequirement {
@@ -86,7 +91,10 @@ mod tests {
             match_labels: Some(labels(&[("a", "1"), ("b", "2")])),
             ..Default::default()
         };
-        assert_eq!(matches(&s, &labels(&[("a", "1"), ("b", "2"), ("c", "3")])), Ok(true));
+        assert_eq!(
+            matches(&s, &labels(&[("a", "1"), ("b", "2"), ("c", "3")])),
+            Ok(true)
+        );
         assert_eq!(matches(&s, &labels(&[("a", "1")])), Ok(false));
         assert_eq!(matches(&s, &labels(&[("a", "1"), ("b", "3")])), Ok(false));
     }

@@ -83,19 +83,21 @@ impl Operator {
             .try_clone()
             .map_err(|e| format!("cloning the log file handle: {e}"))?;
         let mut cmd = Command::new(&bin);
+        if !args.contains(&"--log-level") {
+            cmd.args(["--log-level", "info,emu_sriov_operator=debug"]);
+        }
         cmd.arg("--kubeconfig")
             .arg(kubeconfig)
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .args(["--identity", identity])
-            .args(["--log-level", "info,emu_sriov_operator=debug"])
             .args(args)
             .env_remove("POD_NAMESPACE")
             .env_remove("POD_NAME")
             .stdin(Stdio::null())
             .stdout(file)
             .stderr(err);
-        let child = spawn_guarded(&mut cmd)
-            .map_err(|e| format!("starting {}: {e}", bin.display()))?;
+        let child =
+            spawn_guarded(&mut cmd).map_err(|e| format!("starting {}: {e}", bin.display()))?;
         let op = Operator {
             child: Some(child),
             identity: identity.to_owned(),
@@ -129,16 +131,23 @@ impl Operator {
         let mut s = TcpStream::connect(("127.0.0.1", self.metrics_port))
             .map_err(|e| format!("connect: {e}"))?;
         s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-            .map_err(|e| format!("send: {e}"))?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .map_err(|e| format!("send: {e}"))?;
         let mut buf = String::new();
-        s.read_to_string(&mut buf).map_err(|e| format!("read: {e}"))?;
+        s.read_to_string(&mut buf)
+            .map_err(|e| format!("read: {e}"))?;
         let code = buf
             .split_whitespace()
             .nth(1)
             .and_then(|c| c.parse().ok())
             .ok_or_else(|| format!("no HTTP status in {buf:?}"))?;
-        let body = buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        let body = buf
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
         Ok((code, body))
     }
 
@@ -148,18 +157,15 @@ impl Operator {
         Ok(body
             .lines()
             .filter(|l| !l.starts_with('#'))
-            .filter(|l| {
-                l.split(|c| c == '{' || c == ' ')
-                    .next()
-                    .is_some_and(|n| n == name)
-            })
+            .filter(|l| l.split(['{', ' ']).next().is_some_and(|n| n == name))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum())
     }
 
     /// API writes the operator made so far.
     pub fn writes(&self) -> u64 {
-        self.metric("emu_sriov_operator_api_writes_total").unwrap_or(0.0) as u64
+        self.metric("emu_sriov_operator_api_writes_total")
+            .unwrap_or(0.0) as u64
     }
 
     /// Whether it holds the leader lease (its `leader` gauge).

@@ -10,7 +10,9 @@ use serde_json::{json, Value};
 
 async fn client() -> Client {
     let client = ControlPlane::shared().client();
-    k8s::install_crds(&client, emu_sriov_crds::crds()).await.expect("CRDs install");
+    k8s::install_crds(&client, emu_sriov_crds::crds())
+        .await
+        .expect("CRDs install");
     client
 }
 

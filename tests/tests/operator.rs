@@ -17,10 +17,9 @@ use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
 use std::future::Future;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Polls `check` every 200 ms until it returns Some, or fails after `timeout` saying `what`.
 async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
@@ -33,7 +32,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < end, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < end,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -43,7 +45,9 @@ async fn setup(tag: &str) -> (&'static ControlPlane, Client, RunDir) {
     let client = cp.client();
     let mut crds = emu_sriov_crds::crds();
     crds.push(k8s::nad_crd());
-    k8s::install_crds(&client, crds).await.expect("CRDs install");
+    k8s::install_crds(&client, crds)
+        .await
+        .expect("CRDs install");
     (cp, client, RunDir::new(tag).expect("run dir"))
 }
 
@@ -100,18 +104,25 @@ async fn cleanup(client: &Client, pools: &[&str], nodes: &[&str]) {
     }
 }
 
-fn condition<'a>(conds: &'a [k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition], t: &str) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+fn condition<'a>(
+    conds: &'a [k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+    t: &str,
+) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
     conds.iter().find(|c| c.type_ == t)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pools_place_node_states_by_selector_and_follow_relabels_and_priority() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = SERIAL.lock().await;
     let (cp, client, mut dir) = setup("op-place").await;
     let (a, b) = ("place-a", "place-b");
     cleanup(&client, &["place", "prio-low", "prio-high"], &[a, b]).await;
-    k8s::create_node(&client, a, &[("emu.test/place", "on")]).await.expect("create node");
-    k8s::create_node(&client, b, &[]).await.expect("create node");
+    k8s::create_node(&client, a, &[("emu.test/place", "on")])
+        .await
+        .expect("create node");
+    k8s::create_node(&client, b, &[])
+        .await
+        .expect("create node");
     let _op = Operator::start(
         cp.kubeconfig_path(),
         "place",
@@ -145,7 +156,10 @@ async fn pools_place_node_states_by_selector_and_follow_relabels_and_priority() 
     let owner = &ns_a.owner_references()[0];
     assert_eq!((owner.kind.as_str(), owner.name.as_str()), ("Node", a));
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(node_state(&client, b).await.is_none(), "place-b does not match");
+    assert!(
+        node_state(&client, b).await.is_none(),
+        "place-b does not match"
+    );
 
     // Relabel: the pool moves from a to b. a's NodeState is emptied, then deleted (no agent
     // runs anything there).
@@ -156,9 +170,11 @@ async fn pools_place_node_states_by_selector_and_follow_relabels_and_priority() 
     })
     .await;
     assert_eq!(pools_of(&ns_b)[0].0, "place");
-    eventually("place-a's NodeState deleted", Duration::from_secs(20), || async {
-        node_state(&client, a).await.is_none().then_some(())
-    })
+    eventually(
+        "place-a's NodeState deleted",
+        Duration::from_secs(20),
+        || async { node_state(&client, a).await.is_none().then_some(()) },
+    )
     .await;
 
     // Status: one matched node, not ready until its agent reports.
@@ -170,10 +186,16 @@ async fn pools_place_node_states_by_selector_and_follow_relabels_and_priority() 
     assert_eq!(st.ready_nodes, 0);
     let ready = condition(&st.conditions, "Ready").expect("Ready condition");
     assert_eq!(ready.status, "False");
-    assert!(ready.message.contains("waiting for place-b"), "{}", ready.message);
+    assert!(
+        ready.message.contains("waiting for place-b"),
+        "{}",
+        ready.message
+    );
     // A (simulated) agent reports the spec applied: the pool becomes Ready.
     let states = Api::<NodeState>::all(client.clone());
-    simagent::report(&states, &ns_b).await.expect("agent status");
+    simagent::report(&states, &ns_b)
+        .await
+        .expect("agent status");
     let st = eventually("pool ready", Duration::from_secs(20), || async {
         let p = pools.get("place").await.ok()?;
         p.status.filter(|s| s.ready_nodes == 1)
@@ -215,7 +237,8 @@ async fn pools_place_node_states_by_selector_and_follow_relabels_and_priority() 
     })
     .await;
     assert!(
-        low.message.contains("pool prio-high serves emu.sriov/vf-prio on place-b"),
+        low.message
+            .contains("pool prio-high serves emu.sriov/vf-prio on place-b"),
         "{}",
         low.message
     );
@@ -249,10 +272,14 @@ async fn pools_place_node_states_by_selector_and_follow_relabels_and_priority() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vfnetwork_creates_updates_and_deletes_its_network_attachment_definition() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = SERIAL.lock().await;
     let (cp, client, mut dir) = setup("op-net").await;
-    let ns = k8s::create_namespace(&client, "vfnet").await.expect("create namespace");
-    let other = k8s::create_namespace(&client, "vfnet-target").await.expect("create namespace");
+    let ns = k8s::create_namespace(&client, "vfnet")
+        .await
+        .expect("create namespace");
+    let other = k8s::create_namespace(&client, "vfnet-target")
+        .await
+        .expect("create namespace");
     let _op = Operator::start(
         cp.kubeconfig_path(),
         "net",
@@ -269,7 +296,9 @@ async fn vfnetwork_creates_updates_and_deletes_its_network_attachment_definition
                  "ipam": "{\"type\": \"host-local\", \"subnet\": \"198.18.10.0/24\"}"}
     }))
     .expect("VfNetwork");
-    nets.create(&PostParams::default(), &net).await.expect("create VfNetwork");
+    nets.create(&PostParams::default(), &net)
+        .await
+        .expect("create VfNetwork");
 
     let config = |nad: &NetworkAttachmentDefinition| -> Value {
         serde_json::from_str(nad.spec.config.as_deref().unwrap_or("{}")).expect("config JSON")
@@ -279,17 +308,26 @@ async fn vfnetwork_creates_updates_and_deletes_its_network_attachment_definition
     })
     .await;
     assert_eq!(
-        nad.annotations().get(RESOURCE_NAME_ANNOTATION).map(String::as_str),
+        nad.annotations()
+            .get(RESOURCE_NAME_ANNOTATION)
+            .map(String::as_str),
         Some("emu.sriov/vf")
     );
     let c = config(&nad);
-    assert_eq!((c["type"].as_str(), c["vlan"].as_u64()), (Some("emu-sriov-cni"), Some(100)));
+    assert_eq!(
+        (c["type"].as_str(), c["vlan"].as_u64()),
+        (Some("emu-sriov-cni"), Some(100))
+    );
     assert_eq!(c["ipam"]["subnet"], "198.18.10.0/24");
 
     // Update: the NAD follows.
-    nets.patch("blue", &PatchParams::default(), &Patch::Merge(json!({"spec": {"vlan": 200}})))
-        .await
-        .expect("patch");
+    nets.patch(
+        "blue",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"vlan": 200}})),
+    )
+    .await
+    .expect("patch");
     eventually("NAD vlan 200", Duration::from_secs(20), || async {
         let nad = nads.get_opt("blue").await.ok().flatten()?;
         (config(&nad)["vlan"] == 200).then_some(())
@@ -304,15 +342,23 @@ async fn vfnetwork_creates_updates_and_deletes_its_network_attachment_definition
     )
     .await
     .expect("patch");
-    let ready = eventually("Ready=False InvalidSpec", Duration::from_secs(20), || async {
-        let n = nets.get("blue").await.ok()?;
-        let s = n.status?;
-        condition(&s.conditions, "Ready")
-            .filter(|c| c.reason == "InvalidSpec")
-            .cloned()
-    })
+    let ready = eventually(
+        "Ready=False InvalidSpec",
+        Duration::from_secs(20),
+        || async {
+            let n = nets.get("blue").await.ok()?;
+            let s = n.status?;
+            condition(&s.conditions, "Ready")
+                .filter(|c| c.reason == "InvalidSpec")
+                .cloned()
+        },
+    )
     .await;
-    assert!(ready.message.contains("ipam is not valid JSON"), "{}", ready.message);
+    assert!(
+        ready.message.contains("ipam is not valid JSON"),
+        "{}",
+        ready.message
+    );
     let nad = nads.get("blue").await.expect("NAD still there");
     assert_eq!(config(&nad)["vlan"], 200, "the last good NAD is kept");
 
@@ -323,40 +369,63 @@ async fn vfnetwork_creates_updates_and_deletes_its_network_attachment_definition
         "spec": {"resourceName": "emu.sriov/vf", "networkNamespace": other}
     }))
     .expect("VfNetwork");
-    nets.create(&PostParams::default(), &red).await.expect("create red");
+    nets.create(&PostParams::default(), &red)
+        .await
+        .expect("create red");
     let other_nads = Api::<NetworkAttachmentDefinition>::namespaced(client.clone(), &other);
-    eventually("NAD red in the target namespace", Duration::from_secs(20), || async {
-        other_nads.get_opt("red").await.ok().flatten()
-    })
+    eventually(
+        "NAD red in the target namespace",
+        Duration::from_secs(20),
+        || async { other_nads.get_opt("red").await.ok().flatten() },
+    )
     .await;
     for (api, name) in [(&other_nads, "red"), (&nads, "blue")] {
-        nets.delete(name, &DeleteParams::default()).await.expect("delete VfNetwork");
-        eventually(&format!("NAD {name} deleted"), Duration::from_secs(20), || async {
-            api.get_opt(name).await.ok().flatten().is_none().then_some(())
-        })
+        nets.delete(name, &DeleteParams::default())
+            .await
+            .expect("delete VfNetwork");
+        eventually(
+            &format!("NAD {name} deleted"),
+            Duration::from_secs(20),
+            || async {
+                api.get_opt(name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_none()
+                    .then_some(())
+            },
+        )
         .await;
     }
-    eventually("VfNetworks gone (finalizer removed)", Duration::from_secs(20), || async {
-        nets.list(&Default::default())
-            .await
-            .ok()
-            .filter(|l| l.items.is_empty())
-            .map(|_| ())
-    })
+    eventually(
+        "VfNetworks gone (finalizer removed)",
+        Duration::from_secs(20),
+        || async {
+            nets.list(&Default::default())
+                .await
+                .ok()
+                .filter(|l| l.items.is_empty())
+                .map(|_| ())
+        },
+    )
     .await;
     dir.succeed();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_operator_converges_with_zero_writes() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = SERIAL.lock().await;
     let (cp, client, mut dir) = setup("op-restart").await;
     let nodes = ["restart-1", "restart-2", "restart-3"];
     cleanup(&client, &["restart"], &nodes).await;
     for n in nodes {
-        k8s::create_node(&client, n, &[("emu.test/restart", "on")]).await.expect("create node");
+        k8s::create_node(&client, n, &[("emu.test/restart", "on")])
+            .await
+            .expect("create node");
     }
-    let ns = k8s::create_namespace(&client, "restart").await.expect("create namespace");
+    let ns = k8s::create_namespace(&client, "restart")
+        .await
+        .expect("create namespace");
     let lease = ["--lease-namespace", "default", "--lease-name", "op-restart"];
     let mut first = Operator::start(cp.kubeconfig_path(), "restart-1", dir.path(), &lease)
         .expect("operator starts");
@@ -385,45 +454,64 @@ async fn a_restarted_operator_converges_with_zero_writes() {
     // Simulated agents report; the pool becomes ready on all three nodes.
     let states = Api::<NodeState>::all(client.clone());
     for n in nodes {
-        let ns = eventually(&format!("NodeState {n}"), Duration::from_secs(20), || async {
-            node_state(&client, n).await
-        })
+        let ns = eventually(
+            &format!("NodeState {n}"),
+            Duration::from_secs(20),
+            || async { node_state(&client, n).await },
+        )
         .await;
         simagent::report(&states, &ns).await.expect("agent status");
     }
     eventually("pool ready on 3 nodes", Duration::from_secs(30), || async {
-        let p = Api::<VfPool>::all(client.clone()).get("restart").await.ok()?;
+        let p = Api::<VfPool>::all(client.clone())
+            .get("restart")
+            .await
+            .ok()?;
         p.status.filter(|s| s.ready_nodes == 3).map(|_| ())
     })
     .await;
     // Settled: no write for 3 s.
     let mut last = first.writes();
     let mut quiet_since = Instant::now();
-    eventually("the first operator to settle", Duration::from_secs(30), || {
-        let w = first.writes();
-        if w != last {
-            last = w;
-            quiet_since = Instant::now();
-        }
-        let settled = quiet_since.elapsed() > Duration::from_secs(3);
-        async move { settled.then_some(()) }
-    })
+    eventually(
+        "the first operator to settle",
+        Duration::from_secs(30),
+        || {
+            let w = first.writes();
+            if w != last {
+                last = w;
+                quiet_since = Instant::now();
+            }
+            let settled = quiet_since.elapsed() > Duration::from_secs(3);
+            async move { settled.then_some(()) }
+        },
+    )
     .await;
     let writes_first = first.writes();
     first.stop();
 
     let second = Operator::start(cp.kubeconfig_path(), "restart-2", dir.path(), &lease)
         .expect("operator restarts");
-    eventually("the restarted operator to lead", Duration::from_secs(30), || {
-        let leading = second.is_leader();
-        async move { leading.then_some(()) }
-    })
+    eventually(
+        "the restarted operator to lead",
+        Duration::from_secs(30),
+        || {
+            let leading = second.is_leader();
+            async move { leading.then_some(()) }
+        },
+    )
     .await;
     // Let it sync its caches and reconcile every object.
-    eventually("reconciles of every controller", Duration::from_secs(30), || {
-        let r = second.metric("emu_sriov_operator_reconciles_total").unwrap_or(0.0);
-        async move { (r >= (nodes.len() + 2) as f64).then_some(()) }
-    })
+    eventually(
+        "reconciles of every controller",
+        Duration::from_secs(30),
+        || {
+            let r = second
+                .metric("emu_sriov_operator_reconciles_total")
+                .unwrap_or(0.0);
+            async move { (r >= (nodes.len() + 2) as f64).then_some(()) }
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let reconciles = second
@@ -450,7 +538,7 @@ async fn a_restarted_operator_converges_with_zero_writes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_elect_one_leader_and_the_other_takes_over_within_the_lease() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = SERIAL.lock().await;
     let (cp, _client, mut dir) = setup("op-leader").await;
     const LEASE_S: u64 = 6;
     let args = [
@@ -461,18 +549,24 @@ async fn two_replicas_elect_one_leader_and_the_other_takes_over_within_the_lease
         "--lease-duration",
         "6",
     ];
-    let mut a = Operator::start(cp.kubeconfig_path(), "replica-a", dir.path(), &args)
-        .expect("replica a");
-    let mut b = Operator::start(cp.kubeconfig_path(), "replica-b", dir.path(), &args)
-        .expect("replica b");
+    let mut a =
+        Operator::start(cp.kubeconfig_path(), "replica-a", dir.path(), &args).expect("replica a");
+    let mut b =
+        Operator::start(cp.kubeconfig_path(), "replica-b", dir.path(), &args).expect("replica b");
     eventually("one leader", Duration::from_secs(3 * LEASE_S), || {
-        let n = [a.is_leader(), b.is_leader()].iter().filter(|l| **l).count();
+        let n = [a.is_leader(), b.is_leader()]
+            .iter()
+            .filter(|l| **l)
+            .count();
         async move { (n == 1).then_some(()) }
     })
     .await;
     // Stays one leader for a while (no flapping, never two).
     for _ in 0..10 {
-        let n = [a.is_leader(), b.is_leader()].iter().filter(|l| **l).count();
+        let n = [a.is_leader(), b.is_leader()]
+            .iter()
+            .filter(|l| **l)
+            .count();
         assert_eq!(n, 1, "exactly one replica leads");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -484,10 +578,14 @@ async fn two_replicas_elect_one_leader_and_the_other_takes_over_within_the_lease
     assert!(standby.wait_http("/readyz", Duration::from_secs(5)).is_ok());
     leader.kill(); // SIGKILL: the lease is not released, it must expire
     let killed = Instant::now();
-    eventually("the standby to lead", Duration::from_secs(3 * LEASE_S), || {
-        let leading = standby.is_leader();
-        async move { leading.then_some(()) }
-    })
+    eventually(
+        "the standby to lead",
+        Duration::from_secs(3 * LEASE_S),
+        || {
+            let leading = standby.is_leader();
+            async move { leading.then_some(()) }
+        },
+    )
     .await;
     let took = killed.elapsed();
     eprintln!("fail-over took {took:?} (lease duration {LEASE_S} s)");

@@ -42,7 +42,11 @@ fn parse() -> Result<Args, String> {
     while let Some(flag) = it.next() {
         let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value"));
         match flag.as_str() {
-            "--nodes" => a.nodes = value("--nodes")?.parse().map_err(|e| format!("--nodes: {e}"))?,
+            "--nodes" => {
+                a.nodes = value("--nodes")?
+                    .parse()
+                    .map_err(|e| format!("--nodes: {e}"))?
+            }
             "--vfs" => a.vfs = value("--vfs")?.parse().map_err(|e| format!("--vfs: {e}"))?,
             "--timeout-s" => {
                 a.timeout = Duration::from_secs(
@@ -103,7 +107,11 @@ async fn run(args: Args) -> Result<(), String> {
         .buffer_unordered(16)
         .try_collect::<Vec<_>>()
         .await?;
-    eprintln!("emu-scale: {} Node objects in {:?}", args.nodes, t.elapsed());
+    eprintln!(
+        "emu-scale: {} Node objects in {:?}",
+        args.nodes,
+        t.elapsed()
+    );
 
     // Simulated agents: report each NodeState's spec as applied, as soon as it changes.
     let agent_writes = Arc::new(AtomicU64::new(0));
@@ -219,15 +227,34 @@ async fn run(args: Args) -> Result<(), String> {
     agents.abort();
 
     println!();
-    println!("emu-scale: {} nodes x {} VFs ({} VFs), one VfPool, real kube-apiserver {}", args.nodes, pfs * per_pf, total_vfs, k8s::pinned_version().unwrap_or_default());
+    println!(
+        "emu-scale: {} nodes x {} VFs ({} VFs), one VfPool, real kube-apiserver {}",
+        args.nodes,
+        pfs * per_pf,
+        total_vfs,
+        k8s::pinned_version().unwrap_or_default()
+    );
     println!("| measure | value |");
     println!("|---|---|");
-    println!("| NodeStates created (pool applied → last NodeState) | {:.2} s |", specs_done.unwrap_or(ready_at).as_secs_f64());
-    println!("| converged (pool applied → status readyNodes = {}) | {:.2} s |", args.nodes, ready_at.as_secs_f64());
+    println!(
+        "| NodeStates created (pool applied → last NodeState) | {:.2} s |",
+        specs_done.unwrap_or(ready_at).as_secs_f64()
+    );
+    println!(
+        "| converged (pool applied → status readyNodes = {}) | {:.2} s |",
+        args.nodes,
+        ready_at.as_secs_f64()
+    );
     println!("| operator API writes to converge | {op_writes} |");
-    println!("| operator API writes per object ({objects} objects: NodeStates + pool) | {:.2} |", op_writes as f64 / objects as f64);
+    println!(
+        "| operator API writes per object ({objects} objects: NodeStates + pool) | {:.2} |",
+        op_writes as f64 / objects as f64
+    );
     println!("| simulated agent status writes | {agent_before} |");
-    println!("| restarted operator: time to lead and reconcile every object | {:.2} s |", resync_took.as_secs_f64());
+    println!(
+        "| restarted operator: time to lead and reconcile every object | {:.2} s |",
+        resync_took.as_secs_f64()
+    );
     println!("| restarted operator: reconciles | {resync_reconciles} |");
     println!("| restarted operator: API writes (no-op resync) | {resync_writes} |");
     println!("| simulated agents: writes during the resync | {agent_resync} |");
