@@ -24,7 +24,6 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::path::Path;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tonic::Streaming;
 
@@ -34,7 +33,7 @@ const WAIT: Duration = Duration::from_secs(20);
 
 /// The tests share one API server; each uses its own node name, and they run one at a time
 /// (two agents and the API server on two cores make timings noisy).
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Polls `check` every 100 ms until it returns Some, or fails after `timeout` saying `what`.
 async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
@@ -191,7 +190,7 @@ fn start_agent(dir: &Path, cp: &ControlPlane, node: &str, plugin: bool) -> Agent
 /// nothing new writes no status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grows_and_shrinks_without_a_drain() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = SERIAL.lock().await;
     let cp = ControlPlane::shared();
     let client = cp.client();
     k8s::install_crds(&client, emu_sriov_crds::crds())
@@ -336,10 +335,11 @@ async fn grows_and_shrinks_without_a_drain() {
 }
 
 /// A NodeState the agent cannot apply is reported (Degraded, with what to fix) and never
-/// crashes the agent; a missing one runs nothing until it appears; a removed pool's VFs go.
+/// crashes the agent; a missing one runs nothing until it appears; a restart keeps MACs and
+/// writes nothing; a removed pool's VFs go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_or_missing_node_state_is_reported_not_fatal() {
-    let _serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = SERIAL.lock().await;
     let cp = ControlPlane::shared();
     let client = cp.client();
     k8s::install_crds(&client, emu_sriov_crds::crds())
@@ -382,6 +382,38 @@ async fn bad_or_missing_node_state_is_reported_not_fatal() {
     .await;
     assert_eq!(condition(&st, conditions::DEGRADED).0, "False");
     let socket = st.vfs[0].socket.clone();
+
+    // A restart keeps the VF's id, MAC and socket (RUN_DIR/state.json) and writes no status.
+    let rv = api.get(&node).await.unwrap().metadata.resource_version;
+    agent
+        .stop_with(libc::SIGTERM, Duration::from_secs(10))
+        .expect("agent stops");
+    assert!(!Path::new(&socket).exists());
+    agent
+        .restart(Duration::from_secs(60))
+        .expect("agent restarts");
+    let vf = eventually("the VF back after the restart", WAIT, || async {
+        agent.vfs().ok()?.into_iter().next()
+    })
+    .await;
+    assert_eq!(
+        (
+            vf.id.as_str(),
+            vf.mac.as_str(),
+            vf.socket.display().to_string()
+        ),
+        (
+            st.vfs[0].id.as_str(),
+            st.vfs[0].mac.as_str(),
+            socket.clone()
+        )
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        api.get(&node).await.unwrap().metadata.resource_version,
+        rv,
+        "the restarted agent rewrote an unchanged status"
+    );
     let gen = set_pools(&api, &node, vec![]).await;
     status_where(&api, &node, gen, "no VFs", |s| s.vfs_total == 0).await;
     assert!(!Path::new(&socket).exists());

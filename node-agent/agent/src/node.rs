@@ -747,3 +747,82 @@ fn build_avf(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ConfigFile, HostDefaults};
+
+    fn config(run_dir: &std::path::Path, yaml: &str) -> AgentConfig {
+        ConfigFile::from_yaml(yaml, "test")
+            .unwrap()
+            .validate_with(&HostDefaults {
+                node_name: Some("n".into()),
+                run_dir: run_dir.to_owned(),
+            })
+            .unwrap()
+    }
+
+    fn ids(node: &Node) -> Vec<String> {
+        node.status().vfs.into_iter().map(|v| v.id).collect()
+    }
+
+    #[test]
+    fn slots_serve_unserve_and_configure_one_vf_at_a_time() {
+        let run = std::env::temp_dir().join(format!("emu-node-slots-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&run);
+        for model in ["igb", "avf"] {
+            let c = config(
+                &run,
+                &format!("pfs: [{{model: {model}, vfs: 2, name: p0}}]"),
+            );
+            let node = Node::start_layout(
+                &c,
+                &Layout {
+                    capacity: vec![4],
+                    shared_run_dir: false,
+                },
+            )
+            .unwrap();
+            assert_eq!(node.slots("p0"), 4);
+            assert_eq!(ids(&node), ["p0-vf0", "p0-vf1"]);
+            assert!(node.healthy("p0-vf1") && !node.healthy("p0-vf3"));
+            let sock = |i: u8| naming::vf_socket_path(&run, &naming::vf_id("p0", i));
+            assert!(!sock(3).exists());
+
+            let mut vf3 = c.pfs[0].vfs[0].clone();
+            vf3.index = 3;
+            vf3.mac = [2, 0, 0, 0, 0, 3];
+            node.serve("p0", &vf3).unwrap();
+            assert!(sock(3).exists());
+            assert_eq!(ids(&node), ["p0-vf0", "p0-vf1", "p0-vf3"]);
+            assert_eq!(node.mac("p0-vf3"), Some([2, 0, 0, 0, 0, 3]));
+            assert!(matches!(
+                node.serve("p0", &vf3),
+                Err(NodeError::AlreadyServed(_))
+            ));
+            vf3.index = 4;
+            assert!(matches!(node.serve("p0", &vf3), Err(NodeError::NoSlot(_))));
+
+            let mut s = c.pfs[0].vfs[1].clone();
+            s.port_vlan = Some(7);
+            s.spoofchk = false;
+            s.rate_mbps = Some(10);
+            node.configure("p0-vf1", &s).unwrap();
+            assert!(node.configure("p0-vf2", &s).is_err());
+
+            node.unserve("p0-vf0").unwrap();
+            assert!(!sock(0).exists());
+            assert!(!naming::vf_dir(&run, "p0-vf0").exists());
+            assert_eq!(ids(&node), ["p0-vf1", "p0-vf3"]);
+            assert!(node.scrub("p0-vf0").is_err());
+            assert!(node.unserve("p0-vf0").is_err());
+            // Served again in the same slot.
+            node.serve("p0", &c.pfs[0].vfs[0]).unwrap();
+            assert!(sock(0).exists());
+            node.shutdown();
+            assert!(!sock(1).exists() && !sock(3).exists());
+        }
+        let _ = std::fs::remove_dir_all(&run);
+    }
+}
