@@ -230,7 +230,10 @@ impl Node {
                 served: false,
                 server: None,
             };
-            if p.served.is_some() {
+            if let Some(vf) = &p.served {
+                if vf.mtu.is_some() {
+                    entry.device.set_admin(admin_of(vf));
+                }
                 bind(&mut entry, &config.run_dir)?;
             }
             vfs.push(entry);
@@ -453,7 +456,7 @@ impl Node {
         Ok(())
     }
 
-    /// Changes served VF `id`'s PF-side settings now (port VLAN, spoof check, trust: see
+    /// Changes served VF `id`'s PF-side settings now (port VLAN, spoof check, trust, MTU: see
     /// [`NodeDevice::set_admin`]; rate limit: from the next dataplane pass). The MAC stays.
     pub fn configure(&self, id: &str, vf: &VfConfig) -> Result<(), NodeError> {
         let vfs = self.entries();
@@ -518,12 +521,17 @@ impl Node {
     }
 }
 
+/// Ethernet header, one VLAN tag and the FCS on top of the MTU: the frame size igbvf asks
+/// for (RLPML) at a given MTU.
+const FRAME_OVERHEAD: u32 = 14 + 4 + 4;
+
 fn admin_of(vf: &VfConfig) -> AdminSettings {
     AdminSettings {
         mac: vf.mac,
         port_vlan: vf.port_vlan,
         spoofchk: vf.spoofchk,
         trusted: vf.trusted,
+        max_frame: vf.mtu.map(|m| m.saturating_add(FRAME_OVERHEAD)),
     }
 }
 

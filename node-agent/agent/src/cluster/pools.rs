@@ -95,6 +95,7 @@ fn vf_config(index: u8, mac: [u8; 6], s: &Settings) -> VfConfig {
         spoofchk: s.spoofchk,
         trusted: s.trusted,
         rate_mbps: s.rate_mbps,
+        mtu: Some(s.mtu),
     }
 }
 
