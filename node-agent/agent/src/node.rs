@@ -833,4 +833,25 @@ mod tests {
         }
         let _ = std::fs::remove_dir_all(&run);
     }
+
+    #[test]
+    fn a_node_without_pfs_or_vfs_runs_and_stops() {
+        let run = std::env::temp_dir().join(format!("emu-node-empty-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&run);
+        let mut c = config(&run, "pfs: [{model: igb, vfs: 1, name: p0}]");
+        c.pfs[0].vfs.clear();
+        let layout = Layout {
+            capacity: vec![7],
+            shared_run_dir: false,
+        };
+        let node = Node::start_layout(&c, &layout).unwrap();
+        assert!(ids(&node).is_empty());
+        assert_eq!(node.slots("p0"), 7);
+        node.shutdown();
+        c.pfs.clear();
+        let node = Node::start_layout(&c, &Layout::default()).unwrap();
+        assert!(ids(&node).is_empty());
+        node.shutdown();
+        let _ = std::fs::remove_dir_all(&run);
+    }
 }
