@@ -43,11 +43,15 @@ pub struct PoolState {
     pub mc_promisc: bool,
     pub rx_enabled: bool,
     pub tx_enabled: bool,
+    /// The PF's limit on the frames the pool receives (FCS included), whatever the VF asks
+    /// for with SET_LPE; `None`: the VF's own RLPML. Kept across VF resets.
+    pub max_frame_cap: Option<u32>,
 }
 
 impl PoolState {
     fn new(admin: VfAdmin) -> Self {
         PoolState {
+            max_frame_cap: None,
             admin,
             cts: false,
             mac: admin.mac,
@@ -64,7 +68,10 @@ impl PoolState {
 
     /// Forget everything the VF programmed; gates closed (CTRL.RST / FLR).
     fn close(&mut self) {
-        *self = PoolState::new(self.admin);
+        *self = PoolState {
+            max_frame_cap: self.max_frame_cap,
+            ..PoolState::new(self.admin)
+        };
     }
 }
 
@@ -170,11 +177,40 @@ impl IgbPf {
             uc_promisc: p.uc_promisc,
             mc_promisc: p.mc_promisc,
             strip_vlan: true,
-            max_frame: p.max_frame,
+            max_frame: p.max_frame_cap.map_or(p.max_frame, |c| p.max_frame.min(c)),
             spoofchk: p.admin.spoofchk,
             rx_enabled: p.rx_enabled,
             tx_enabled: p.tx_enabled,
         })
+    }
+
+    /// The agent changes VF `vf`'s administrative settings (`ip link set PF vf N …`); false
+    /// for an unknown VF. Takes effect at once: the next [`IgbPf::pool_filter`] applies the
+    /// port VLAN and spoof check, a VF that lost trust loses unicast promiscuous mode, and a
+    /// new MAC replaces the pool's primary address (the guest reads it at its next VF_RESET,
+    /// as with Linux `igb_ndo_set_vf_mac`).
+    pub fn set_admin(&mut self, vf: usize, admin: VfAdmin) -> bool {
+        let Some(p) = self.pools.get_mut(vf) else {
+            return false;
+        };
+        if admin.mac != p.admin.mac {
+            p.mac = admin.mac;
+        }
+        if !admin.trusted {
+            p.uc_promisc = false;
+        }
+        p.admin = admin;
+        true
+    }
+
+    /// Limits the frames VF `vf`'s pool receives to `cap` bytes (FCS included), as a PF's
+    /// own MTU bounds its VFs'; `None` lifts the limit. False for an unknown VF.
+    pub fn set_max_frame_cap(&mut self, vf: usize, cap: Option<u32>) -> bool {
+        let Some(p) = self.pools.get_mut(vf) else {
+            return false;
+        };
+        p.max_frame_cap = cap;
+        true
     }
 
     /// The VF reset itself (CTRL.RST) or was function-level reset: close its pool.
@@ -397,6 +433,40 @@ mod tests {
         let (mw1, mw2) = mac_to_words(&[0x01, 0, 0x5e, 0, 0, 1]);
         let (_, err) = t.handle(0, &msg(&[r::MSG_SET_MAC_ADDR, mw1, mw2]));
         assert_eq!(err, Some(MailboxError::InvalidMac));
+    }
+
+    #[test]
+    fn set_admin_applies_at_once() {
+        let mut p = pf(true, None);
+        reset(&mut p);
+        let promisc = r::MSG_SET_PROMISC | (r::PROMISC_UNICAST << r::MSGINFO_SHIFT);
+        assert!(p.handle(0, &msg(&[promisc])).1.is_none());
+        assert!(p.pool_filter(0).unwrap().uc_promisc);
+        let other = [0x02, 0, 0, 0, 0, 7];
+        assert!(p.set_admin(
+            0,
+            VfAdmin {
+                mac: other,
+                port_vlan: Some(10),
+                spoofchk: false,
+                trusted: false,
+            }
+        ));
+        let f = p.pool_filter(0).unwrap();
+        assert_eq!(f.port_vlan, Some(10));
+        assert!(!f.accept_untagged && !f.spoofchk && !f.uc_promisc);
+        assert_eq!(f.macs, [other]);
+        assert!(f.rx_enabled, "the pool stays open: no reset");
+        assert!(!p.set_admin(1, p.pool(0).unwrap().admin));
+        // The PF's frame cap bounds what the VF asks for, and survives a VF reset.
+        assert!(p.handle(0, &msg(&[r::MSG_SET_LPE, 9018])).1.is_none());
+        assert_eq!(p.pool_filter(0).unwrap().max_frame, 9018);
+        assert!(p.set_max_frame_cap(0, Some(1522)));
+        assert_eq!(p.pool_filter(0).unwrap().max_frame, 1522);
+        p.vf_reset(0);
+        assert_eq!(p.pool(0).unwrap().max_frame_cap, Some(1522));
+        assert!(p.set_max_frame_cap(0, None));
+        assert!(!p.set_max_frame_cap(3, None));
     }
 
     #[test]
