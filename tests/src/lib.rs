@@ -31,7 +31,7 @@ pub mod traffic;
 pub use agent::{agent_bin, Agent, VfInfo};
 pub use console::{Check, Console, Marker};
 pub use env::GuestEnv;
-pub use harness::{compare_counters, GuestReport, Harness, GUEST_TOOLS};
+pub use harness::{compare_counters, GuestReport, Harness, Launcher, GUEST_TOOLS};
 pub use initramfs::{build_initramfs, build_initramfs_with_tools};
 pub use netns::NetNs;
 pub use proc::RunDir;

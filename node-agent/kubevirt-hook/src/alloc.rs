@@ -12,7 +12,7 @@
 //! reports `vhost-user` with our socket's path (design kubernetes.md §5.3). Only paths under
 //! [`CONTAINER_SOCKET_ROOT`] count as ours: a real vhost-user interface is left alone.
 
-use emu_device_plugin::config::{env_name, resource_class, CONTAINER_SOCKET_ROOT};
+use emu_device_plugin::config::{by_index_dir as plugin_by_index_dir, env_name, CONTAINER_SOCKET_ROOT};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -149,10 +149,9 @@ pub fn from_network_info(path: &str, json: &[u8]) -> Result<Vec<GivenVf>, AllocE
 /// The directory Allocate mounts VF `n` (0-based, allocation order) of `resource` at, besides
 /// `/var/run/emu-sriov/<id>/`: `/var/run/emu-sriov/by-index/<class>/<n>`.
 pub fn by_index_dir(resource: &str, n: usize) -> String {
-    format!(
-        "{CONTAINER_SOCKET_ROOT}/by-index/{}/{n}",
-        resource_class(resource)
-    )
+    plugin_by_index_dir(resource, n)
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// VFs by index for `counts` (`resource` → how many the compute container holds).
