@@ -4,21 +4,23 @@
 # never seen by the host, and nothing is written into the cached root (its /etc/libvirt, /var,
 # /run, /tmp and /dev are tmpfs or test-dir binds in this namespace only).
 #
-#   unshare --mount --propagation private -- tests/guest/libvirtd.sh ROOT RUN_DIR
+#   unshare --mount --propagation private -- tests/guest/libvirtd.sh ROOT RUN_DIR [HOST_DIR=CONTAINER_DIR]...
 #
 # RUN_DIR (the test's own mktemp -d under /tmp) is bind-mounted into the root at the same path,
 # so the paths in the domain XML (agent sockets, kernel, initrd, serial sockets) mean the same
 # inside and outside. libvirt's /run is RUN_DIR/run: the host reaches libvirtd's socket at
 # RUN_DIR/run/libvirt/libvirt-sock and QEMU's pid files under RUN_DIR/run/libvirt/qemu/.
+# Each HOST_DIR=CONTAINER_DIR is bind-mounted at CONTAINER_DIR in the root, like the device
+# plugin's Allocate mounts in virt-launcher's compute container (/var/run/emu-sriov/<id>).
 # QEMU runs as uid/gid 107 (KubeVirt's qemu user), like in virt-launcher.
 # virsh runs the same way: nsenter --mount --target <this pid> chroot ROOT virsh ...
 set -euo pipefail
 ROOT=$1
 RUN=$2
+shift 2
 QEMU_USER=${EMU_SRIOV_LIBVIRT_QEMU_USER:-+107}
 QEMU_GROUP=${EMU_SRIOV_LIBVIRT_QEMU_GROUP:-+107}
 
-[ "$(stat -c %m "$ROOT")" != "$ROOT" ] || true
 case "$RUN" in /tmp/*) ;; *) echo "libvirtd.sh: RUN_DIR must be under /tmp, got $RUN" >&2; exit 2 ;; esac
 # Refuse to run where mounts would leak to the host (this must be a private mount namespace).
 if [ "$(readlink /proc/self/ns/mnt)" = "$(readlink /proc/1/ns/mnt)" ]; then
@@ -30,8 +32,8 @@ mount -t proc proc "$ROOT/proc"
 mount -t sysfs -o ro sysfs "$ROOT/sys"
 mount -t tmpfs -o mode=755,size=8m tmpfs "$ROOT/dev"
 for n in "null 1 3" "zero 1 5" "full 1 7" "random 1 8" "urandom 1 9" "tty 5 0"; do
-  set -- $n
-  mknod -m 666 "$ROOT/dev/$1" c "$2" "$3"
+  # shellcheck disable=SC2086
+  mknod -m 666 "$ROOT/dev/${n%% *}" c $(echo "$n" | cut -d' ' -f2-)
 done
 mkdir -p "$ROOT/dev/pts" "$ROOT/dev/shm"
 mount -t devpts -o newinstance,ptmxmode=0666,mode=620 devpts "$ROOT/dev/pts"
@@ -41,6 +43,12 @@ mount -t tmpfs -o mode=1777 tmpfs "$ROOT/tmp"
 mkdir -p "$ROOT$RUN" "$RUN/run"
 mount --bind "$RUN" "$ROOT$RUN"
 mount --bind "$RUN/run" "$ROOT/run"
+for m in "$@"; do
+  host=${m%%=*} ctr=${m#*=}
+  case "$ctr" in /var/run/*|/run/*) ;; *) echo "libvirtd.sh: container dir must be under /run, got $ctr" >&2; exit 2 ;; esac
+  mkdir -p "$ROOT/run/${ctr#*/run/}"
+  mount --bind "$host" "$ROOT/run/${ctr#*/run/}"
+done
 for d in var/lib/libvirt var/log var/cache/libvirt; do
   mkdir -p "$ROOT/$d" 2>/dev/null || true
   mount -t tmpfs -o mode=755 tmpfs "$ROOT/$d"

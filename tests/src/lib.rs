@@ -19,6 +19,7 @@ pub mod fake_kubelet;
 pub mod harness;
 pub mod initramfs;
 pub mod k8s;
+pub mod kubevirt;
 pub mod netns;
 pub mod operator;
 pub mod proc;

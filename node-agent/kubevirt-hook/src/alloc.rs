@@ -12,7 +12,9 @@
 //! reports `vhost-user` with our socket's path (design kubernetes.md §5.3). Only paths under
 //! [`CONTAINER_SOCKET_ROOT`] count as ours: a real vhost-user interface is left alone.
 
-use emu_device_plugin::config::{by_index_dir as plugin_by_index_dir, env_name, CONTAINER_SOCKET_ROOT};
+use emu_device_plugin::config::{
+    by_index_dir as plugin_by_index_dir, env_name, CONTAINER_SOCKET_ROOT,
+};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 

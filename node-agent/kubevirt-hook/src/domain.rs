@@ -178,7 +178,11 @@ impl Editor<'_> {
     fn commandline_args(&mut self, depth: usize) -> Result<(), DomainError> {
         let arg = format!("{}:arg", self.qemu_prefix);
         for (i, vf) in self.vfs.iter().enumerate() {
-            if self.existing_args.iter().any(|a| is_device_on(a, &vf.socket)) {
+            if self
+                .existing_args
+                .iter()
+                .any(|a| is_device_on(a, &vf.socket))
+            {
                 continue;
             }
             let json = device_json(i, vf);
@@ -271,7 +275,9 @@ pub fn attach_vfs(xml: &[u8], vfs: &[VfAttachment]) -> Result<Vec<u8>, DomainErr
                         }
                     }
                 }
-                pending.get_or_insert_with(Vec::new).extend_from_slice(t.as_ref());
+                pending
+                    .get_or_insert_with(Vec::new)
+                    .extend_from_slice(t.as_ref());
                 continue;
             }
         }
@@ -326,8 +332,7 @@ pub fn attach_vfs(xml: &[u8], vfs: &[VfAttachment]) -> Result<Vec<u8>, DomainErr
                     depth = 1;
                     continue;
                 }
-                if name.ends_with("cell") && attr(e, b"memAccess")?.as_deref() == Some("private")
-                {
+                if name.ends_with("cell") && attr(e, b"memAccess")?.as_deref() == Some("private") {
                     return Err(DomainError::PrivateNumaCell);
                 }
                 let cmdline = format!("{}:commandline", ed.qemu_prefix);

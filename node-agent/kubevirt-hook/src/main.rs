@@ -89,7 +89,8 @@ fn main() -> anyhow::Result<()> {
             domain,
             vmi,
         } => {
-            let d = std::fs::read(&domain).with_context(|| format!("reading {}", domain.display()))?;
+            let d =
+                std::fs::read(&domain).with_context(|| format!("reading {}", domain.display()))?;
             let v = std::fs::read(&vmi).with_context(|| format!("reading {}", vmi.display()))?;
             match on_define_domain(&common.config(), &d, &v) {
                 Ok((xml, _)) => {

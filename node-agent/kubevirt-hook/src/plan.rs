@@ -97,7 +97,10 @@ pub fn wants(vmi: &[u8], binding: &str) -> Result<Wants, PlanError> {
         return Ok(w);
     }
     // Extended resources must have limits (requests default to them); take the larger.
-    for key in ["/spec/domain/resources/limits", "/spec/domain/resources/requests"] {
+    for key in [
+        "/spec/domain/resources/limits",
+        "/spec/domain/resources/requests",
+    ] {
         if let Some(m) = v.pointer(key).and_then(Value::as_object) {
             for (res, q) in m.iter().filter(|(r, _)| r.starts_with(RESOURCE_PREFIX)) {
                 let n = quantity(res, q)?;
@@ -113,7 +116,10 @@ pub fn wants(vmi: &[u8], binding: &str) -> Result<Wants, PlanError> {
 pub fn spec_resources(vmi: &[u8]) -> Result<BTreeMap<String, usize>, PlanError> {
     let v: Value = serde_json::from_slice(vmi).map_err(|e| PlanError::VmiJson(e.to_string()))?;
     let mut out = BTreeMap::new();
-    for key in ["/spec/domain/resources/limits", "/spec/domain/resources/requests"] {
+    for key in [
+        "/spec/domain/resources/limits",
+        "/spec/domain/resources/requests",
+    ] {
         if let Some(m) = v.pointer(key).and_then(Value::as_object) {
             for (res, q) in m.iter().filter(|(r, _)| r.starts_with(RESOURCE_PREFIX)) {
                 let n = quantity(res, q)?;
@@ -139,9 +145,8 @@ pub fn plan(
         let by_net = given
             .iter()
             .position(|g| g.network.as_deref() == Some(iface.as_str()));
-        let pick = by_net.or_else(|| {
-            (0..given.len()).find(|&i| !used[i] && given[i].network.is_none())
-        });
+        let pick =
+            by_net.or_else(|| (0..given.len()).find(|&i| !used[i] && given[i].network.is_none()));
         let Some(i) = pick.filter(|&i| !used[i]) else {
             let why = if given.iter().any(|g| g.network.is_some()) {
                 format!(

@@ -80,7 +80,9 @@ impl v1alpha3::callbacks_server::Callbacks for Hook {
     ) -> Result<Response<v1alpha3::OnDefineDomainResult>, Status> {
         let p = req.into_inner();
         let xml = self.define(p.domain_xml, p.vmi).await?;
-        Ok(Response::new(v1alpha3::OnDefineDomainResult { domain_xml: xml }))
+        Ok(Response::new(v1alpha3::OnDefineDomainResult {
+            domain_xml: xml,
+        }))
     }
 
     async fn pre_cloud_init_iso(
@@ -113,7 +115,9 @@ impl v1alpha2::callbacks_server::Callbacks for Hook {
     ) -> Result<Response<v1alpha2::OnDefineDomainResult>, Status> {
         let p = req.into_inner();
         let xml = self.define(p.domain_xml, p.vmi).await?;
-        Ok(Response::new(v1alpha2::OnDefineDomainResult { domain_xml: xml }))
+        Ok(Response::new(v1alpha2::OnDefineDomainResult {
+            domain_xml: xml,
+        }))
     }
 
     async fn pre_cloud_init_iso(
