@@ -6,11 +6,12 @@
 //! - the agent hands the sockets to 107:107 (`--socket-owner`, access.rs);
 //! - each "compute container" gets the device plugin's own Allocate answer
 //!   (`container_response`): its env goes to that guest's hook process, its mounts
-//!   (`/var/run/emu-sriov/<id>/`) into libvirtd's root, so the socket path in the domain is the
-//!   container path, not the node's;
+//!   (`/var/run/emu-sriov/<id>/`) into libvirtd's root, so the socket path in the domain is
+//!   the container path, not the node's;
 //! - the hook is driven over its unix socket with KubeVirt's `Info` then v1alpha3
 //!   `OnDefineDomain`;
 //! - the console is the domain's own `<serial type="unix">` (bridged to the harness).
+//!
 //! What libvirt made of each domain (`virsh domxml-to-native qemu-argv`) is kept in the run
 //! directory and checked for the memfd backend and the vfio-user-pci device.
 //!
@@ -44,8 +45,11 @@ fn xml_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// The device plugin's Allocate answer for a compute container holding `vf`.
-fn allocate(vf: &VfInfo) -> (Vec<(String, String)>, Vec<(String, String)>) {
+/// `(name, value)` or `(host dir, container dir)` pairs.
+type Pairs = Vec<(String, String)>;
+
+/// The device plugin's Allocate answer for a compute container holding `vf`: env, mounts.
+fn allocate(vf: &VfInfo) -> (Pairs, Pairs) {
     let dev = VfDevice {
         id: vf.id.clone(),
         resource: RESOURCE.into(),
