@@ -14,9 +14,9 @@
 
 use crate::config::{ConfigFile, HostDefaults, NicModel};
 use crate::node::Node;
+use emu_guest_mem::{fd as fdutil, DmaTable};
 use emu_nic_model::mem::GuestMemory;
 use emu_vf_driver::client::{attach, AttachedVf};
-use emu_vfio_server::{fdutil, DmaTable};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

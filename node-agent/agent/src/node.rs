@@ -24,6 +24,7 @@ use emu_dataplane::engine::Mode;
 use emu_dataplane::{
     Dataplane, DataplaneConfig, PacketUplink, TapUplink, Uplink, UplinkInfo, VfPort,
 };
+use emu_guest_mem::{DmaTable, SharedPages};
 use emu_nic_defs::{avf as avf_regs, igbvf as r};
 use emu_nic_model::avf::pf::{AvfPf, AvfVfAdmin};
 use emu_nic_model::avf::vf::AvfVf;
@@ -33,9 +34,7 @@ use emu_nic_model::igbvf::vf::{
 };
 use emu_nic_model::shared::SharedWords;
 use emu_nic_model::vmdq::SwitchTable;
-use emu_vfio_server::{
-    DmaTable, IrqSet, LogBudget, Server, ServerError, ServerHandle, SharedPages,
-};
+use emu_vfio_server::{IrqSet, LogBudget, Server, ServerError, ServerHandle};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -1220,7 +1220,7 @@ pub fn idle_pass_cost(vfs: usize, passes: u32) -> f64 {
             let p = VfPort::new(
                 format!("idle{i}"),
                 vf,
-                Arc::new(emu_vfio_server::DmaTable::new()),
+                Arc::new(emu_guest_mem::DmaTable::new()),
                 Box::new(NoIrq),
             );
             p.set_active(true);

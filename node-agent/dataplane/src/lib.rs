@@ -2,8 +2,8 @@
 //! VMDq rules ([`emu_nic_model::vmdq`]) and writes it into the receiving VFs' RX rings, raising
 //! interrupts at most once per vector per poll pass.
 //!
-//! This crate never links tokio, kube or tonic. Guest memory is the vfio-user server's DMA
-//! table ([`emu_vfio_server::DmaTable`], read-locked once per ring pass and used as a concrete
+//! This crate never links tokio, kube or tonic. Guest memory is the client's DMA
+//! table ([`emu_guest_mem::DmaTable`], read-locked once per ring pass and used as a concrete
 //! type so that every descriptor access inlines); interrupts leave through [`IrqSink`].
 #![deny(unsafe_code)]
 

@@ -2,13 +2,13 @@
 //! that handles trapped register accesses), its guest memory, its interrupt sink, its counters.
 
 use crate::counters::VfCounters;
+use emu_guest_mem::DmaTable;
 use emu_nic_model::avf::rings::AvfTxQueue;
 use emu_nic_model::avf::state::MAX_QUEUE_PAIRS;
 use emu_nic_model::avf::vf::AvfVf;
 use emu_nic_model::igbvf::rings::TxQueue;
 use emu_nic_model::igbvf::vf::{HwCounters, IgbVf};
 use emu_nic_model::shared::SharedWords;
-use emu_vfio_server::DmaTable;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 

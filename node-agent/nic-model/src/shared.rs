@@ -6,10 +6,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-/// Memory holding 32-bit registers that another party may access concurrently.
-pub trait WordBacking: Send + Sync + std::fmt::Debug {
-    fn words(&self) -> &[AtomicU32];
-}
+pub use emu_guest_mem::WordBacking;
 
 #[derive(Debug)]
 struct Owned(Box<[AtomicU32]>);

@@ -3,8 +3,8 @@
 //! memory from a memfd shared with the server (DMA_MAP), control registers trapped.
 
 use crate::{Bar0, DriverError, IgbvfDriver, Layout};
+use emu_guest_mem::{fd as fdutil, DmaTable, SharedPages};
 use emu_nic_model::shared::SharedWords;
-use emu_vfio_server::{fdutil, DmaTable, SharedPages};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;

@@ -4,7 +4,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::sys;
+use emu_guest_mem::fd;
 
 /// Per-vector MSI-X eventfds of one VF. Shared between the server thread (binds) and the
 /// dataplane (fires).
@@ -50,7 +50,7 @@ impl IrqSet {
         let Some(Some(fd)) = v.get(vector as usize) else {
             return false;
         };
-        if sys::eventfd_write(fd.as_fd(), 1).is_err() {
+        if fd::eventfd_write(fd.as_fd(), 1).is_err() {
             return false;
         }
         if let Some(c) = self.fired.get(vector as usize) {
@@ -78,7 +78,7 @@ impl IrqSet {
             // A blocking eventfd (or a full pipe posing as one) must never stall `fire`.
             // O_NONBLOCK is shared with the client's copy; QEMU's notifiers are already
             // non-blocking, so this changes nothing for it.
-            if let Err(e) = sys::set_nonblocking(fd.as_fd()) {
+            if let Err(e) = fd::set_nonblocking(fd.as_fd()) {
                 tracing::warn!(error = %e, "could not make an MSI-X eventfd non-blocking");
             }
         }
@@ -114,12 +114,12 @@ mod tests {
         assert!(!s.fire(0));
         assert!(!s.fire(3));
         assert!(!s.fire(u32::MAX));
-        let e = sys::eventfd().unwrap();
+        let e = fd::eventfd().unwrap();
         let e2 = e.try_clone().unwrap();
         s.bind(1, vec![Some(e)]);
         assert!(s.is_bound(1));
         assert!(s.fire(1) && s.fire(1));
-        assert_eq!(sys::eventfd_read(e2.as_fd()).unwrap(), 2);
+        assert_eq!(fd::eventfd_read(e2.as_fd()).unwrap(), 2);
         assert_eq!(s.fired(1), 2);
         assert_eq!(s.fired(0), 0);
         assert_eq!(s.fired(99), 0);
@@ -128,7 +128,7 @@ mod tests {
         // Binding beyond the end drops the extra fds instead of panicking.
         s.bind(
             2,
-            vec![Some(sys::eventfd().unwrap()), Some(sys::eventfd().unwrap())],
+            vec![Some(fd::eventfd().unwrap()), Some(fd::eventfd().unwrap())],
         );
         assert!(s.is_bound(2));
         s.clear();

@@ -8,42 +8,31 @@
 //!
 //! Shape:
 //! - [`VfioDevice`]: what a device must provide (region layout, trapped accesses, reset).
-//! - [`DmaTable`]: the client's DMA regions (mmapped memfds), shared with the dataplane;
-//!   implements [`emu_nic_model::mem::GuestMemory`].
+//! - [`DmaTable`] (from `emu-guest-mem`): the client's DMA regions, filled by DMA_MAP and
+//!   shared with the dataplane, which reads them as guest memory.
 //! - [`IrqSet`]: MSI-X eventfds bound by SET_IRQS; `fire(vector)` writes 1.
 //! - [`Server`]: listens on a unix socket path and serves one client at a time on its own
 //!   thread; a malformed message gets an error reply (or closes that connection only).
+//!
+//! This crate is the protocol only: memory mappings, seals and fd helpers live in
+//! `emu-guest-mem`, device behaviour behind [`VfioDevice`].
 
 #![deny(unsafe_code)]
 
-mod dma;
 mod irq;
 pub mod logbudget;
 mod server;
-mod shared;
 #[allow(unsafe_code)]
 mod sys;
 pub mod wire;
 
-pub use dma::{DmaError, DmaGuard, DmaProt, DmaTable, MAX_FILE_MAPS};
+pub use emu_guest_mem::{DmaError, DmaTable};
 pub use irq::IrqSet;
 pub use logbudget::LogBudget;
 pub use server::{
     Server, ServerError, ServerHandle, ServerStats, StatsSnapshot, DEFAULT_MESSAGE_TIMEOUT,
     MAX_REQUESTS_PER_SEC,
 };
-pub use shared::SharedPages;
-
-/// Safe fd helpers for device models (memfd-backed BARs) and tests.
-pub mod fdutil {
-    pub use crate::sys::{eventfd, eventfd_read, eventfd_write, memfd, memfd_unsealed, seals};
-}
-
-/// Faults on client memory (a DMA file shrunk under us) recovered since the process started;
-/// each dropped the offending client only.
-pub fn memory_faults_recovered() -> u64 {
-    sys::sigbus::recovered()
-}
 
 /// PCI region indexes as vfio numbers them.
 pub mod region {

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crate::dma::{DmaError, DmaTable};
+use emu_guest_mem::{fd, DmaError, DmaTable};
+
 use crate::irq::IrqSet;
 use crate::sys;
 use crate::wire::{self, cmd, flags, vfio, Header, WireError, HEADER_SIZE};
@@ -194,7 +195,7 @@ enum Wake {
 
 impl Shared {
     fn take_wake(&self, wake: BorrowedFd<'_>) -> Wake {
-        let _ = sys::eventfd_read(wake);
+        let _ = fd::eventfd_read(wake);
         if self.stop.load(Ordering::Acquire) {
             Wake::Stop
         } else if self.kick.swap(false, Ordering::AcqRel) {
@@ -290,7 +291,7 @@ impl Server {
     /// Starts the server thread. Panics only if the OS cannot create a thread or an
     /// eventfd (like `std::thread::spawn`).
     pub fn spawn(self, thread_name: String) -> ServerHandle {
-        let wake = Arc::new(sys::eventfd().expect("cannot create the server's shutdown eventfd"));
+        let wake = Arc::new(fd::eventfd().expect("cannot create the server's shutdown eventfd"));
         // A recovered fault in the client's memory wakes the server, which drops the client.
         self.shared.dma.set_fault_notify(wake.clone());
         let stats = self.shared.stats.clone();
@@ -450,7 +451,7 @@ impl ServerHandle {
     /// scrub a VF that was released by its user. Returns once the request is posted.
     pub fn disconnect_client(&self) {
         self.shared.kick.store(true, Ordering::Release);
-        if let Err(e) = sys::eventfd_write(self.wake.as_fd(), 1) {
+        if let Err(e) = fd::eventfd_write(self.wake.as_fd(), 1) {
             tracing::error!(error = %e, "cannot signal the vfio-user server thread");
         }
     }
@@ -475,7 +476,7 @@ impl ServerHandle {
             return;
         };
         self.shared.stop.store(true, Ordering::Release);
-        if let Err(e) = sys::eventfd_write(self.wake.as_fd(), 1) {
+        if let Err(e) = fd::eventfd_write(self.wake.as_fd(), 1) {
             tracing::error!(error = %e, "cannot signal the vfio-user server thread");
         }
         if t.join().is_err() {
@@ -1016,7 +1017,7 @@ impl Conn<'_> {
                 // Only real eventfds: a pipe, FIFO, socket or file posing as one could block
                 // or slow the dataplane's interrupt write, or fill a disk.
                 for fd in &fds {
-                    if !sys::is_eventfd(fd.as_fd()).unwrap_or(false) {
+                    if !fd::is_eventfd(fd.as_fd()).unwrap_or(false) {
                         return Err(RequestError::Invalid(
                             "SET_IRQS fd is not an eventfd (pipes, sockets and files are refused)",
                         ));

@@ -11,8 +11,8 @@ pub const MAX_DATA_XFER: u32 = 1 << 20;
 pub const MAX_MESSAGE_SIZE: u32 = MAX_DATA_XFER + 4096;
 /// Page sizes we support for DMA (`pgsizes`).
 pub const PGSIZES: u64 = 4096;
-/// Most simultaneous DMA maps (`max_dma_maps`); QEMU accepts at most 65535.
-pub const MAX_DMA_MAPS: u32 = 16384;
+/// Most simultaneous DMA maps (`max_dma_maps`): what the DMA table holds.
+pub const MAX_DMA_MAPS: u32 = emu_guest_mem::MAX_DMA_MAPS;
 
 /// Command numbers (`command` in the header).
 pub mod cmd {
@@ -61,8 +61,8 @@ pub mod vfio {
     pub const IRQ_SET_ACTION_TRIGGER: u32 = 1 << 5;
     pub const IRQ_SET_DATA_TYPE_MASK: u32 = 0x7;
     pub const IRQ_SET_ACTION_TYPE_MASK: u32 = 0x38;
-    pub const DMA_MAP_FLAG_READ: u32 = 1 << 0;
-    pub const DMA_MAP_FLAG_WRITE: u32 = 1 << 1;
+    pub const DMA_MAP_FLAG_READ: u32 = emu_guest_mem::DMA_MAP_FLAG_READ;
+    pub const DMA_MAP_FLAG_WRITE: u32 = emu_guest_mem::DMA_MAP_FLAG_WRITE;
     pub const DMA_UNMAP_FLAG_GET_DIRTY_BITMAP: u32 = 1 << 0;
     pub const DMA_UNMAP_FLAG_ALL: u32 = 1 << 1;
 }

@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use emu_nic_model::mem::{GuestMemory, MemError};
+use emu_guest_mem::{fd as fdutil, GuestMemory, MemError};
 use emu_vfio_server::wire::{cmd, flags, Header};
 use emu_vfio_server::{
-    fdutil, irq_index, region, AccessError, DeviceSpec, DmaTable, IrqSet, RegionSpec, Server,
-    ServerError, ServerHandle, VfioDevice, MAX_REQUESTS_PER_SEC,
+    irq_index, region, AccessError, DeviceSpec, DmaTable, IrqSet, RegionSpec, Server, ServerError,
+    ServerHandle, VfioDevice, MAX_REQUESTS_PER_SEC,
 };
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 

@@ -3,13 +3,13 @@
 
 use super::*;
 use crate::port::IrqSink;
+use emu_guest_mem::{fd as fdutil, DmaTable};
 use emu_nic_defs::igb_desc::rx::SRRCTL_DESCTYPE_ADV_ONEBUF;
 use emu_nic_defs::igb_desc::tx as txd;
 use emu_nic_defs::igbvf as r;
 use emu_nic_model::igbvf::vf::IgbVf;
 use emu_nic_model::mem::GuestMemory;
 use emu_nic_model::vmdq::PoolFilter;
-use emu_vfio_server::{fdutil, DmaTable};
 
 struct NoIrq;
 impl IrqSink for NoIrq {

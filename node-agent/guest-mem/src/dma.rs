@@ -19,10 +19,13 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard};
 
-use emu_nic_model::mem::{GuestMemory, MemError};
+use crate::sys::fd;
+use crate::sys::mmap::{MmapRo, MmapRw};
+use crate::{GuestMemory, MemError};
 
-use crate::sys::{self, Mmap};
-use crate::wire::MAX_DMA_MAPS;
+/// Most simultaneous DMA maps of one client (vfio-user announces it as `max_dma_maps`;
+/// QEMU accepts at most 65535).
+pub const MAX_DMA_MAPS: u32 = 16384;
 
 /// Why a DMA_MAP / DMA_UNMAP was refused.
 #[derive(Debug, thiserror::Error)]
@@ -87,9 +90,13 @@ pub struct DmaProt {
     pub write: bool,
 }
 
+/// DMA_MAP flag: the device may read the range (as VFIO and vfio-user number it).
+pub const DMA_MAP_FLAG_READ: u32 = 1 << 0;
+/// DMA_MAP flag: the device may write the range.
+pub const DMA_MAP_FLAG_WRITE: u32 = 1 << 1;
+
 impl DmaProt {
     pub fn from_flags(flags: u32) -> Result<DmaProt, DmaError> {
-        use crate::wire::vfio::{DMA_MAP_FLAG_READ, DMA_MAP_FLAG_WRITE};
         if flags & !(DMA_MAP_FLAG_READ | DMA_MAP_FLAG_WRITE) != 0 {
             return Err(DmaError::BadFlags(flags));
         }
@@ -106,7 +113,34 @@ struct Region {
     size: u64,
     prot: DmaProt,
     /// `None` for a map without fd: recorded (overlaps, unmap) but not DMA-able.
-    mem: Option<Mmap>,
+    mem: Option<Mapping>,
+}
+
+/// A DMA map's memory, mapped with no more rights than the client granted: a read-only map
+/// cannot be written through. A write-only map is mapped read-write (every mapping needs a
+/// readable fd anyway); [`locate`] still refuses to read it.
+#[derive(Debug)]
+enum Mapping {
+    ReadOnly(MmapRo),
+    ReadWrite(MmapRw),
+}
+
+impl Mapping {
+    #[inline(always)]
+    fn reader(&self) -> &MmapRo {
+        match self {
+            Mapping::ReadOnly(m) => m,
+            Mapping::ReadWrite(m) => m.as_ro(),
+        }
+    }
+
+    #[inline(always)]
+    fn writer(&self) -> Option<&MmapRw> {
+        match self {
+            Mapping::ReadOnly(_) => None,
+            Mapping::ReadWrite(m) => Some(m),
+        }
+    }
 }
 
 impl Region {
@@ -152,7 +186,7 @@ impl DmaTable {
     pub fn faulted(&self) -> Option<(u64, u64)> {
         self.read_lock()
             .iter()
-            .find(|r| r.mem.as_ref().is_some_and(Mmap::faulted))
+            .find(|r| r.mem.as_ref().is_some_and(|m| m.reader().faulted()))
             .map(|r| (r.address, r.size))
     }
 
@@ -191,7 +225,7 @@ impl DmaTable {
                     usize::try_from(size).map_err(|_| DmaError::BadRange { address, size })?;
                 // Mapping past the end of the file would turn a later access into SIGBUS
                 // for the whole agent; refuse it up front.
-                let file_size = sys::regular_file_size(fd.as_fd())
+                let file_size = fd::regular_file_size(fd.as_fd())
                     .map_err(|source| DmaError::Mmap {
                         address,
                         size,
@@ -206,7 +240,7 @@ impl DmaTable {
                         file_size,
                     });
                 }
-                let sealed = sys::seals(fd.as_fd())
+                let sealed = fd::seals(fd.as_fd())
                     .map_err(|source| DmaError::Mmap {
                         address,
                         size,
@@ -217,12 +251,16 @@ impl DmaTable {
                     return Err(DmaError::Unsealed { address, size });
                 }
                 let notify = self.notify.get().map_or(-1, |f| f.as_raw_fd());
-                let m = Mmap::map_client(fd.as_fd(), offset, len, prot.read, prot.write, notify)
-                    .map_err(|source| DmaError::Mmap {
-                        address,
-                        size,
-                        source,
-                    })?;
+                let m = if prot.write {
+                    MmapRw::map_client(fd.as_fd(), offset, len, notify).map(Mapping::ReadWrite)
+                } else {
+                    MmapRo::map_client(fd.as_fd(), offset, len, notify).map(Mapping::ReadOnly)
+                }
+                .map_err(|source| DmaError::Mmap {
+                    address,
+                    size,
+                    source,
+                })?;
                 // The mapping keeps the memory alive; the fd itself is closed here.
                 Some(m)
             }
@@ -308,7 +346,7 @@ pub struct DmaGuard<'a> {
 /// Finds the mapping holding all of `[addr, addr+len)` with the access right needed, and the
 /// offset of `addr` in it. The hot path: no error is built unless the access fails.
 #[inline(always)]
-fn locate(t: &[Region], addr: u64, len: usize, write: bool) -> Result<(&Mmap, usize), MemError> {
+fn locate(t: &[Region], addr: u64, len: usize, write: bool) -> Result<(&Mapping, usize), MemError> {
     let pos = t.partition_point(|r| r.address <= addr);
     if let Some(r) = pos.checked_sub(1).and_then(|i| t.get(i)) {
         // r.address <= addr, so no underflow.
@@ -321,6 +359,25 @@ fn locate(t: &[Region], addr: u64, len: usize, write: bool) -> Result<(&Mmap, us
         }
     }
     Err(locate_error(t, addr, len, write))
+}
+
+/// [`locate`] for a read.
+#[inline(always)]
+fn locate_read(t: &[Region], addr: u64, len: usize) -> Result<(&MmapRo, usize), MemError> {
+    let (m, off) = locate(t, addr, len, false)?;
+    Ok((m.reader(), off))
+}
+
+/// [`locate`] for a write: only a read-write mapping can be written.
+#[inline(always)]
+fn locate_write(t: &[Region], addr: u64, len: usize) -> Result<(&MmapRw, usize), MemError> {
+    let (m, off) = locate(t, addr, len, true)?;
+    // A map with the WRITE right is always mapped read-write, so this only fails if that
+    // invariant breaks; it then fails like a missing right.
+    match m.writer() {
+        Some(w) => Ok((w, off)),
+        None => Err(locate_error(t, addr, len, true)),
+    }
 }
 
 /// Why [`locate`] failed: a mapping that holds the range but lacks the right is `Denied`,
@@ -351,7 +408,7 @@ fn unmapped(addr: u64, len: usize) -> MemError {
 
 #[inline(always)]
 fn read_in(t: &[Region], addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
-    let (m, off) = locate(t, addr, buf.len(), false)?;
+    let (m, off) = locate_read(t, addr, buf.len())?;
     match m.read(off, buf) {
         Some(()) => Ok(()),
         None => Err(unmapped(addr, buf.len())),
@@ -360,7 +417,7 @@ fn read_in(t: &[Region], addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
 
 #[inline(always)]
 fn write_in(t: &[Region], addr: u64, data: &[u8]) -> Result<(), MemError> {
-    let (m, off) = locate(t, addr, data.len(), true)?;
+    let (m, off) = locate_write(t, addr, data.len())?;
     match m.write(off, data) {
         Some(()) => Ok(()),
         None => Err(unmapped(addr, data.len())),
@@ -380,34 +437,34 @@ impl GuestMemory for DmaGuard<'_> {
     }
     #[inline]
     fn write_ordered(&self, addr: u64, data: &[u8]) -> Result<(), MemError> {
-        let (m, off) = locate(&self.regions, addr, data.len(), true)?;
+        let (m, off) = locate_write(&self.regions, addr, data.len())?;
         m.write_ordered(off, data)
             .ok_or_else(|| unmapped(addr, data.len()))
     }
     #[inline]
     fn read_ordered(&self, addr: u64, buf: &mut [u8]) -> Result<(), MemError> {
-        let (m, off) = locate(&self.regions, addr, buf.len(), false)?;
+        let (m, off) = locate_read(&self.regions, addr, buf.len())?;
         m.read_ordered(off, buf)
             .ok_or_else(|| unmapped(addr, buf.len()))
     }
     #[inline]
     fn read_u64(&self, addr: u64) -> Result<u64, MemError> {
-        let (m, off) = locate(&self.regions, addr, 8, false)?;
+        let (m, off) = locate_read(&self.regions, addr, 8)?;
         m.read_u64(off).ok_or_else(|| unmapped(addr, 8))
     }
     #[inline]
     fn read_u32(&self, addr: u64) -> Result<u32, MemError> {
-        let (m, off) = locate(&self.regions, addr, 4, false)?;
+        let (m, off) = locate_read(&self.regions, addr, 4)?;
         m.read_u32(off).ok_or_else(|| unmapped(addr, 4))
     }
     #[inline]
     fn write_u64(&self, addr: u64, v: u64) -> Result<(), MemError> {
-        let (m, off) = locate(&self.regions, addr, 8, true)?;
+        let (m, off) = locate_write(&self.regions, addr, 8)?;
         m.write_u64(off, v).ok_or_else(|| unmapped(addr, 8))
     }
     #[inline]
     fn write_u32(&self, addr: u64, v: u32) -> Result<(), MemError> {
-        let (m, off) = locate(&self.regions, addr, 4, true)?;
+        let (m, off) = locate_write(&self.regions, addr, 4)?;
         m.write_u32(off, v).ok_or_else(|| unmapped(addr, 4))
     }
 }
@@ -467,7 +524,7 @@ mod tests {
 
     #[test]
     fn memfd_map_is_guest_memory_with_bounds() {
-        let fd = sys::memfd("dma-test", 0x3000).unwrap();
+        let fd = fd::memfd("dma-test", 0x3000).unwrap();
         let t = DmaTable::new();
         t.map(0x10_0000, 0x2000, 0x1000, RW, Some(fd)).unwrap();
         t.write_u32(0x10_1ffc, 0xdead_beef).unwrap();
@@ -478,7 +535,7 @@ mod tests {
         assert!(g.read(u64::MAX - 1, &mut [0; 4]).is_err()); // wraps
         drop(g);
         // Read-only map refuses writes with Denied.
-        let fd2 = sys::memfd("dma-ro", 0x1000).unwrap();
+        let fd2 = fd::memfd("dma-ro", 0x1000).unwrap();
         t.map(0x20_0000, 0x1000, 0, 1, Some(fd2)).unwrap();
         assert!(matches!(
             t.write_u32(0x20_0000, 1),
@@ -489,7 +546,7 @@ mod tests {
         ));
         assert_eq!(t.read_u32(0x20_0000).unwrap(), 0);
         // Past the end of the file: refused instead of a later SIGBUS.
-        let fd3 = sys::memfd("dma-small", 0x1000).unwrap();
+        let fd3 = fd::memfd("dma-small", 0x1000).unwrap();
         assert_eq!(
             t.map(0x30_0000, 0x2000, 0, RW, Some(fd3))
                 .unwrap_err()
@@ -499,19 +556,32 @@ mod tests {
     }
 
     #[test]
+    fn write_only_map_refuses_reads_and_takes_writes() {
+        let t = DmaTable::new();
+        let fd = fd::memfd("dma-wo", 0x1000).unwrap();
+        t.map(0x4000, 0x1000, 0, DMA_MAP_FLAG_WRITE, Some(fd))
+            .unwrap();
+        t.write_u64(0x4008, 0x1122_3344_5566_7788).unwrap();
+        assert!(matches!(
+            t.read_u64(0x4008),
+            Err(MemError::Denied { access: "read", .. })
+        ));
+    }
+
+    #[test]
     fn unsealed_files_are_refused_unless_allowed() {
         let t = DmaTable::new();
-        let fd = sys::memfd_unsealed("dma-unsealed", 0x1000).unwrap();
+        let fd = fd::memfd_unsealed("dma-unsealed", 0x1000).unwrap();
         let e = t.map(0x1000, 0x1000, 0, RW, Some(fd)).unwrap_err();
         assert!(matches!(e, DmaError::Unsealed { .. }), "{e}");
         assert_eq!(e.errno(), libc::EPERM);
         assert!(e.to_string().contains("F_SEAL_SHRINK"), "{e}");
         t.set_allow_unsealed(true);
-        let fd = sys::memfd_unsealed("dma-unsealed", 0x1000).unwrap();
+        let fd = fd::memfd_unsealed("dma-unsealed", 0x1000).unwrap();
         t.map(0x1000, 0x1000, 0, RW, Some(fd)).unwrap();
         // Sealed files are always accepted, and cannot be shrunk by their owner.
         let t = DmaTable::new();
-        let fd = sys::memfd("dma-sealed", 0x1000).unwrap();
+        let fd = fd::memfd("dma-sealed", 0x1000).unwrap();
         let keep = fd.try_clone().unwrap();
         t.map(0x1000, 0x1000, 0, RW, Some(fd)).unwrap();
         let f = std::fs::File::from(keep);
@@ -523,12 +593,12 @@ mod tests {
     fn a_file_shrunk_under_a_map_faults_only_that_map() {
         let t = DmaTable::new();
         t.set_allow_unsealed(true);
-        let notify = Arc::new(sys::eventfd().unwrap());
+        let notify = Arc::new(fd::eventfd().unwrap());
         t.set_fault_notify(notify.clone());
-        let fd = sys::memfd_unsealed("dma-shrink", 0x4000).unwrap();
+        let fd = fd::memfd_unsealed("dma-shrink", 0x4000).unwrap();
         let keep = std::fs::File::from(fd.try_clone().unwrap());
         t.map(0x10_0000, 0x4000, 0, RW, Some(fd)).unwrap();
-        let other = sys::memfd("dma-other", 0x1000).unwrap();
+        let other = fd::memfd("dma-other", 0x1000).unwrap();
         t.map(0x20_0000, 0x1000, 0, RW, Some(other)).unwrap();
         t.write_u32(0x10_3000, 0x1234_5678).unwrap();
         t.write_u32(0x20_0000, 0xfeed).unwrap();
@@ -539,8 +609,8 @@ mod tests {
         assert_eq!(t.read_u32(0x10_3000).unwrap(), 0);
         t.write_u32(0x10_3000, 7).unwrap();
         assert_eq!(t.faulted(), Some((0x10_0000, 0x4000)));
-        assert_eq!(sys::eventfd_read(notify.as_fd()).unwrap(), 1);
-        assert!(sys::sigbus::recovered() >= 1);
+        assert_eq!(fd::eventfd_read(notify.as_fd()).unwrap(), 1);
+        assert!(crate::faults_recovered() >= 1);
         // The other map is untouched.
         assert_eq!(t.read_u32(0x20_0000).unwrap(), 0xfeed);
         t.unmap(0x10_0000, 0x4000).unwrap();
@@ -550,7 +620,7 @@ mod tests {
     #[test]
     fn file_maps_per_client_are_limited() {
         let t = DmaTable::new();
-        let fd = sys::memfd("dma-many", 0x1000).unwrap();
+        let fd = fd::memfd("dma-many", 0x1000).unwrap();
         for i in 0..MAX_FILE_MAPS as u64 {
             t.map(i * 0x1000, 0x1000, 0, RW, Some(fd.try_clone().unwrap()))
                 .unwrap();

@@ -1,9 +1,10 @@
 //! Register pages offered to the client as vfio-user sparse-mmap areas: a memfd that the
 //! client maps into the guest (doorbells become plain stores, zero traps) and that the device
-//! model and the dataplane see as atomic words through [`emu_nic_model::shared::WordBacking`].
+//! model and the dataplane see as atomic words through [`WordBacking`].
 
-use crate::sys::{memfd, Mmap};
-use emu_nic_model::shared::WordBacking;
+use crate::sys::fd::memfd;
+use crate::sys::mmap::MmapRw;
+use crate::WordBacking;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::AtomicU32;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub struct SharedPages {
     fd: Arc<OwnedFd>,
-    map: Mmap,
+    map: MmapRw,
 }
 
 impl SharedPages {
@@ -21,7 +22,7 @@ impl SharedPages {
     pub fn new(name: &str, size: u64) -> io::Result<SharedPages> {
         let fd = memfd(name, size)?;
         let len = usize::try_from(size).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-        let map = Mmap::map_shared(fd.as_fd(), 0, len, true, true)?;
+        let map = MmapRw::map_shared(fd.as_fd(), 0, len)?;
         Ok(SharedPages {
             fd: Arc::new(fd),
             map,
@@ -32,7 +33,7 @@ impl SharedPages {
     /// sparse-mmap area it received with GET_REGION_INFO).
     pub fn map_fd(fd: OwnedFd, offset: u64, size: u64) -> io::Result<SharedPages> {
         let len = usize::try_from(size).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-        let map = Mmap::map_shared(fd.as_fd(), offset, len, true, true)?;
+        let map = MmapRw::map_shared(fd.as_fd(), offset, len)?;
         Ok(SharedPages {
             fd: Arc::new(fd),
             map,

@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::OnceLock;
 
 /// How many client mappings can be protected at once, node-wide. Each VF may hold at most
-/// `wire::MAX_FD_DMA_MAPS` of them.
+/// [`crate::MAX_FILE_MAPS`] of them.
 pub const CAPACITY: usize = 65536;
 
 struct Slot {
