@@ -51,7 +51,8 @@ impl Agent {
     }
 }
 
-/// One request, the whole answer: (status code, head, body).
+/// One request, the whole answer: (status code, head, body). The server keeps HTTP/1.1
+/// connections alive, so a request that wants the connection closed says so.
 fn get(addr: SocketAddr, request: &str) -> (u16, String, String) {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
@@ -131,10 +132,14 @@ fn run_serves_metrics_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    let (status, head, body) = get(addr, "GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n");
+    let (status, head, body) = get(
+        addr,
+        "GET /metrics HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n",
+    );
     assert_eq!(status, 200, "{head}\n{body}");
     assert!(
-        head.contains("Content-Type: text/plain; version=0.0.4"),
+        head.to_ascii_lowercase()
+            .contains("content-type: text/plain; version=0.0.4"),
         "{head}"
     );
     let series = parse_exposition(&body);
@@ -186,9 +191,12 @@ fn run_serves_metrics_and_stops_on_sigterm() {
         assert_eq!(body.matches(&format!("# HELP {family} ")).count(), 1);
     }
 
-    let (status, _, body) = get(addr, "GET /healthz HTTP/1.1\r\n\r\n");
+    let (status, _, body) = get(addr, "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n");
     assert_eq!((status, body.as_str()), (200, "ok\n"));
-    assert_eq!(get(addr, "GET /nope HTTP/1.1\r\n\r\n").0, 404);
+    assert_eq!(
+        get(addr, "GET /nope HTTP/1.1\r\nConnection: close\r\n\r\n").0,
+        404
+    );
     assert_eq!(get(addr, "NONSENSE\r\n\r\n").0, 400);
     // Still serving after a bad request.
     assert_eq!(get(addr, "GET /metrics HTTP/1.0\r\n\r\n").0, 200);

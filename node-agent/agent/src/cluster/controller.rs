@@ -1,7 +1,7 @@
 //! The control plane of cluster mode, on one tokio runtime: the NodeState watch, the reconcile
 //! loop (apply, then report status), the device plugin. The dataplane and the vfio-user
-//! servers stay on their own std threads; the control socket and the metrics endpoint keep
-//! their small std threads as in standalone mode.
+//! servers stay on their own std threads; the metrics endpoint (axum) runs on this runtime
+//! too, the control socket keeps its small std thread as in standalone mode.
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -24,7 +24,7 @@ use super::desired::{desired, detect_host, Desired, Host};
 use super::macs::MacBook;
 use super::pools::{PoolInventory, Pools};
 use super::status::{self, Inputs};
-use crate::metrics::{render, MetricsServer};
+use crate::metrics::MetricsServer;
 use crate::plugin::PluginPaths;
 use crate::{access, control, naming, sys};
 
@@ -78,10 +78,17 @@ pub fn run(opts: ClusterOptions) -> anyhow::Result<()> {
             .with_context(|| {
                 format!("cannot open the control socket {}", control_path.display())
             })?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("control")
+        .enable_all()
+        .build()
+        .context("cannot start the control-plane runtime")?;
     let metrics = match opts.metrics_addr {
         Some(addr) => {
             let p = pools.clone();
-            match MetricsServer::start(addr, Arc::new(move || render(&p.metrics_sample()))) {
+            let sample = Arc::new(move || p.metrics_sample());
+            match MetricsServer::start_on(rt.handle(), addr, sample) {
                 Ok(m) => Some(m),
                 Err(e) => {
                     control_server.shutdown();
@@ -91,7 +98,6 @@ pub fn run(opts: ClusterOptions) -> anyhow::Result<()> {
         }
         None => None,
     };
-
     let (stop_tx, stop_rx) = watch::channel(false);
     std::thread::Builder::new()
         .name("signals".into())
@@ -101,19 +107,13 @@ pub fn run(opts: ClusterOptions) -> anyhow::Result<()> {
             let _ = stop_tx.send(true);
         })
         .context("cannot start the signal thread")?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("control")
-        .enable_all()
-        .build()
-        .context("cannot start the control-plane runtime")?;
     tracing::info!(node = %opts.node_name, run_dir = %opts.run_dir.display(), "agent running in cluster mode");
     let result = rt.block_on(control_loop(&opts, pools.clone(), stop_rx));
-    rt.shutdown_timeout(Duration::from_secs(2));
-    pools.shutdown();
     if let Some(m) = metrics {
         m.shutdown();
     }
+    rt.shutdown_timeout(Duration::from_secs(2));
+    pools.shutdown();
     control_server.shutdown();
     result
 }
