@@ -5,7 +5,8 @@
 #      mirrors the first time),
 #   2. cargo fmt --check and clippy with -D warnings, and a plain (stable, no sanitizer) build
 #      of the fuzz targets in fuzz/,
-#   3. the CRD YAML in crds/ matches crdgen's output,
+#   3. the CRD YAML in crds/ matches crdgen's output, and the README's shell examples work as
+#      pasted (tests/readme-check.sh: each ```sh block is marked run, serve or skip),
 #   4. the Kubernetes programs the control-plane tests run (etcd, kube-apiserver, kubectl of the
 #      release pinned in tests/cluster/go.mod), built by tests/cluster/build.sh into
 #      ~/.cache/emu-sriov/k8s/<version>/bin. That needs Go >= 1.26 (preinstalled on the dev
@@ -57,6 +58,7 @@ step "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 step "fuzz targets build" cargo build --manifest-path fuzz/Cargo.toml --bins --examples
 step "build (agent binary)" cargo build --workspace
 step "CRDs up to date" cargo run -q -p emu-sriov-crds --bin crdgen -- --check crds
+step "README examples" tests/readme-check.sh
 step "kubernetes binaries" tests/cluster/build.sh
 step "tests (incl. guest tests)" cargo test --workspace -- --include-ignored --nocapture
 
