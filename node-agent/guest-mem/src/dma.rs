@@ -118,7 +118,7 @@ struct Region {
 
 /// A DMA map's memory, mapped with no more rights than the client granted: a read-only map
 /// cannot be written through. A write-only map is mapped read-write (every mapping needs a
-/// readable fd anyway); [`locate`] still refuses to read it.
+/// readable fd anyway); [`locate_read`] still refuses to read it.
 #[derive(Debug)]
 enum Mapping {
     ReadOnly(MmapRo),
@@ -131,14 +131,6 @@ impl Mapping {
         match self {
             Mapping::ReadOnly(m) => m,
             Mapping::ReadWrite(m) => m.as_ro(),
-        }
-    }
-
-    #[inline(always)]
-    fn writer(&self) -> Option<&MmapRw> {
-        match self {
-            Mapping::ReadOnly(_) => None,
-            Mapping::ReadWrite(m) => Some(m),
         }
     }
 }
@@ -343,44 +335,39 @@ pub struct DmaGuard<'a> {
     regions: RwLockReadGuard<'a, Vec<Region>>,
 }
 
-/// Finds the mapping holding all of `[addr, addr+len)` with the access right needed, and the
-/// offset of `addr` in it. The hot path: no error is built unless the access fails.
+/// Finds the mapping holding all of `[addr, addr+len)` with the read right, and the offset of
+/// `addr` in it. The hot path: no error is built unless the access fails.
 #[inline(always)]
-fn locate(t: &[Region], addr: u64, len: usize, write: bool) -> Result<(&Mapping, usize), MemError> {
+fn locate_read(t: &[Region], addr: u64, len: usize) -> Result<(&MmapRo, usize), MemError> {
     let pos = t.partition_point(|r| r.address <= addr);
     if let Some(r) = pos.checked_sub(1).and_then(|i| t.get(i)) {
         // r.address <= addr, so no underflow.
         let off = addr - r.address;
         let fits = off < r.size && (len as u64) <= r.size - off;
-        let allowed = if write { r.prot.write } else { r.prot.read };
-        if let (true, true, Some(mem)) = (fits, allowed, r.mem.as_ref()) {
+        if let (true, true, Some(mem)) = (fits, r.prot.read, r.mem.as_ref()) {
             // off < size, and size fit a usize when it was mapped.
+            return Ok((mem.reader(), off as usize));
+        }
+    }
+    Err(locate_error(t, addr, len, false))
+}
+
+/// [`locate_read`] for a write. A map has a read-write mapping exactly when the client gave
+/// it the WRITE right, so the mapping's type is the right.
+#[inline(always)]
+fn locate_write(t: &[Region], addr: u64, len: usize) -> Result<(&MmapRw, usize), MemError> {
+    let pos = t.partition_point(|r| r.address <= addr);
+    if let Some(r) = pos.checked_sub(1).and_then(|i| t.get(i)) {
+        let off = addr - r.address;
+        let fits = off < r.size && (len as u64) <= r.size - off;
+        if let (true, Some(Mapping::ReadWrite(mem))) = (fits, r.mem.as_ref()) {
             return Ok((mem, off as usize));
         }
     }
-    Err(locate_error(t, addr, len, write))
+    Err(locate_error(t, addr, len, true))
 }
 
-/// [`locate`] for a read.
-#[inline(always)]
-fn locate_read(t: &[Region], addr: u64, len: usize) -> Result<(&MmapRo, usize), MemError> {
-    let (m, off) = locate(t, addr, len, false)?;
-    Ok((m.reader(), off))
-}
-
-/// [`locate`] for a write: only a read-write mapping can be written.
-#[inline(always)]
-fn locate_write(t: &[Region], addr: u64, len: usize) -> Result<(&MmapRw, usize), MemError> {
-    let (m, off) = locate(t, addr, len, true)?;
-    // A map with the WRITE right is always mapped read-write, so this only fails if that
-    // invariant breaks; it then fails like a missing right.
-    match m.writer() {
-        Some(w) => Ok((w, off)),
-        None => Err(locate_error(t, addr, len, true)),
-    }
-}
-
-/// Why [`locate`] failed: a mapping that holds the range but lacks the right is `Denied`,
+/// Why a locate failed: a mapping that holds the range but lacks the right is `Denied`,
 /// anything else `Unmapped`.
 #[cold]
 #[inline(never)]
