@@ -159,6 +159,9 @@ pub struct Agent {
     /// The `run` arguments after `--run-dir`.
     args: Vec<String>,
     child: Option<Child>,
+    /// Start-up waits for at least one VF (standalone) or only for `list` (cluster mode,
+    /// where the VFs come from a NodeState that may ask for none).
+    wait_for_vfs: bool,
 }
 
 impl Agent {
@@ -193,6 +196,27 @@ impl Agent {
         args: &[&str],
         ready_timeout: Duration,
     ) -> Result<Agent, String> {
+        Agent::start_inner(bin, dir, args, ready_timeout, true)
+    }
+
+    /// [`Agent::start_with`] for cluster mode (`args` has `--cluster` or `--kubeconfig`): ready
+    /// once `list` answers, whatever VFs it shows (the NodeState decides those).
+    pub fn start_cluster(
+        bin: &Path,
+        dir: &Path,
+        args: &[&str],
+        ready_timeout: Duration,
+    ) -> Result<Agent, String> {
+        Agent::start_inner(bin, dir, args, ready_timeout, false)
+    }
+
+    fn start_inner(
+        bin: &Path,
+        dir: &Path,
+        args: &[&str],
+        ready_timeout: Duration,
+        wait_for_vfs: bool,
+    ) -> Result<Agent, String> {
         let run_dir = dir.join("agent");
         std::fs::create_dir_all(&run_dir)
             .map_err(|e| format!("mkdir {}: {e}", run_dir.display()))?;
@@ -204,6 +228,7 @@ impl Agent {
             log,
             args: args.iter().map(|a| a.to_string()).collect(),
             child: None,
+            wait_for_vfs,
         };
         agent.spawn_and_wait(ready_timeout)?;
         Ok(agent)
@@ -241,7 +266,10 @@ impl Agent {
                 ));
             }
             match self.vfs() {
-                Ok(vfs) if !vfs.is_empty() && vfs.iter().all(|v| v.socket.exists()) => {
+                Ok(vfs)
+                    if (!vfs.is_empty() || !self.wait_for_vfs)
+                        && vfs.iter().all(|v| v.socket.exists()) =>
+                {
                     return Ok(())
                 }
                 Ok(vfs) => last_err = format!("{} VFs, sockets not all present yet", vfs.len()),

@@ -285,6 +285,14 @@ impl FakeInventory {
         }
     }
 
+    /// Stops listing VF `id` (as the agent does when it removes a VF).
+    pub fn remove(&self, id: &str) {
+        self.devices
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|d| d.id != id);
+    }
+
     /// The ids scrubbed so far, in order.
     pub fn scrubbed(&self) -> Vec<String> {
         self.scrubbed

@@ -6,7 +6,7 @@ use emu_device_plugin::api::v1beta1::{
     ListAndWatchResponse, PreferredAllocationRequest,
 };
 use emu_device_plugin::api::{HEALTHY, UNHEALTHY};
-use emu_device_plugin::{run, DevicePluginConfig};
+use emu_device_plugin::{run, DevicePluginConfig, DevicePluginRunner};
 use emu_sriov_tests::fake_kubelet::{FakeInventory, FakeKubelet};
 use emu_sriov_tests::{agent_bin, Agent, RunDir};
 use std::collections::BTreeMap;
@@ -388,6 +388,101 @@ async fn preferred_allocation_honours_must_include_and_locality() {
         ["igb0-vf0", "igb0-vf2", "igb0-vf1"]
     );
     s.finish().await;
+}
+
+/// Resources follow `PluginHandle::set_resources`: a new one is served and registered, a
+/// withdrawn one's server stops (its stream ends, its socket goes); VFs the inventory drops
+/// leave ListAndWatch; `held` reports allocations until pod-resources says they are released.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_follow_the_agent_and_held_is_reported() {
+    let mut dir = RunDir::new("dp-dyn").unwrap();
+    let p = dir.path().to_owned();
+    let kubelet = FakeKubelet::start(&p.join("dp"), &p.join("pr/kubelet.sock")).unwrap();
+    let inv = FakeInventory::new(&p.join("run"), &[("igb0", 2, VF), ("igb1", 2, FAST)]);
+    let config = DevicePluginConfig {
+        device_plugin_dir: p.join("dp"),
+        pod_resources_socket: p.join("pr/kubelet.sock"),
+        cdi_dir: Some(p.join("cdi")),
+        resources: Vec::new(),
+        inventory_poll: Duration::from_millis(50),
+        kubelet_watch: Duration::from_millis(50),
+        pod_resources_poll: Duration::from_millis(100),
+        release_grace: Duration::from_secs(30),
+    };
+    let runner = DevicePluginRunner::new(config, inv.clone());
+    let handle = runner.handle();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(runner.run(async {
+        let _ = rx.await;
+    }));
+    // Nothing to serve yet.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(kubelet.registrations().is_empty());
+    handle.set_resources([VF.to_string()].into());
+    kubelet
+        .wait_registrations(1, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let mut c = kubelet.plugin_client(VF_SOCK).await.unwrap();
+    let mut st = c.list_and_watch(Empty {}).await.unwrap().into_inner();
+    next_matching(&mut st, Duration::from_secs(2), |h| h.len() == 2).await;
+
+    handle.set_resources([VF.to_string(), FAST.to_string()].into());
+    let regs = kubelet
+        .wait_registrations(2, Duration::from_secs(2))
+        .await
+        .unwrap();
+    assert_eq!(regs[1].request.resource_name, FAST);
+    let mut cf = kubelet.plugin_client(FAST_SOCK).await.unwrap();
+    let mut sf = cf.list_and_watch(Empty {}).await.unwrap().into_inner();
+    let h = next_matching(&mut sf, Duration::from_secs(2), |h| h.len() == 2).await;
+    assert_eq!(h.keys().collect::<Vec<_>>(), ["igb1-vf0", "igb1-vf1"]);
+    assert!(p.join("cdi/emu.sriov-vf_vf-fast.json").exists());
+
+    // Allocation is reported as held until pod-resources has seen it go.
+    let mut held = handle.watch_held();
+    c.allocate(alloc(&["igb0-vf1"])).await.unwrap();
+    assert_eq!(handle.held(), ["igb0-vf1".to_string()].into());
+    kubelet.set_pods(&[("pod-a", VF, &["igb0-vf1"])]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kubelet.set_pods(&[]);
+    tokio::time::timeout(Duration::from_secs(3), async {
+        while !held.borrow_and_update().is_empty() {
+            held.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("release reported");
+    assert_eq!(inv.scrubbed(), ["igb0-vf1"]);
+
+    // A VF the inventory drops leaves the list; after refresh it cannot be allocated.
+    inv.remove("igb0-vf0");
+    handle.refresh();
+    let e = c.allocate(alloc(&["igb0-vf0"])).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let h = next_matching(&mut st, Duration::from_secs(2), |h| h.len() == 1).await;
+    assert_eq!(h.keys().collect::<Vec<_>>(), ["igb0-vf1"]);
+
+    // Withdrawing a resource: stream ends, socket and CDI spec removed.
+    handle.set_resources([FAST.to_string()].into());
+    let end = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match st.message().await {
+                Ok(Some(_)) => continue,
+                other => return other.map(|_| ()),
+            }
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "the withdrawn resource's stream ended");
+    assert!(!kubelet.dir.join(VF_SOCK).exists());
+    assert!(kubelet.dir.join(FAST_SOCK).exists());
+    assert!(!p.join("cdi/emu.sriov-vf.json").exists());
+
+    let _ = tx.send(());
+    task.await.unwrap().unwrap();
+    assert!(!kubelet.dir.join(FAST_SOCK).exists());
+    dir.succeed();
 }
 
 /// The real agent, run twice on the same run dir: same VF ids, MACs and socket paths.

@@ -4,7 +4,7 @@
 //! ENABLE_QUEUES, and republishes the VF's switch filter. The tail pages (QTX_TAIL1 at
 //! 0x0000, QRX_TAIL1 + VFINT_ITRN1 at 0x2000) are a sparse-mmap memfd the dataplane polls.
 
-use crate::device::NodeDevice;
+use crate::device::{AdminSettings, NodeDevice};
 use crate::regions::{check, check_registers, no_region, vf_spec, CONFIG_SIZE};
 use emu_dataplane::engine::DataplaneControl;
 use emu_dataplane::{AvfState, VfPort};
@@ -216,6 +216,24 @@ impl NodeDevice for AvfVfDevice {
         self.port.counters.reset();
     }
     fn tick(&self) {}
+    fn set_admin(&self, a: AdminSettings) {
+        let mut g = self.port.lock();
+        let mut pf = self.pf.lock();
+        pf.set_admin(
+            self.vf_index,
+            emu_nic_model::avf::pf::AvfVfAdmin {
+                mac: a.mac,
+                trusted: a.trusted,
+                spoofchk: a.spoofchk,
+                port_vlan: a.port_vlan,
+                // Kept as created by `set_admin`.
+                queue_pairs: 0,
+            },
+        );
+        if let Some(st) = g.avf() {
+            self.republish(&pf, st);
+        }
+    }
 }
 
 impl VfioDevice for AvfVfDevice {

@@ -8,6 +8,7 @@ use std::str::FromStr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use emu_sriov_agent::cluster::ClusterOptions;
 use emu_sriov_agent::config::{
     self, AgentConfig, ConfigError, ConfigFile, NicModel, SocketOwner, UplinkConfig,
 };
@@ -43,12 +44,29 @@ fn run_after_help() -> String {
          \n\
          Built-in default (used without --config):\n{}\n\
          Config file reference (YAML; unknown keys are errors):\n{}\n\
+         Cluster mode (--cluster, or --kubeconfig):\n  \
+         The agent follows the cluster-scoped NodeState (emu.sriov/v1alpha1) named --node-name:\n  \
+         one switch and dataplane per spec.pools[] entry, VFs <pf>-vf<index> with sockets\n  \
+         RUN_DIR/vfs/<id>/vf.sock and MACs kept in RUN_DIR/state.json. Changes never need a\n  \
+         drain: new VFs appear at once; removed VFs go at once when free, and when their pod\n  \
+         releases them otherwise; spoofChk and maxTxRateMbps change at once, vlan, trust, mtu\n  \
+         and resourceName of an allocated VF when it is released; model, queuePairs,\n  \
+         dataplane, uplink, socketOwner or a new PF rebuild the pool once none of its VFs is\n  \
+         allocated. With --device-plugin, each pool's resourceName is advertised to the kubelet\n  \
+         and allocations are read from its pod-resources API. The status (VFs, MACs, sockets,\n  \
+         allocation, health; conditions Ready, Pending, Degraded) is written by server-side\n  \
+         apply, only when it changed. RBAC: get/list/watch nodestates, patch nodestates/status.\n  \
+         The cluster comes from --kubeconfig, else the pod's service account, else $KUBECONFIG\n  \
+         or ~/.kube/config. --config, --pf, --uplink and --socket-owner do not apply.\n\
+         \n\
          Examples:\n  \
          emu-sriov-agent run\n  \
          emu-sriov-agent run --pf igb:2 --pf igb:2 --run-dir /tmp/sriov\n  \
          emu-sriov-agent run --config /etc/emu-sriov/agent.yaml --log-level debug\n  \
          emu-sriov-agent run --metrics-addr 127.0.0.1:9477 &\n  \
-         curl -s http://127.0.0.1:9477/metrics | grep emu_sriov_vf_rx_packets_total",
+         curl -s http://127.0.0.1:9477/metrics | grep emu_sriov_vf_rx_packets_total\n  \
+         emu-sriov-agent run --cluster --node-name \"$NODE_NAME\" --device-plugin --run-dir /var/run/emu-sriov\n  \
+         emu-sriov-agent run --kubeconfig ~/.kube/config --node-name node-a --run-dir /tmp/sriov",
         indent(config::DEFAULT_CONFIG_YAML),
         indent(config::CONFIG_REFERENCE_YAML)
     )
@@ -73,10 +91,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the agent standalone from a local config (no cluster needed).
+    /// Run the agent: standalone from a local config (no cluster needed), or with --cluster
+    /// from the node's NodeState.
     ///
     /// Creates the emulated PFs and their VFs, serves each VF as a vfio-user socket in the run
-    /// dir, answers `list` on RUN_DIR/control.sock, and prints how to attach each VF to QEMU.
+    /// dir, answers `list` on RUN_DIR/control.sock, and (standalone) prints how to attach each
+    /// VF to QEMU. With --cluster the PFs and VFs come from the NodeState named --node-name and
+    /// follow it as it changes, and the agent reports what it runs in the NodeState's status.
     /// Runs until interrupted.
     #[command(
         after_help = "The config file reference and the built-in default: emu-sriov-agent run --help",
@@ -137,6 +158,16 @@ pub struct BenchArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
+    /// Cluster mode: run what the NodeState named --node-name asks for and report status
+    /// there (see "Cluster mode" below). Needs --node-name.
+    #[arg(long, conflicts_with_all = ["config", "pfs", "uplink", "socket_owner"])]
+    pub cluster: bool,
+
+    /// Kubeconfig for cluster mode; implies --cluster. [default: the pod's service account,
+    /// else $KUBECONFIG or ~/.kube/config]
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["config", "pfs", "uplink", "socket_owner"])]
+    pub kubeconfig: Option<PathBuf>,
+
     /// YAML config file (see the reference below). [default: the built-in config]
     #[arg(long, short = 'c', value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -154,7 +185,8 @@ pub struct RunArgs {
     pub pfs: Vec<PfSpec>,
 
     /// Node name; seeds the generated VF MACs (same name and config ⇒ same MACs).
-    /// Overrides the config's `nodeName`. [default: the host name]
+    /// Overrides the config's `nodeName`. With --cluster: the Kubernetes node name, which is
+    /// also the NodeState's name (required). [default: the host name]
     #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
 
@@ -385,6 +417,47 @@ impl RunArgs {
     }
 }
 
+impl RunArgs {
+    /// Whether the agent runs in cluster mode (`--cluster`, or `--kubeconfig`).
+    pub fn cluster_mode(&self) -> bool {
+        self.cluster || self.kubeconfig.is_some()
+    }
+}
+
+impl TryFrom<&RunArgs> for ClusterOptions {
+    type Error = ConfigError;
+
+    fn try_from(args: &RunArgs) -> Result<Self, Self::Error> {
+        let node_name = args
+            .node_name
+            .clone()
+            .ok_or(ConfigError::ClusterNeedsNodeName)?;
+        if node_name.is_empty() || node_name.len() > 253 {
+            return Err(ConfigError::Invalid {
+                field: "--node-name".into(),
+                value: node_name,
+                allowed: "a Kubernetes node name, 1 to 253 characters".into(),
+            });
+        }
+        let run_dir = match &args.run_dir {
+            Some(dir) => absolute_dir("--run-dir", dir)?,
+            None => config::default_run_dir(),
+        };
+        let kubeconfig = args
+            .kubeconfig
+            .as_deref()
+            .map(|p| std::path::absolute(p).unwrap_or_else(|_| p.to_owned()));
+        Ok(ClusterOptions {
+            node_name,
+            kubeconfig,
+            run_dir,
+            plugin: args.plugin_paths(),
+            metrics_addr: args.metrics_addr,
+            allow_unsealed_memory: args.allow_unsealed_memory,
+        })
+    }
+}
+
 impl TryFrom<&RunArgs> for AgentConfig {
     type Error = ConfigError;
 
@@ -593,6 +666,51 @@ mod tests {
             help.contains("curl -s http://127.0.0.1:9477/metrics"),
             "{help}"
         );
+    }
+
+    #[test]
+    fn cluster_flags() {
+        assert!(!run_args(&["run"]).cluster_mode());
+        let args = run_args(&["run", "--cluster", "--node-name", "n1", "--device-plugin"]);
+        assert!(args.cluster_mode());
+        let o = ClusterOptions::try_from(&args).unwrap();
+        assert_eq!(o.node_name, "n1");
+        assert!(o.kubeconfig.is_none() && o.plugin.is_some());
+        let args = run_args(&[
+            "run",
+            "--kubeconfig",
+            "kc",
+            "--node-name",
+            "n1",
+            "--run-dir",
+            "/r",
+        ]);
+        assert!(args.cluster_mode());
+        let o = ClusterOptions::try_from(&args).unwrap();
+        assert!(o.kubeconfig.unwrap().is_absolute());
+        assert_eq!(o.run_dir, Path::new("/r"));
+        let e = ClusterOptions::try_from(&run_args(&["run", "--cluster"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--node-name") && e.contains("NODE_NAME"), "{e}");
+        for bad in [
+            &["run", "--cluster", "--pf", "igb:1"][..],
+            &["run", "--kubeconfig", "k", "--config", "c"],
+            &["run", "--cluster", "--uplink", "tap:x"],
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.contains("cannot be used with"), "{bad:?}: {e}");
+        }
+        let help = Cli::command()
+            .find_subcommand_mut("run")
+            .unwrap()
+            .render_long_help()
+            .to_string();
+        assert!(
+            help.contains("--cluster") && help.contains("Cluster mode"),
+            "{help}"
+        );
+        assert!(help.contains("NodeState"));
     }
 
     #[test]

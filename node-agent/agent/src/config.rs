@@ -64,7 +64,7 @@ allowUnsealedMemory: false  # default false: a client's DMA_MAP file must be sea
 "#;
 
 /// Longest path a unix socket can be bound at: `sun_path` is 108 bytes including the NUL.
-const MAX_SOCKET_PATH: usize = 107;
+pub(crate) const MAX_SOCKET_PATH: usize = 107;
 
 /// Longest PF name. PF names end up in socket file names and, later, in netdev names.
 const MAX_PF_NAME: usize = 12;
@@ -119,6 +119,10 @@ pub enum ConfigError {
         "nodeName: the host name could not be read: set nodeName in the config or pass --node-name"
     )]
     NoNodeName,
+    #[error(
+        "--cluster needs --node-name: the Kubernetes node name, which the NodeState to follow is named after (in a DaemonSet, pass spec.nodeName through the downward API: --node-name \"$NODE_NAME\")"
+    )]
+    ClusterNeedsNodeName,
 }
 
 fn invalid(
@@ -318,7 +322,7 @@ impl UplinkConfig {
         }
     }
 
-    fn validate(self) -> Result<Self, ConfigError> {
+    pub(crate) fn validate(self) -> Result<Self, ConfigError> {
         let field = match &self {
             UplinkConfig::Tap { .. } => "uplink.name",
             UplinkConfig::Packet { .. } => "uplink.interface",
@@ -658,7 +662,7 @@ fn validate_run_dir(dir: PathBuf) -> Result<PathBuf, ConfigError> {
     Ok(dir)
 }
 
-fn validate_pf_name(field: &str, name: String) -> Result<String, ConfigError> {
+pub(crate) fn validate_pf_name(field: &str, name: String) -> Result<String, ConfigError> {
     let ok = name.len() <= MAX_PF_NAME
         && name.starts_with(|c: char| c.is_ascii_lowercase())
         && name
@@ -815,7 +819,7 @@ pub const DEFAULT_RESOURCE_NAME: &str = "emu.sriov/vf";
 
 /// `<domain>/<name>`: a DNS-subdomain-like prefix and a name of 1..=63 of `[A-Za-z0-9._-]`
 /// with alphanumeric ends (what the kubelet accepts as an extended resource name).
-fn validate_resource_name(field: &str, name: String) -> Result<String, ConfigError> {
+pub(crate) fn validate_resource_name(field: &str, name: String) -> Result<String, ConfigError> {
     let ok_part = |s: &str, max: usize| {
         !s.is_empty()
             && s.len() <= max

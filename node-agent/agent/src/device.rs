@@ -25,6 +25,19 @@ pub trait NodeDevice: VfioDevice {
     fn scrub(&self);
     /// Periodic PF duties (every [`crate::node::CTS_PING_PERIOD`]).
     fn tick(&self);
+    /// Changes the VF's PF-side settings (`ip link set PF vf N …`) and republishes its switch
+    /// filter: port VLAN, spoof check and trust apply to the next frame, with or without a
+    /// client; a new MAC reaches the guest at its next VF reset.
+    fn set_admin(&self, admin: AdminSettings);
+}
+
+/// The PF-side settings of one VF that the agent may change at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminSettings {
+    pub mac: [u8; 6],
+    pub port_vlan: Option<u16>,
+    pub spoofchk: bool,
+    pub trusted: bool,
 }
 
 /// A PF model shared by its VFs' server threads.
@@ -165,6 +178,19 @@ impl NodeDevice for IgbVfDevice {
         if self.attached() {
             self.cts_ping();
         }
+    }
+    fn set_admin(&self, a: AdminSettings) {
+        let mut pf = self.pf.lock();
+        pf.set_admin(
+            self.vf_index,
+            emu_nic_model::igb_pf::VfAdmin {
+                mac: a.mac,
+                port_vlan: a.port_vlan,
+                spoofchk: a.spoofchk,
+                trusted: a.trusted,
+            },
+        );
+        self.republish(&pf);
     }
 }
 

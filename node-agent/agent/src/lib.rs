@@ -1,6 +1,7 @@
 //! Library half of `emu-sriov-agent`: configuration, naming, status types, the state kept
 //! across restarts ([`state`]), who may reach the run dir ([`access`]), the control
-//! socket, the ready banner and the Prometheus endpoint ([`metrics`]). The binary (`main.rs`)
+//! socket, the ready banner and the Prometheus endpoint ([`metrics`]), and cluster mode
+//! ([`cluster`]: the NodeState-driven control plane). The binary (`main.rs`)
 //! parses the command line and wires devices. Other crates (tests, the device plugin) use
 //! [`status`] and [`control`] to read an agent.
 
@@ -8,6 +9,7 @@ pub mod access;
 pub mod avf_device;
 pub mod banner;
 pub mod bench;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod device;

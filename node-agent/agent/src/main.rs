@@ -48,6 +48,10 @@ fn init_logging(level: Option<&str>, default_level: &str) {
 
 fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
+        Command::Run(args) if args.cluster_mode() => {
+            let options = emu_sriov_agent::cluster::ClusterOptions::try_from(&args)?;
+            emu_sriov_agent::cluster::run(options)
+        }
         Command::Run(args) => {
             let config = AgentConfig::try_from(&args)?;
             tracing::info!(

@@ -2,11 +2,21 @@
 //! dataplane, one vfio-user server per VF. [`Node::start`] brings it up; [`Node::status`]
 //! feeds `list` and the device plugin; [`Node::scrub`] readies a released VF for its next
 //! user; [`Node::shutdown`] tears everything down (sockets removed, threads joined).
+//!
+//! **Slots.** Each PF is built with a number of VF *slots* (its switch ports and device state),
+//! at least the VFs it serves. Standalone mode builds exactly the configured VFs. Cluster mode
+//! ([`crate::cluster`]) builds more ([`Node::start_layout`]) so that a PF can grow without
+//! restarting the dataplane of the VFs already in use: [`Node::serve`] binds the socket of a
+//! free slot, [`Node::unserve`] closes one again, [`Node::configure`] changes a served VF's
+//! PF-side settings. An unserved slot has no socket, is never listed, and costs the dataplane
+//! one atomic load per pass (its port is inactive).
 
 use crate::access::{self, AccessError};
 use crate::avf_device::{AvfPfShared, AvfVfDevice};
-use crate::config::{AgentConfig, DataplaneMode, NicModel, PfConfig, SocketOwner, UplinkConfig};
-use crate::device::{IgbVfDevice, IrqAdapter, NodeDevice, PfShared};
+use crate::config::{
+    AgentConfig, DataplaneMode, NicModel, PfConfig, SocketOwner, UplinkConfig, VfConfig,
+};
+use crate::device::{AdminSettings, IgbVfDevice, IrqAdapter, NodeDevice, PfShared};
 use crate::naming;
 use crate::status::{AgentStatus, UplinkStatus, VfCounters, VfState, VfStatus};
 use emu_dataplane::engine::DataplaneControl;
@@ -46,6 +56,10 @@ pub enum NodeError {
     },
     #[error("no VF with id {0}")]
     UnknownVf(String),
+    #[error("VF {0} has no slot on this node (its PF was built with fewer VFs): rebuild the node")]
+    NoSlot(String),
+    #[error("VF {0} is already served")]
+    AlreadyServed(String),
     #[error("cannot open the {kind} uplink")]
     Uplink {
         kind: &'static str,
@@ -54,7 +68,7 @@ pub enum NodeError {
     },
 }
 
-/// Everything known about one VF at run time.
+/// Everything known about one VF slot at run time.
 struct VfEntry {
     id: String,
     pf: String,
@@ -63,16 +77,22 @@ struct VfEntry {
     mac: [u8; 6],
     socket: PathBuf,
     device: Arc<dyn NodeDevice>,
+    dma: Arc<DmaTable>,
+    irqs: Arc<IrqSet>,
+    owner: Option<SocketOwner>,
+    /// The socket is (to be) bound: the VF exists for clients, `list` and the device plugin.
+    served: bool,
     server: Option<ServerHandle>,
 }
 
-/// A VF built but not yet served.
+/// A VF slot built but not yet wired to the dataplane.
 struct Pending {
     id: String,
     pf_name: String,
     index: u8,
     model: NicModel,
-    mac: [u8; 6],
+    /// The VF's settings when it is served from the start.
+    served: Option<VfConfig>,
     owner: Option<SocketOwner>,
     dma: Arc<DmaTable>,
     irqs: Arc<IrqSet>,
@@ -86,9 +106,22 @@ type MakeDevice = Box<dyn FnOnce(&DataplaneControl) -> Arc<dyn NodeDevice>>;
 /// 2 s watchdog re-checks link from the mailbox word it reads.
 pub const CTS_PING_PERIOD: Duration = Duration::from_secs(2);
 
+/// How many VF slots each PF of a config gets, beyond the VFs it serves (cluster mode).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Layout {
+    /// Slots per PF, in config order; a PF missing here (or given fewer) gets one slot per
+    /// configured VF index.
+    pub capacity: Vec<u8>,
+    /// Some VF socket of the agent (this node's or another's) is handed to a socket owner:
+    /// the run dir must let owners traverse it (see [`crate::access`]).
+    pub shared_run_dir: bool,
+}
+
 /// A running node.
 pub struct Node {
     vfs: Mutex<Vec<VfEntry>>,
+    run_dir: PathBuf,
+    allow_unsealed_memory: bool,
     dataplane: Mutex<Option<Dataplane>>,
     control: DataplaneControl,
     stop: Arc<AtomicBool>,
@@ -121,16 +154,37 @@ impl Node {
         self.with_dataplane(0, Dataplane::step)
     }
 
+    /// Builds every PF of `config` with the slots `layout` asks for and serves the VFs
+    /// `config` lists (their indexes need not be contiguous). The run dir is prepared for
+    /// `layout.shared_run_dir`.
+    pub fn start_layout(config: &AgentConfig, layout: &Layout) -> Result<Arc<Node>, NodeError> {
+        Self::build(config, None, layout)
+    }
+
     fn start_with_mode(config: &AgentConfig, mode: Option<Mode>) -> Result<Arc<Node>, NodeError> {
-        access::prepare_run_dir(&config.run_dir, config.shares_sockets())?;
-        // Switch port n = n-th VF over all PFs, in config order: PFs of the node share one L2
-        // segment (like the ToR switch their ports would plug into).
+        let layout = Layout {
+            capacity: Vec::new(),
+            shared_run_dir: config.shares_sockets(),
+        };
+        Self::build(config, mode, &layout)
+    }
+
+    fn build(
+        config: &AgentConfig,
+        mode: Option<Mode>,
+        layout: &Layout,
+    ) -> Result<Arc<Node>, NodeError> {
+        access::prepare_run_dir(&config.run_dir, layout.shared_run_dir)?;
+        // Switch port n = n-th VF slot over all PFs, in config order: PFs of the node share
+        // one L2 segment (like the ToR switch their ports would plug into).
         let mut ports = Vec::new();
         let mut pending = Vec::new();
-        for pf_cfg in &config.pfs {
+        for (p, pf_cfg) in config.pfs.iter().enumerate() {
+            let needed = pf_cfg.vfs.iter().map(|v| v.index + 1).max().unwrap_or(0);
+            let slots = layout.capacity.get(p).copied().unwrap_or(0).max(needed);
             match pf_cfg.model {
-                NicModel::Igb => build_igb(pf_cfg, &mut ports, &mut pending)?,
-                NicModel::Avf => build_avf(pf_cfg, &mut ports, &mut pending)?,
+                NicModel::Igb => build_igb(pf_cfg, slots, &mut ports, &mut pending)?,
+                NicModel::Avf => build_avf(pf_cfg, slots, &mut ports, &mut pending)?,
             }
         }
 
@@ -161,35 +215,31 @@ impl Node {
         for p in pending {
             let device = (p.make)(&control);
             let socket = naming::vf_socket_path(&config.run_dir, &p.id);
-            let dir = naming::vf_dir(&config.run_dir, &p.id);
-            // Closed while the socket is bound, opened to its owner once the socket is theirs
-            // (see `access`): nobody else can connect in between. The directory itself is kept
-            // across restarts, so that a bind mount of it stays valid.
-            access::close_vf_dir(&dir)?;
             p.dma.set_allow_unsealed(config.allow_unsealed_memory);
-            let server =
-                Server::bind(&socket, device.clone(), p.dma, p.irqs).map_err(|source| {
-                    NodeError::Serve {
-                        id: p.id.clone(),
-                        source,
-                    }
-                })?;
-            access::open_vf_socket(&dir, &socket, p.owner)?;
-            let handle = server.spawn(format!("vfio-{}", p.id));
-            vfs.push(VfEntry {
+            let mut entry = VfEntry {
                 id: p.id,
                 pf: p.pf_name,
                 index: p.index,
                 model: p.model,
-                mac: p.mac,
+                mac: p.served.as_ref().map_or([0; 6], |v| v.mac),
                 socket,
                 device,
-                server: Some(handle),
-            });
+                dma: p.dma,
+                irqs: p.irqs,
+                owner: p.owner,
+                served: false,
+                server: None,
+            };
+            if p.served.is_some() {
+                bind(&mut entry, &config.run_dir)?;
+            }
+            vfs.push(entry);
         }
 
         let node = Arc::new(Node {
             vfs: Mutex::new(vfs),
+            run_dir: config.run_dir.clone(),
+            allow_unsealed_memory: config.allow_unsealed_memory,
             dataplane: Mutex::new(Some(dataplane)),
             control,
             stop: Arc::new(AtomicBool::new(false)),
@@ -248,6 +298,7 @@ impl Node {
         AgentStatus {
             vfs: vfs
                 .iter()
+                .filter(|e| e.served)
                 .map(|e| {
                     let c = e.device.port().counters.snapshot();
                     let (traps, memory_faults) = e
@@ -313,6 +364,7 @@ impl Node {
     pub fn counter_snapshots(&self) -> Vec<(String, emu_dataplane::CounterSnapshot)> {
         self.entries()
             .iter()
+            .filter(|e| e.served)
             .map(|e| (e.id.clone(), e.device.port().counters.snapshot()))
             .collect()
     }
@@ -334,9 +386,89 @@ impl Node {
             && self
                 .entries()
                 .iter()
-                .find(|e| e.id == id)
+                .find(|e| e.id == id && e.served)
                 .and_then(|e| e.server.as_ref())
                 .is_some_and(|s| s.is_running())
+    }
+
+    /// The MAC of served VF `id`.
+    pub fn mac(&self, id: &str) -> Option<[u8; 6]> {
+        self.entries()
+            .iter()
+            .find(|e| e.id == id && e.served)
+            .map(|e| e.mac)
+    }
+
+    /// The slots of PF `pf` (served or not); 0 for a PF this node does not have.
+    pub fn slots(&self, pf: &str) -> usize {
+        self.entries().iter().filter(|e| e.pf == pf).count()
+    }
+
+    /// Serves slot `vf.index` of PF `pf` with `vf`'s MAC and settings: the device is reset to
+    /// power-on with them and its socket bound (and handed to the PF's socket owner). The
+    /// other VFs, and the dataplane, are not touched.
+    pub fn serve(&self, pf: &str, vf: &VfConfig) -> Result<(), NodeError> {
+        let id = naming::vf_id(pf, vf.index);
+        let mut vfs = self.entries();
+        let e = vfs
+            .iter_mut()
+            .find(|e| e.pf == pf && e.index == vf.index)
+            .ok_or_else(|| NodeError::NoSlot(id.clone()))?;
+        if e.served {
+            return Err(NodeError::AlreadyServed(id));
+        }
+        e.device.set_admin(admin_of(vf));
+        e.device.scrub();
+        e.device
+            .port()
+            .set_rate_limit(vf.rate_mbps.map_or(0, |m| u64::from(m) * 1_000_000));
+        e.mac = vf.mac;
+        e.dma.set_allow_unsealed(self.allow_unsealed_memory);
+        bind(e, &self.run_dir)?;
+        tracing::info!(vf = %id, mac = %format_mac(&vf.mac), "VF served");
+        Ok(())
+    }
+
+    /// Stops serving VF `id`: its client (if any) is dropped, its socket and socket directory
+    /// removed, the slot reset for a later [`Node::serve`]. The other VFs are not touched.
+    pub fn unserve(&self, id: &str) -> Result<(), NodeError> {
+        let mut vfs = self.entries();
+        let e = vfs
+            .iter_mut()
+            .find(|e| e.id == id && e.served)
+            .ok_or_else(|| NodeError::UnknownVf(id.to_owned()))?;
+        e.served = false;
+        if let Some(s) = e.server.take() {
+            s.shutdown();
+        }
+        e.device.scrub();
+        e.device.port().set_rate_limit(0);
+        let dir = naming::vf_dir(&self.run_dir, id);
+        if let Err(err) = std::fs::remove_dir(&dir) {
+            if err.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(vf = %id, dir = %dir.display(), error = %err, "cannot remove the VF's socket directory");
+            }
+        }
+        tracing::info!(vf = %id, "VF removed");
+        Ok(())
+    }
+
+    /// Changes served VF `id`'s PF-side settings now (port VLAN, spoof check, trust: see
+    /// [`NodeDevice::set_admin`]; rate limit: from the next dataplane pass). The MAC stays.
+    pub fn configure(&self, id: &str, vf: &VfConfig) -> Result<(), NodeError> {
+        let vfs = self.entries();
+        let e = vfs
+            .iter()
+            .find(|e| e.id == id && e.served)
+            .ok_or_else(|| NodeError::UnknownVf(id.to_owned()))?;
+        e.device.set_admin(AdminSettings {
+            mac: e.mac,
+            ..admin_of(vf)
+        });
+        e.device
+            .port()
+            .set_rate_limit(vf.rate_mbps.map_or(0, |m| u64::from(m) * 1_000_000));
+        Ok(())
     }
 
     /// Readies VF `id` for its next user: drops its client (DMA and interrupts released),
@@ -345,7 +477,7 @@ impl Node {
         let vfs = self.entries();
         let e = vfs
             .iter()
-            .find(|e| e.id == id)
+            .find(|e| e.id == id && e.served)
             .ok_or_else(|| NodeError::UnknownVf(id.to_owned()))?;
         if let Some(s) = &e.server {
             s.disconnect_client();
@@ -386,6 +518,34 @@ impl Node {
     }
 }
 
+fn admin_of(vf: &VfConfig) -> AdminSettings {
+    AdminSettings {
+        mac: vf.mac,
+        port_vlan: vf.port_vlan,
+        spoofchk: vf.spoofchk,
+        trusted: vf.trusted,
+    }
+}
+
+/// Binds `e`'s socket and starts its server thread.
+fn bind(e: &mut VfEntry, run_dir: &std::path::Path) -> Result<(), NodeError> {
+    let dir = naming::vf_dir(run_dir, &e.id);
+    // Closed while the socket is bound, opened to its owner once the socket is theirs
+    // (see `access`): nobody else can connect in between. The directory itself is kept
+    // across restarts, so that a bind mount of it stays valid.
+    access::close_vf_dir(&dir)?;
+    let server = Server::bind(&e.socket, e.device.clone(), e.dma.clone(), e.irqs.clone()).map_err(
+        |source| NodeError::Serve {
+            id: e.id.clone(),
+            source,
+        },
+    )?;
+    access::open_vf_socket(&dir, &e.socket, e.owner)?;
+    e.server = Some(server.spawn(format!("vfio-{}", e.id)));
+    e.served = true;
+    Ok(())
+}
+
 fn open_uplink(cfg: &UplinkConfig) -> Result<Box<dyn Uplink>, NodeError> {
     let kind = cfg.kind();
     let dev: Box<dyn Uplink> = match cfg {
@@ -399,32 +559,46 @@ fn open_uplink(cfg: &UplinkConfig) -> Result<Box<dyn Uplink>, NodeError> {
     Ok(dev)
 }
 
-fn igb_admins(pf: &PfConfig) -> Vec<VfAdmin> {
-    pf.vfs
-        .iter()
-        .map(|v| VfAdmin {
-            mac: v.mac,
-            port_vlan: v.port_vlan,
-            spoofchk: v.spoofchk,
-            trusted: v.trusted,
-        })
-        .collect()
+/// The VF configured for slot `index` of `pf`, if it is served from the start.
+fn served_at(pf: &PfConfig, index: u8) -> Option<&VfConfig> {
+    pf.vfs.iter().find(|v| v.index == index)
 }
+
+/// A slot nobody uses yet: no MAC (it gets one when served), closed pool.
+const UNUSED_ADMIN: VfAdmin = VfAdmin {
+    mac: [0; 6],
+    port_vlan: None,
+    spoofchk: true,
+    trusted: false,
+};
 
 fn build_igb(
     pf_cfg: &PfConfig,
+    slots: u8,
     ports: &mut Vec<Arc<VfPort>>,
     pending: &mut Vec<Pending>,
 ) -> Result<(), NodeError> {
-    let admins = igb_admins(pf_cfg);
+    let admins: Vec<VfAdmin> = (0..slots)
+        .map(|i| match served_at(pf_cfg, i) {
+            Some(v) => VfAdmin {
+                mac: v.mac,
+                port_vlan: v.port_vlan,
+                spoofchk: v.spoofchk,
+                trusted: v.trusted,
+            },
+            None => UNUSED_ADMIN,
+        })
+        .collect();
     let first = ports.len();
     let pf = Arc::new(PfShared {
         name: pf_cfg.name.clone(),
         model: Mutex::new(IgbPf::new(&admins)),
         ports: (first..first + admins.len()).collect(),
     });
-    for (i, v) in pf_cfg.vfs.iter().enumerate() {
-        let id = naming::vf_id(&pf_cfg.name, v.index);
+    for index in 0..slots {
+        let i = usize::from(index);
+        let served = served_at(pf_cfg, index).cloned();
+        let id = naming::vf_id(&pf_cfg.name, index);
         let dma = Arc::new(DmaTable::new());
         let irqs = Arc::new(IrqSet::new(u32::from(r::MSIX_VECTORS)));
         // BAR0's interrupt and queue pages live in a memfd the client maps: neither doorbells
@@ -448,7 +622,7 @@ fn build_igb(
             dma.clone(),
             Box::new(IrqAdapter(irqs.clone())),
         ));
-        if let Some(mbps) = v.rate_mbps {
+        if let Some(mbps) = served.as_ref().and_then(|v| v.rate_mbps) {
             port.set_rate_limit(u64::from(mbps) * 1_000_000);
         }
         ports.push(port.clone());
@@ -456,9 +630,9 @@ fn build_igb(
         pending.push(Pending {
             id,
             pf_name: pf_cfg.name.clone(),
-            index: v.index,
+            index,
             model: NicModel::Igb,
-            mac: v.mac,
+            served,
             owner: pf_cfg.socket_owner,
             dma,
             irqs,
@@ -491,19 +665,21 @@ fn build_igb(
 
 fn build_avf(
     pf_cfg: &PfConfig,
+    slots: u8,
     ports: &mut Vec<Arc<VfPort>>,
     pending: &mut Vec<Pending>,
 ) -> Result<(), NodeError> {
     let pairs = pf_cfg.queue_pairs.clamp(1, 16);
-    let admins: Vec<AvfVfAdmin> = pf_cfg
-        .vfs
-        .iter()
-        .map(|v| AvfVfAdmin {
-            mac: v.mac,
-            trusted: v.trusted,
-            spoofchk: v.spoofchk,
-            port_vlan: v.port_vlan,
-            queue_pairs: pairs,
+    let admins: Vec<AvfVfAdmin> = (0..slots)
+        .map(|i| {
+            let v = served_at(pf_cfg, i);
+            AvfVfAdmin {
+                mac: v.map_or([0; 6], |v| v.mac),
+                trusted: v.is_some_and(|v| v.trusted),
+                spoofchk: v.is_none_or(|v| v.spoofchk),
+                port_vlan: v.and_then(|v| v.port_vlan),
+                queue_pairs: pairs,
+            }
         })
         .collect();
     let first = ports.len();
@@ -512,8 +688,10 @@ fn build_avf(
         model: Mutex::new(AvfPf::new(&admins)),
         ports: (first..first + admins.len()).collect(),
     });
-    for (i, v) in pf_cfg.vfs.iter().enumerate() {
-        let id = naming::vf_id(&pf_cfg.name, v.index);
+    for index in 0..slots {
+        let i = usize::from(index);
+        let served = served_at(pf_cfg, index).cloned();
+        let id = naming::vf_id(&pf_cfg.name, index);
         let vectors = pairs + 1;
         let dma = Arc::new(DmaTable::new());
         let irqs = Arc::new(IrqSet::new(u32::from(vectors)));
@@ -530,7 +708,7 @@ fn build_avf(
             dma.clone(),
             Box::new(IrqAdapter(irqs.clone())),
         ));
-        if let Some(mbps) = v.rate_mbps {
+        if let Some(mbps) = served.as_ref().and_then(|v| v.rate_mbps) {
             port.set_rate_limit(u64::from(mbps) * 1_000_000);
         }
         ports.push(port.clone());
@@ -539,9 +717,9 @@ fn build_avf(
         pending.push(Pending {
             id,
             pf_name: pf_cfg.name.clone(),
-            index: v.index,
+            index,
             model: NicModel::Avf,
-            mac: v.mac,
+            served,
             owner: pf_cfg.socket_owner,
             dma,
             irqs,
@@ -568,4 +746,83 @@ fn build_avf(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ConfigFile, HostDefaults};
+
+    fn config(run_dir: &std::path::Path, yaml: &str) -> AgentConfig {
+        ConfigFile::from_yaml(yaml, "test")
+            .unwrap()
+            .validate_with(&HostDefaults {
+                node_name: Some("n".into()),
+                run_dir: run_dir.to_owned(),
+            })
+            .unwrap()
+    }
+
+    fn ids(node: &Node) -> Vec<String> {
+        node.status().vfs.into_iter().map(|v| v.id).collect()
+    }
+
+    #[test]
+    fn slots_serve_unserve_and_configure_one_vf_at_a_time() {
+        let run = std::env::temp_dir().join(format!("emu-node-slots-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&run);
+        for model in ["igb", "avf"] {
+            let c = config(
+                &run,
+                &format!("pfs: [{{model: {model}, vfs: 2, name: p0}}]"),
+            );
+            let node = Node::start_layout(
+                &c,
+                &Layout {
+                    capacity: vec![4],
+                    shared_run_dir: false,
+                },
+            )
+            .unwrap();
+            assert_eq!(node.slots("p0"), 4);
+            assert_eq!(ids(&node), ["p0-vf0", "p0-vf1"]);
+            assert!(node.healthy("p0-vf1") && !node.healthy("p0-vf3"));
+            let sock = |i: u8| naming::vf_socket_path(&run, &naming::vf_id("p0", i));
+            assert!(!sock(3).exists());
+
+            let mut vf3 = c.pfs[0].vfs[0].clone();
+            vf3.index = 3;
+            vf3.mac = [2, 0, 0, 0, 0, 3];
+            node.serve("p0", &vf3).unwrap();
+            assert!(sock(3).exists());
+            assert_eq!(ids(&node), ["p0-vf0", "p0-vf1", "p0-vf3"]);
+            assert_eq!(node.mac("p0-vf3"), Some([2, 0, 0, 0, 0, 3]));
+            assert!(matches!(
+                node.serve("p0", &vf3),
+                Err(NodeError::AlreadyServed(_))
+            ));
+            vf3.index = 4;
+            assert!(matches!(node.serve("p0", &vf3), Err(NodeError::NoSlot(_))));
+
+            let mut s = c.pfs[0].vfs[1].clone();
+            s.port_vlan = Some(7);
+            s.spoofchk = false;
+            s.rate_mbps = Some(10);
+            node.configure("p0-vf1", &s).unwrap();
+            assert!(node.configure("p0-vf2", &s).is_err());
+
+            node.unserve("p0-vf0").unwrap();
+            assert!(!sock(0).exists());
+            assert!(!naming::vf_dir(&run, "p0-vf0").exists());
+            assert_eq!(ids(&node), ["p0-vf1", "p0-vf3"]);
+            assert!(node.scrub("p0-vf0").is_err());
+            assert!(node.unserve("p0-vf0").is_err());
+            // Served again in the same slot.
+            node.serve("p0", &c.pfs[0].vfs[0]).unwrap();
+            assert!(sock(0).exists());
+            node.shutdown();
+            assert!(!sock(1).exists() && !sock(3).exists());
+        }
+        let _ = std::fs::remove_dir_all(&run);
+    }
 }

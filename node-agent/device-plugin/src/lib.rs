@@ -20,8 +20,10 @@
 //! | scrubbing | `Unhealthy` (so kubelet cannot hand it out mid-scrub) | scrub done |
 //! | dirty (scrub failed) | `Unhealthy`; scrub retried every pod-resources poll | scrub done |
 //!
-//! Entry points: [`run`] (async, in the caller's runtime) and [`DevicePlugins::start`] (a
-//! dedicated runtime thread, for the plain-threads agent).
+//! Entry points: [`run`] (async, in the caller's runtime, fixed resources),
+//! [`DevicePluginRunner`] (async, with a [`PluginHandle`] through which the agent changes the
+//! served resources at run time and reads which VFs pods hold) and [`DevicePlugins::start`] (a
+//! dedicated runtime thread, for the plain-threads standalone agent).
 
 pub mod api;
 pub mod cdi;
@@ -36,4 +38,4 @@ pub mod uds;
 
 pub use config::{DevicePluginConfig, DEFAULT_RESOURCE};
 pub use inventory::{VfDevice, VfInventory};
-pub use runner::{run, DevicePlugins, PluginError};
+pub use runner::{run, DevicePluginRunner, DevicePlugins, PluginError, PluginHandle};

@@ -13,7 +13,7 @@ use crate::response::container_response;
 use crate::service::{PluginService, OPTIONS};
 use crate::table::{AllocateError, Table};
 use crate::{cdi, uds};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
@@ -56,18 +56,22 @@ pub(crate) struct Core {
     config: DevicePluginConfig,
     inventory: Arc<dyn VfInventory>,
     state: Mutex<CoreState>,
-    views: HashMap<String, watch::Sender<Vec<Device>>>,
+    /// The ListAndWatch feed of every resource served now. Lock order: `state`, then `views`.
+    views: Mutex<BTreeMap<String, watch::Sender<Vec<Device>>>>,
+    /// The resources to serve, as last set ([`PluginHandle::set_resources`]); the run loop
+    /// starts and stops servers to match.
+    wanted: Mutex<BTreeSet<String>>,
+    /// The ids pods hold or that are being scrubbed ([`PluginHandle::held`]).
+    held: watch::Sender<BTreeSet<String>>,
     poke: Notify,
     pod_resources_missing_logged: std::sync::atomic::AtomicBool,
+    /// A pod-resources `List` has been answered at least once.
+    allocations_known: std::sync::atomic::AtomicBool,
 }
 
 impl Core {
     fn new(config: DevicePluginConfig, inventory: Arc<dyn VfInventory>) -> Core {
-        let views = config
-            .resources
-            .iter()
-            .map(|r| (r.clone(), watch::channel(Vec::new()).0))
-            .collect();
+        let wanted = config.resources.iter().cloned().collect();
         Core {
             config,
             inventory,
@@ -76,9 +80,12 @@ impl Core {
                 devices: BTreeMap::new(),
                 cdi_written: HashMap::new(),
             }),
-            views,
+            views: Mutex::new(BTreeMap::new()),
+            wanted: Mutex::new(wanted),
+            held: watch::channel(BTreeSet::new()).0,
             poke: Notify::new(),
             pod_resources_missing_logged: Default::default(),
+            allocations_known: Default::default(),
         }
     }
 
@@ -86,12 +93,36 @@ impl Core {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn views(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, watch::Sender<Vec<Device>>>> {
+        self.views.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wanted(&self) -> BTreeSet<String> {
+        self.wanted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub(crate) fn subscribe(&self, resource: &str) -> Option<watch::Receiver<Vec<Device>>> {
-        self.views.get(resource).map(|v| v.subscribe())
+        self.views().get(resource).map(|v| v.subscribe())
     }
 
     pub(crate) fn snapshot(&self) -> BTreeMap<String, VfDevice> {
         self.lock().devices.clone()
+    }
+
+    /// Publishes the held ids if they changed (call with the state locked).
+    fn publish_held(&self, st: &CoreState) {
+        let held = st.table.held();
+        self.held.send_if_modified(|cur| {
+            if *cur == held {
+                false
+            } else {
+                *cur = held;
+                true
+            }
+        });
     }
 
     /// Reads the inventory; pushes changed lists to ListAndWatch; rewrites changed CDI specs.
@@ -99,20 +130,24 @@ impl Core {
         let devices = self.inventory.devices();
         let mut st = self.lock();
         st.table.observe_devices(&devices);
-        for (r, tx) in &self.views {
-            let list = st.table.advertised(r, &devices);
-            tx.send_if_modified(|cur| {
-                if *cur == list {
-                    false
-                } else {
-                    tracing::debug!(resource = %r, devices = list.len(), "device list changed");
-                    *cur = list;
-                    true
-                }
-            });
-        }
+        let resources: Vec<String> = {
+            let views = self.views();
+            for (r, tx) in views.iter() {
+                let list = st.table.advertised(r, &devices);
+                tx.send_if_modified(|cur| {
+                    if *cur == list {
+                        false
+                    } else {
+                        tracing::debug!(resource = %r, devices = list.len(), "device list changed");
+                        *cur = list;
+                        true
+                    }
+                });
+            }
+            views.keys().cloned().collect()
+        };
         if let Some(dir) = &self.config.cdi_dir {
-            for r in &self.config.resources {
+            for r in &resources {
                 let spec = cdi::spec(r, &devices);
                 if st.cdi_written.get(r) != Some(&spec) {
                     match cdi::write(dir, r, &spec) {
@@ -126,6 +161,27 @@ impl Core {
             }
         }
         st.devices = devices.into_iter().map(|d| (d.id.clone(), d)).collect();
+        self.publish_held(&st);
+    }
+
+    /// Starts feeding ListAndWatch of `resource` (no-op if it is fed already).
+    fn add_view(&self, resource: &str) {
+        let mut views = self.views();
+        if !views.contains_key(resource) {
+            views.insert(resource.to_owned(), watch::channel(Vec::new()).0);
+        }
+    }
+
+    /// Stops feeding `resource`: its ListAndWatch streams end; its CDI spec file goes.
+    fn remove_view(&self, resource: &str) {
+        let mut st = self.lock();
+        self.views().remove(resource);
+        if let (Some(dir), Some(_)) = (&self.config.cdi_dir, st.cdi_written.remove(resource)) {
+            let path = dir.join(crate::config::cdi_file_name(resource));
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(resource, path = %path.display(), error = %e, "CDI spec not removed");
+            }
+        }
     }
 
     /// Allocate for one container (no I/O).
@@ -139,11 +195,9 @@ impl Core {
         table.allocate(resource, ids, devices, Instant::now())?;
         let devs: Vec<&VfDevice> = ids.iter().filter_map(|id| devices.get(id)).collect();
         tracing::info!(resource, ids = ?ids, "allocated");
-        Ok(container_response(
-            resource,
-            &devs,
-            self.config.cdi_dir.is_some(),
-        ))
+        let response = container_response(resource, &devs, self.config.cdi_dir.is_some());
+        self.publish_held(&st);
+        Ok(response)
     }
 
     pub(crate) fn pod_resources_present(&self) -> bool {
@@ -180,7 +234,7 @@ impl Core {
                 return None;
             }
         };
-        let ours: HashSet<&str> = self.config.resources.iter().map(String::as_str).collect();
+        let ours: HashSet<String> = self.views().keys().cloned().collect();
         Some(
             resp.pod_resources
                 .iter()
@@ -197,10 +251,21 @@ impl Core {
         let Some(in_use) = self.in_use().await else {
             return;
         };
-        let released =
-            self.lock()
-                .table
-                .observe_in_use(&in_use, Instant::now(), self.config.release_grace);
+        let first = !self
+            .allocations_known
+            .swap(true, std::sync::atomic::Ordering::AcqRel);
+        let released = {
+            let mut st = self.lock();
+            let released =
+                st.table
+                    .observe_in_use(&in_use, Instant::now(), self.config.release_grace);
+            self.publish_held(&st);
+            if first {
+                // Watchers wait for this even when nothing is held.
+                self.held.send_modify(|_| {});
+            }
+            released
+        };
         if released.is_empty() {
             return;
         }
@@ -216,7 +281,9 @@ impl Core {
                 Ok(()) => tracing::info!(vf = %id, "released VF scrubbed; advertised again"),
                 Err(e) => tracing::warn!(vf = %id, error = %e, "scrub failed; VF held back"),
             }
-            self.lock().table.scrubbed(&id, r.is_ok());
+            let mut st = self.lock();
+            st.table.scrubbed(&id, r.is_ok());
+            self.publish_held(&st);
         }
         self.refresh();
     }
@@ -290,7 +357,8 @@ fn identity(path: &Path) -> Option<(u64, i64, i64)> {
         .map(|m| (m.ino(), m.ctime(), m.ctime_nsec()))
 }
 
-/// Runs the plugins until `shutdown` completes; removes our sockets on the way out.
+/// Runs the plugins for `config.resources` until `shutdown` completes; removes our sockets
+/// on the way out. For resources that change at run time, use [`DevicePluginRunner`].
 pub async fn run(
     config: DevicePluginConfig,
     inventory: Arc<dyn VfInventory>,
@@ -299,16 +367,139 @@ pub async fn run(
     if config.resources.is_empty() {
         return Err(PluginError::NoResources);
     }
-    std::fs::create_dir_all(&config.device_plugin_dir).map_err(|source| PluginError::Dir {
-        path: config.device_plugin_dir.clone(),
-        source,
-    })?;
-    let core = Arc::new(Core::new(config, inventory));
-    core.refresh();
-    let mut slots = Vec::new();
-    for r in &core.config.resources {
-        slots.push(start_server(&core, r)?);
+    DevicePluginRunner::new(config, inventory)
+        .run(shutdown)
+        .await
+}
+
+/// What the agent can ask of running plugins. Cheap to clone; every method is quick and never
+/// calls back into the inventory except [`PluginHandle::refresh`].
+#[derive(Clone)]
+pub struct PluginHandle {
+    core: Arc<Core>,
+}
+
+impl PluginHandle {
+    /// The VF ids that are not free: allocated to a pod (from Allocate until pod-resources
+    /// stops listing them) or being scrubbed after release. The agent must not take these
+    /// away.
+    pub fn held(&self) -> BTreeSet<String> {
+        self.core.held.borrow().clone()
     }
+
+    /// Whether the kubelet's pod-resources API has answered at least once: before that,
+    /// [`PluginHandle::held`] only knows this run's Allocate calls, not the VFs pods got
+    /// before the agent (re)started.
+    pub fn allocations_known(&self) -> bool {
+        self.core
+            .allocations_known
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// A receiver that sees every change of [`PluginHandle::held`] (and the moment
+    /// [`PluginHandle::allocations_known`] turns true).
+    pub fn watch_held(&self) -> watch::Receiver<BTreeSet<String>> {
+        self.core.held.subscribe()
+    }
+
+    /// Reads the inventory now and streams what changed. Once this returns, a VF the
+    /// inventory no longer lists cannot be allocated: withdraw a VF, `refresh`, then check
+    /// [`PluginHandle::held`] before tearing it down. Must not be called while holding a lock
+    /// that [`VfInventory::devices`] takes.
+    pub fn refresh(&self) {
+        self.core.refresh();
+    }
+
+    /// The resource names to serve from now on: servers for new names are started and
+    /// registered, servers for names no longer listed are stopped and their sockets removed
+    /// (their ListAndWatch streams end, so the kubelet takes their devices away). Applied by
+    /// the run loop within [`DevicePluginConfig::kubelet_watch`].
+    pub fn set_resources(&self, resources: BTreeSet<String>) {
+        let mut w = self.core.wanted.lock().unwrap_or_else(|p| p.into_inner());
+        if *w != resources {
+            *w = resources;
+            drop(w);
+            self.core.poke.notify_waiters();
+        }
+    }
+}
+
+/// The plugins, set up but not yet running: take a [`PluginHandle`], then [`run`](Self::run).
+pub struct DevicePluginRunner {
+    core: Arc<Core>,
+}
+
+impl DevicePluginRunner {
+    /// Plugins for `config.resources` (may be empty: see [`PluginHandle::set_resources`]).
+    pub fn new(config: DevicePluginConfig, inventory: Arc<dyn VfInventory>) -> Self {
+        DevicePluginRunner {
+            core: Arc::new(Core::new(config, inventory)),
+        }
+    }
+
+    pub fn handle(&self) -> PluginHandle {
+        PluginHandle {
+            core: self.core.clone(),
+        }
+    }
+
+    /// Runs until `shutdown` completes; removes our sockets on the way out.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), PluginError> {
+        let core = self.core;
+        std::fs::create_dir_all(&core.config.device_plugin_dir).map_err(|source| {
+            PluginError::Dir {
+                path: core.config.device_plugin_dir.clone(),
+                source,
+            }
+        })?;
+        let mut slots: Vec<Slot> = Vec::new();
+        let result = serve(&core, &mut slots, shutdown).await;
+        for slot in slots {
+            slot.server.abort();
+            let _ = slot.server.await;
+            let _ = std::fs::remove_file(&slot.path);
+        }
+        tracing::info!("device plugins stopped");
+        result
+    }
+}
+
+/// Starts the servers of the wanted resources that have none, stops those no longer wanted.
+fn match_resources(core: &Arc<Core>, slots: &mut Vec<Slot>) -> Result<(), PluginError> {
+    let wanted = core.wanted();
+    let mut changed = false;
+    slots.retain(|slot| {
+        if wanted.contains(&slot.resource) {
+            return true;
+        }
+        slot.server.abort();
+        let _ = std::fs::remove_file(&slot.path);
+        core.remove_view(&slot.resource);
+        tracing::info!(resource = %slot.resource, "resource withdrawn: server stopped, socket removed");
+        changed = true;
+        false
+    });
+    for r in &wanted {
+        if slots.iter().any(|s| &s.resource == r) {
+            continue;
+        }
+        core.add_view(r);
+        slots.push(start_server(core, r)?);
+        changed = true;
+    }
+    if changed {
+        core.refresh();
+    }
+    Ok(())
+}
+
+async fn serve(
+    core: &Arc<Core>,
+    slots: &mut Vec<Slot>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), PluginError> {
+    core.refresh();
+    match_resources(core, slots)?;
 
     let refresher = {
         let core = core.clone();
@@ -335,6 +526,16 @@ pub async fn run(
             }
         })
     };
+    // Abort the helper tasks however this function ends.
+    struct AbortOnDrop(Vec<JoinHandle<()>>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            for t in &self.0 {
+                t.abort();
+            }
+        }
+    }
+    let _tasks = AbortOnDrop(vec![refresher, pod_poll]);
 
     let dir = core.config.device_plugin_dir.clone();
     let kubelet = dir.join(KUBELET_SOCKET);
@@ -347,7 +548,9 @@ pub async fn run(
         tokio::select! {
             _ = &mut shutdown => break,
             _ = tick.tick() => {}
+            _ = core.poke.notified() => {}
         }
+        match_resources(core, slots)?;
         let now = identity(&kubelet);
         let kubelet_changed = now != last_kubelet;
         if kubelet_changed && now.is_some() && last_kubelet.is_some() {
@@ -359,7 +562,7 @@ pub async fn run(
             if std::fs::symlink_metadata(&slot.path).is_err() {
                 tracing::info!(resource = %slot.resource, "our socket was removed (kubelet restart?); serving again");
                 slot.server.abort();
-                let fresh = start_server(&core, &slot.resource)?;
+                let fresh = start_server(core, &slot.resource)?;
                 let old = std::mem::replace(slot, fresh);
                 drop(old);
             }
@@ -384,14 +587,6 @@ pub async fn run(
             }
         }
     }
-    refresher.abort();
-    pod_poll.abort();
-    for slot in slots {
-        slot.server.abort();
-        let _ = slot.server.await;
-        let _ = std::fs::remove_file(&slot.path);
-    }
-    tracing::info!("device plugins stopped");
     Ok(())
 }
 

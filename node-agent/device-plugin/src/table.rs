@@ -3,7 +3,7 @@
 
 use crate::api::{v1beta1::Device, HEALTHY, UNHEALTHY};
 use crate::inventory::VfDevice;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 /// Where one VF stands.
@@ -51,13 +51,29 @@ impl Table {
         self.states.get(id).copied().unwrap_or(VfState::Free)
     }
 
-    /// Records the latest inventory: a VF seen healthy once counts as ready from then on.
+    /// Records the latest inventory: a VF seen healthy once counts as ready from then on,
+    /// until the inventory stops listing it (a VF added again is listed once healthy again).
+    /// A vanished VF that failed its scrub is forgotten; one that is allocated or being
+    /// scrubbed is kept (pods hold it).
     pub fn observe_devices(&mut self, devices: &[VfDevice]) {
         for d in devices.iter().filter(|d| d.healthy) {
             if !self.ready.contains(&d.id) {
                 self.ready.insert(d.id.clone());
             }
         }
+        let present: HashSet<&str> = devices.iter().map(|d| d.id.as_str()).collect();
+        self.ready.retain(|id| present.contains(id.as_str()));
+        self.states
+            .retain(|id, st| present.contains(id.as_str()) || *st != VfState::Dirty);
+    }
+
+    /// The ids that are not free: allocated, or released and being scrubbed.
+    pub fn held(&self) -> BTreeSet<String> {
+        self.states
+            .iter()
+            .filter(|(_, st)| matches!(st, VfState::Allocated { .. } | VfState::Scrubbing))
+            .map(|(id, _)| id.clone())
+            .collect()
     }
 
     /// The ListAndWatch list for `resource`, sorted by id.
@@ -281,10 +297,41 @@ mod tests {
         let rel = t.observe_in_use(&in_use, t0 + g, g);
         assert_eq!(rel, ["a", "b"]);
         assert_eq!(t.advertised("emu.sriov/vf", &devs)[0].health, UNHEALTHY);
+        assert_eq!(
+            t.held(),
+            BTreeSet::from(["a".into(), "b".into(), "c".into()])
+        );
         t.scrubbed("a", true);
         t.scrubbed("b", false);
         assert_eq!(t.state("a"), VfState::Free);
         assert_eq!(t.state("b"), VfState::Dirty);
+        assert_eq!(t.held(), BTreeSet::from(["c".into()]));
         assert_eq!(t.observe_in_use(&in_use, t0 + g, g), ["b"]);
+    }
+
+    #[test]
+    fn vanished_vfs_are_forgotten_unless_held() {
+        let mut t = Table::default();
+        let devs = [dev("a", true), dev("b", true), dev("c", true)];
+        t.observe_devices(&devs);
+        let t0 = Instant::now();
+        t.allocate("emu.sriov/vf", &["a".into(), "b".into()], &map(&devs), t0)
+            .unwrap();
+        let g = Duration::from_secs(1);
+        let rel = t.observe_in_use(&HashSet::from(["a".into()]), t0 + g, g);
+        assert_eq!(rel, ["b"]);
+        t.scrubbed("b", false);
+        // b (dirty) and c (free) vanish; a stays held though the inventory dropped it.
+        t.observe_devices(&[]);
+        assert_eq!(t.state("b"), VfState::Free);
+        assert!(matches!(t.state("a"), VfState::Allocated { .. }));
+        assert_eq!(t.held(), BTreeSet::from(["a".into()]));
+        // c comes back: listed once healthy again, not before.
+        let back = [dev("c", false)];
+        t.observe_devices(&back);
+        assert!(t.advertised("emu.sriov/vf", &back).is_empty());
+        let back = [dev("c", true)];
+        t.observe_devices(&back);
+        assert_eq!(t.advertised("emu.sriov/vf", &back).len(), 1);
     }
 }

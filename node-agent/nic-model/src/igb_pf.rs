@@ -177,6 +177,25 @@ impl IgbPf {
         })
     }
 
+    /// The agent changes VF `vf`'s administrative settings (`ip link set PF vf N …`); false
+    /// for an unknown VF. Takes effect at once: the next [`IgbPf::pool_filter`] applies the
+    /// port VLAN and spoof check, a VF that lost trust loses unicast promiscuous mode, and a
+    /// new MAC replaces the pool's primary address (the guest reads it at its next VF_RESET,
+    /// as with Linux `igb_ndo_set_vf_mac`).
+    pub fn set_admin(&mut self, vf: usize, admin: VfAdmin) -> bool {
+        let Some(p) = self.pools.get_mut(vf) else {
+            return false;
+        };
+        if admin.mac != p.admin.mac {
+            p.mac = admin.mac;
+        }
+        if !admin.trusted {
+            p.uc_promisc = false;
+        }
+        p.admin = admin;
+        true
+    }
+
     /// The VF reset itself (CTRL.RST) or was function-level reset: close its pool.
     pub fn vf_reset(&mut self, vf: usize) {
         if let Some(p) = self.pools.get_mut(vf) {
@@ -397,6 +416,31 @@ mod tests {
         let (mw1, mw2) = mac_to_words(&[0x01, 0, 0x5e, 0, 0, 1]);
         let (_, err) = t.handle(0, &msg(&[r::MSG_SET_MAC_ADDR, mw1, mw2]));
         assert_eq!(err, Some(MailboxError::InvalidMac));
+    }
+
+    #[test]
+    fn set_admin_applies_at_once() {
+        let mut p = pf(true, None);
+        reset(&mut p);
+        let promisc = r::MSG_SET_PROMISC | (r::PROMISC_UNICAST << r::MSGINFO_SHIFT);
+        assert!(p.handle(0, &msg(&[promisc])).1.is_none());
+        assert!(p.pool_filter(0).unwrap().uc_promisc);
+        let other = [0x02, 0, 0, 0, 0, 7];
+        assert!(p.set_admin(
+            0,
+            VfAdmin {
+                mac: other,
+                port_vlan: Some(10),
+                spoofchk: false,
+                trusted: false,
+            }
+        ));
+        let f = p.pool_filter(0).unwrap();
+        assert_eq!(f.port_vlan, Some(10));
+        assert!(!f.accept_untagged && !f.spoofchk && !f.uc_promisc);
+        assert_eq!(f.macs, [other]);
+        assert!(f.rx_enabled, "the pool stays open: no reset");
+        assert!(!p.set_admin(1, p.pool(0).unwrap().admin));
     }
 
     #[test]

@@ -419,6 +419,29 @@ impl AvfPf {
         }
     }
 
+    /// The agent changes VF `vf`'s administrative settings (`ip link set PF vf N …`); false
+    /// for an unknown VF. Queue pairs stay as created (they size the VF's BAR and vectors).
+    /// Takes effect at once: the next [`AvfPf::pool_filter`] applies port VLAN, spoof check
+    /// and trust (promiscuous modes need trust); a new MAC replaces the default MAC filter.
+    pub fn set_admin(&mut self, vf: usize, admin: AvfVfAdmin) -> bool {
+        let Some(st) = self.vfs.get_mut(vf) else {
+            return false;
+        };
+        if admin.mac != st.admin.mac {
+            let old = st.default_mac;
+            st.uc.retain(|m| *m != old);
+            st.default_mac = admin.mac;
+            if admin.mac != [0; 6] && !st.uc.contains(&admin.mac) {
+                st.uc.insert(0, admin.mac);
+            }
+        }
+        st.admin = AvfVfAdmin {
+            queue_pairs: st.admin.queue_pairs,
+            ..admin
+        };
+        true
+    }
+
     /// RESET_VF or FLR: drop filters except the default MAC, forget negotiation, `vsi.reset()`.
     pub fn vf_reset(&mut self, vf: usize, vsi: &mut VsiState) {
         if let Some(st) = self.vfs.get_mut(vf) {

@@ -1061,3 +1061,30 @@ fn reset_vf_keeps_the_api_version_for_the_reset_task() {
         0
     );
 }
+
+#[test]
+fn set_admin_applies_at_once_and_keeps_queue_pairs() {
+    let mut f = Fx::configured(admin(true));
+    assert_eq!(
+        f.call(VIRTCHNL_OP_CONFIG_PROMISCUOUS_MODE, &promisc(VSI, 3))
+            .status,
+        0
+    );
+    assert!(f.pf.pool_filter(0, &f.vsi).unwrap().uc_promisc);
+    let new_mac = uc(42);
+    assert!(f.pf.set_admin(
+        0,
+        AvfVfAdmin {
+            mac: new_mac,
+            trusted: false,
+            spoofchk: false,
+            port_vlan: Some(7),
+            queue_pairs: 16,
+        }
+    ));
+    let pfl = f.pf.pool_filter(0, &f.vsi).unwrap();
+    assert_eq!(pfl.macs, vec![new_mac]);
+    assert_eq!(pfl.port_vlan, Some(7));
+    assert!(!pfl.spoofchk && !pfl.uc_promisc && !pfl.mc_promisc);
+    assert!(!f.pf.set_admin(9, admin(false)));
+}
