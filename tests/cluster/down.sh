@@ -111,6 +111,14 @@ for l in /var/log/containers/*.log; do
   [ -L "$l" ] && case $(readlink "$l") in "$S"/*) rm -f "$l" ;; esac
 done
 
+# 9. The kubelet's device-plugin dir lives outside the state dir (a constant in the kubelet).
+dp=/var/lib/kubelet/device-plugins
+rm -f "$dp/kubelet.sock" "$dp/kubelet_internal_checkpoint" "$dp/DEPRECATION"
+if [ -e "$S/made-var-lib-kubelet" ]; then
+  rmdir "$dp" /var/lib/kubelet 2>/dev/null && log "removed /var/lib/kubelet (up.sh made it)" || true
+  rm -f "$S/made-var-lib-kubelet"
+fi
+
 leftover=0
 for f in "$S"/pids/*.pid; do [ -e "$f" ] && leftover=1; done
 if [ $purge = 1 ]; then

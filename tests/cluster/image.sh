@@ -6,6 +6,7 @@
 #
 # Usage: tests/cluster/image.sh --name NAME:TAG --out FILE.tar [options]
 #   --file SRC:DST       copy host file SRC to DST in the image (repeatable)
+#   --strip              strip debug info from the ELF files copied (debug builds shrink ~10x)
 #   --with-libs          also copy every shared library the ELF files need (ldd), and the
 #                        dynamic loader, at their host paths (glibc binaries from this host)
 #   --dir DST[:MODE]     create an empty directory (repeatable), e.g. --dir /tmp:1777
@@ -28,7 +29,7 @@ json_list() { # json_list a b c → ["a","b","c"]
   printf '[%s]' "$out"
 }
 
-name="" out="" with_libs=0 user=""
+name="" out="" with_libs=0 user="" strip=0
 declare -a files=() dirs=() entry=() envs=() labels=()
 while [ $# -gt 0 ]; do
   case $1 in
@@ -37,6 +38,7 @@ while [ $# -gt 0 ]; do
     --file) files+=("$2"); shift 2 ;;
     --dir) dirs+=("$2"); shift 2 ;;
     --with-libs) with_libs=1; shift ;;
+    --strip) strip=1; shift ;;
     --entrypoint) entry+=("$2"); shift 2 ;;
     --env) envs+=("$2"); shift 2 ;;
     --user) user=$2; shift 2 ;;
@@ -67,7 +69,10 @@ for f in "${files[@]}"; do
   [ "$src" != "$f" ] || die "--file '$f': expected SRC:DST"
   case $dst in /*) ;; *) die "--file '$f': DST must be absolute" ;; esac
   add_file "$src" "$dst"
-  if head -c4 "$src" | grep -q 'ELF'; then elfs+=("$src"); fi
+  if head -c4 "$src" | grep -q 'ELF'; then
+    elfs+=("$src")
+    if [ "$strip" = 1 ]; then strip --strip-debug "$root$dst" || die "strip $src failed"; fi
+  fi
 done
 if [ "$with_libs" = 1 ]; then
   for e in "${elfs[@]}"; do

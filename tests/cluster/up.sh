@@ -63,6 +63,10 @@ mkdir -p "$S"/{pki,logs,pids,etcd,kubelet,pod-logs,cni/net.d,cni/ipam,cdi,contai
 chmod 700 "$S/pki"
 export PATH="$BIN:$PATH"
 
+# The kubelet's device-plugin dir is a constant (/var/lib/kubelet/device-plugins), whatever
+# --root-dir says: remember whether we made /var/lib/kubelet so that down.sh can remove it.
+[ -e /var/lib/kubelet ] || { mkdir -p /var/lib/kubelet && touch "$S/made-var-lib-kubelet"; }
+
 # --- certificates ------------------------------------------------------------------------
 pki=$S/pki
 if [ ! -s "$pki/ca.crt" ]; then
@@ -324,6 +328,6 @@ EOF
 log "cluster up in $((SECONDS - t_start)) s"
 echo "kubeconfig: $S/admin.kubeconfig"
 echo "environment: source $S/env.sh   (kubectl, helm, ctr, crictl; KUBECONFIG; containerd socket)"
-echo "kubelet dirs: $S/kubelet/device-plugins, $S/kubelet/pod-resources; CDI dir: $S/cdi"
+echo "kubelet dirs: /var/lib/kubelet/device-plugins (fixed in the kubelet), $S/kubelet/pod-resources; CDI dir: $S/cdi"
 echo "in-cluster clients reach the API server at https://$NODE_IP:6443 (no kube-proxy)"
 echo "stop: tests/cluster/down.sh"

@@ -148,11 +148,7 @@ impl LocalCluster {
         if out.ok {
             Ok(out.stdout)
         } else {
-            Err(format!(
-                "kubectl {}: {}",
-                args.join(" "),
-                out.stderr.trim()
-            ))
+            Err(format!("kubectl {}: {}", args.join(" "), out.stderr.trim()))
         }
     }
 

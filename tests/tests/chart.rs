@@ -33,9 +33,18 @@ fn helm(args: &[&str]) -> Output {
         .args(args)
         .current_dir(workspace_root())
         // No repositories, plugins or caches of the user's.
-        .env("HELM_CONFIG_HOME", std::env::temp_dir().join("emu-sriov-helm/config"))
-        .env("HELM_CACHE_HOME", std::env::temp_dir().join("emu-sriov-helm/cache"))
-        .env("HELM_DATA_HOME", std::env::temp_dir().join("emu-sriov-helm/data"))
+        .env(
+            "HELM_CONFIG_HOME",
+            std::env::temp_dir().join("emu-sriov-helm/config"),
+        )
+        .env(
+            "HELM_CACHE_HOME",
+            std::env::temp_dir().join("emu-sriov-helm/cache"),
+        )
+        .env(
+            "HELM_DATA_HOME",
+            std::env::temp_dir().join("emu-sriov-helm/data"),
+        )
         .stdin(Stdio::null())
         .output()
         .expect("running helm")
@@ -101,7 +110,12 @@ fn chart_crds_are_the_generated_ones() {
 #[test]
 fn chart_lints_strict_with_every_values_file() {
     let out = helm(&["lint", "--strict", "charts/emu-sriov"]);
-    assert!(out.status.success(), "helm lint --strict:\n{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success(),
+        "helm lint --strict:\n{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
     for f in values_files() {
         let out = helm(&["lint", "--strict", "charts/emu-sriov", "-f", &f]);
         assert!(
@@ -115,7 +129,13 @@ fn chart_lints_strict_with_every_values_file() {
 
 #[test]
 fn bad_values_fail_with_the_schema_message() {
-    let out = helm(&["template", "t", "charts/emu-sriov", "-f", "tests/cluster/chart/bad-values.yaml"]);
+    let out = helm(&[
+        "template",
+        "t",
+        "charts/emu-sriov",
+        "-f",
+        "tests/cluster/chart/bad-values.yaml",
+    ]);
     let err = text(&out.stderr);
     assert!(!out.status.success(), "bad values were accepted");
     for needle in [
@@ -124,7 +144,10 @@ fn bad_values_fail_with_the_schema_message() {
         "/agent/kubeletDir",
         "/agent/capabilities/0",
     ] {
-        assert!(err.contains(needle), "`{needle}` missing from helm's message:\n{err}");
+        assert!(
+            err.contains(needle),
+            "`{needle}` missing from helm's message:\n{err}"
+        );
     }
 }
 
@@ -138,12 +161,20 @@ async fn rendered_manifests_pass_a_server_side_dry_run() {
         .map(|(n, y)| serde_yaml::from_str(y).unwrap_or_else(|e| panic!("crds/{n}: {e}")))
         .collect();
     crds.push(k8s::nad_crd());
-    k8s::install_crds(&client, crds).await.expect("install the chart's CRDs");
-    let ns = k8s::create_namespace(&client, "chart").await.expect("namespace");
+    k8s::install_crds(&client, crds)
+        .await
+        .expect("install the chart's CRDs");
+    let ns = k8s::create_namespace(&client, "chart")
+        .await
+        .expect("namespace");
 
     for f in values_files() {
         let out = helm(&["template", "emu", "charts/emu-sriov", "-n", &ns, "-f", &f]);
-        assert!(out.status.success(), "helm template -f {f}:\n{}", text(&out.stderr));
+        assert!(
+            out.status.success(),
+            "helm template -f {f}:\n{}",
+            text(&out.stderr)
+        );
         let rendered = text(&out.stdout);
         // prometheus-operator's CRD is not on this server: check that ServiceMonitor renders,
         // dry-run everything else.
@@ -153,7 +184,9 @@ async fn rendered_manifests_pass_a_server_side_dry_run() {
             .filter(|d| !d.contains("\nkind: ServiceMonitor"))
             .collect();
         let kinds = docs.len();
-        let path = cp.data_dir().join(format!("chart-{}.yaml", f.replace('/', "_")));
+        let path = cp
+            .data_dir()
+            .join(format!("chart-{}.yaml", f.replace('/', "_")));
         std::fs::write(&path, docs.join("\n---")).expect("write rendered manifests");
         let out = cp.kubectl([
             "apply",
@@ -169,7 +202,12 @@ async fn rendered_manifests_pass_a_server_side_dry_run() {
             text(&out.stderr)
         );
         let applied = text(&out.stdout).lines().count();
-        assert_eq!(applied, kinds, "every object of {f} in the dry run:\n{}", text(&out.stdout));
+        assert_eq!(
+            applied,
+            kinds,
+            "every object of {f} in the dry run:\n{}",
+            text(&out.stdout)
+        );
         eprintln!("{f}: {kinds} objects accepted by kube-apiserver (dry run)");
     }
 }

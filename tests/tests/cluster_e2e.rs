@@ -50,7 +50,12 @@ fn helm(c: &LocalCluster, args: &[String]) -> Result<String, String> {
     if out.ok {
         Ok(out.stdout)
     } else {
-        Err(format!("helm {}: {}\n{}", a.join(" "), out.stderr, out.stdout))
+        Err(format!(
+            "helm {}: {}\n{}",
+            a.join(" "),
+            out.stderr,
+            out.stdout
+        ))
     }
 }
 
@@ -98,7 +103,8 @@ fn pod_phase(c: &LocalCluster, name: &str) -> String {
 }
 
 fn pod_log(c: &LocalCluster, name: &str) -> String {
-    c.kubectl(&["-n", "default", "logs", name]).unwrap_or_default()
+    c.kubectl(&["-n", "default", "logs", name])
+        .unwrap_or_default()
 }
 
 /// Waits until pod `name` runs; fails with its status when it failed instead.
@@ -173,25 +179,54 @@ fn chart_on_a_real_cluster() {
     let op = f(&operator, "/usr/bin/emu-sriov-operator");
     c.import_image(
         OPERATOR_IMAGE,
-        &["--file", &op, "--with-libs", "--entrypoint", "/usr/bin/emu-sriov-operator", "--user", "65532:65532"],
+        &[
+            "--file",
+            &op,
+            "--strip",
+            "--with-libs",
+            "--entrypoint",
+            "/usr/bin/emu-sriov-operator",
+            "--user",
+            "65532:65532",
+        ],
     )
     .expect("operator image");
     let ag = f(&agent, "/usr/bin/emu-sriov-agent");
     c.import_image(
         AGENT_IMAGE,
-        &["--file", &ag, "--with-libs", "--entrypoint", "/usr/bin/emu-sriov-agent"],
+        &[
+            "--file",
+            &ag,
+            "--strip",
+            "--with-libs",
+            "--entrypoint",
+            "/usr/bin/emu-sriov-agent",
+        ],
     )
     .expect("agent image");
     let kc = f(&kubectl, "/usr/bin/kubectl");
-    c.import_image(KUBECTL_IMAGE, &["--file", &kc, "--entrypoint", "/usr/bin/kubectl"])
-        .expect("kubectl image");
+    c.import_image(
+        KUBECTL_IMAGE,
+        &["--file", &kc, "--entrypoint", "/usr/bin/kubectl"],
+    )
+    .expect("kubectl image");
     let pb = f(std::path::Path::new(pod_bin), "/usr/bin/emu-vf-pod");
     c.import_image(
         POD_IMAGE,
-        &["--file", &pb, "--with-libs", "--entrypoint", "/usr/bin/emu-vf-pod"],
+        &[
+            "--file",
+            &pb,
+            "--strip",
+            "--with-libs",
+            "--entrypoint",
+            "/usr/bin/emu-vf-pod",
+        ],
     )
     .expect("pod image");
-    eprintln!("e2e: 4 images packed and imported in {:.1} s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "e2e: 4 images packed and imported in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 
     // helm install → operator Ready, agent Running.
     let t = Instant::now();
@@ -201,7 +236,8 @@ fn chart_on_a_real_cluster() {
     if let Err(e) = helm(&c, &args) {
         panic!(
             "{e}\n{}",
-            c.kubectl(&["-n", NS, "get", "pods", "-o", "wide"]).unwrap_or_default()
+            c.kubectl(&["-n", NS, "get", "pods", "-o", "wide"])
+                .unwrap_or_default()
         );
     }
     let ready = jsonpath(
@@ -212,11 +248,21 @@ fn chart_on_a_real_cluster() {
     assert_eq!(ready, "1", "operator Deployment ready replicas");
     let agent_phase = jsonpath(
         &c,
-        &["-n", NS, "get", "pods", "-l", "app.kubernetes.io/component=agent"],
+        &[
+            "-n",
+            NS,
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/component=agent",
+        ],
         "{.items[*].status.phase}",
     );
     assert_eq!(agent_phase, "Running", "agent pod phase");
-    eprintln!("e2e: helm install → operator Ready, agent Running in {:.1} s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "e2e: helm install → operator Ready, agent Running in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
 
     // A VfPool → the real kubelet advertises emu.sriov/vf.
     let t = Instant::now();
@@ -225,28 +271,54 @@ fn chart_on_a_real_cluster() {
     )
     .expect("VfPool");
     let (_, took) = c
-        .wait_for("node allocatable emu.sriov/vf: 4", Duration::from_secs(90), Duration::from_millis(100), || {
-            (allocatable(&c) == "4").then_some(())
-        })
+        .wait_for(
+            "node allocatable emu.sriov/vf: 4",
+            Duration::from_secs(90),
+            Duration::from_millis(100),
+            || (allocatable(&c) == "4").then_some(()),
+        )
         .unwrap_or_else(|e| {
             panic!(
                 "{e}; allocatable {:?}\nnodestate:\n{}\nagent:\n{}",
                 allocatable(&c),
-                c.kubectl(&["get", "nodestates", "-o", "yaml"]).unwrap_or_default(),
-                c.kubectl(&["-n", NS, "logs", "-l", "app.kubernetes.io/component=agent", "--tail", "40"]).unwrap_or_default()
+                c.kubectl(&["get", "nodestates", "-o", "yaml"])
+                    .unwrap_or_default(),
+                c.kubectl(&[
+                    "-n",
+                    NS,
+                    "logs",
+                    "-l",
+                    "app.kubernetes.io/component=agent",
+                    "--tail",
+                    "40"
+                ])
+                .unwrap_or_default()
             )
         });
-    eprintln!("e2e: VfPool applied → allocatable emu.sriov/vf: 4 in {:.2} s", took.as_secs_f64());
+    eprintln!(
+        "e2e: VfPool applied → allocatable emu.sriov/vf: 4 in {:.2} s",
+        took.as_secs_f64()
+    );
     let _ = t;
 
     // Two pods, one VF each: socket and env inside, frames from one VF to the other.
     let t = Instant::now();
-    c.apply(&vf_pod("rx", &["recv", "500", "60"])).expect("rx pod");
+    c.apply(&vf_pod("rx", &["recv", "500", "60"]))
+        .expect("rx pod");
     let started = wait_running(&c, "rx", Duration::from_secs(60));
-    eprintln!("e2e: pod with a VF Running in {:.2} s", started.as_secs_f64());
+    eprintln!(
+        "e2e: pod with a VF Running in {:.2} s",
+        started.as_secs_f64()
+    );
     let log = wait_log(&c, "rx", "mac ", Duration::from_secs(30));
-    assert!(log.contains("env EMU_SRIOV_VF_VF="), "VF env var in the pod:\n{log}");
-    assert!(log.contains("env EMU_SRIOV_VF_VF_INFO="), "VF info env var in the pod:\n{log}");
+    assert!(
+        log.contains("env EMU_SRIOV_VF_VF="),
+        "VF env var in the pod:\n{log}"
+    );
+    assert!(
+        log.contains("env EMU_SRIOV_VF_VF_INFO="),
+        "VF info env var in the pod:\n{log}"
+    );
     let sock = log
         .lines()
         .find_map(|l| l.strip_prefix("socket "))
@@ -261,7 +333,8 @@ fn chart_on_a_real_cluster() {
         .expect("rx MAC")
         .trim()
         .to_owned();
-    c.apply(&vf_pod("tx", &["send", &mac, "500", "60"])).expect("tx pod");
+    c.apply(&vf_pod("tx", &["send", &mac, "500", "60"]))
+        .expect("tx pod");
     wait_running(&c, "tx", Duration::from_secs(60));
     wait_log(&c, "rx", "received 500", Duration::from_secs(60));
     eprintln!(
@@ -269,9 +342,12 @@ fn chart_on_a_real_cluster() {
         t.elapsed().as_secs_f64()
     );
     assert_eq!(
-        c.wait_for("vfsAllocated 2", Duration::from_secs(30), Duration::from_millis(200), || {
-            (pool_allocated(&c, "e2e") == "2").then_some(())
-        })
+        c.wait_for(
+            "vfsAllocated 2",
+            Duration::from_secs(30),
+            Duration::from_millis(200),
+            || { (pool_allocated(&c, "e2e") == "2").then_some(()) }
+        )
         .map(|_| ()),
         Ok(()),
         "the pool reports both VFs allocated"
@@ -280,18 +356,35 @@ fn chart_on_a_real_cluster() {
     // Deleting the pods gives the VFs back.
     let t = Instant::now();
     delete_pods(&c, &["rx", "tx"], true);
-    c.wait_for("vfsAllocated 0", Duration::from_secs(30), Duration::from_millis(100), || {
-        (pool_allocated(&c, "e2e") == "0").then_some(())
-    })
+    c.wait_for(
+        "vfsAllocated 0",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || (pool_allocated(&c, "e2e") == "0").then_some(()),
+    )
     .expect("VFs returned after the pods were deleted");
-    eprintln!("e2e: pods deleted → VFs free again in {:.2} s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "e2e: pods deleted → VFs free again in {:.2} s",
+        t.elapsed().as_secs_f64()
+    );
 
     // Churn on one VF: the pool shrinks to one VF; delete + create at once, 20 times.
-    c.kubectl(&["patch", "vfpool", "e2e", "--type", "merge", "-p", r#"{"spec":{"vfsPerPf":1}}"#])
-        .expect("shrink the pool");
-    c.wait_for("allocatable 1", Duration::from_secs(60), Duration::from_millis(100), || {
-        (allocatable(&c) == "1").then_some(())
-    })
+    c.kubectl(&[
+        "patch",
+        "vfpool",
+        "e2e",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"vfsPerPf":1}}"#,
+    ])
+    .expect("shrink the pool");
+    c.wait_for(
+        "allocatable 1",
+        Duration::from_secs(60),
+        Duration::from_millis(100),
+        || (allocatable(&c) == "1").then_some(()),
+    )
     .expect("allocatable 1 after shrinking");
     let t = Instant::now();
     let mut prev: Option<String> = None;
@@ -315,11 +408,24 @@ fn chart_on_a_real_cluster() {
     let before = pod_log(&c, &last);
     let mut args: Vec<String> = vec!["upgrade".into(), RELEASE.into()];
     args.extend(chart_args(&c));
-    args.extend(["--set", "agent.logLevel=debug", "--wait", "--timeout", "180s"].map(String::from));
+    args.extend(
+        [
+            "--set",
+            "agent.logLevel=debug",
+            "--wait",
+            "--timeout",
+            "180s",
+        ]
+        .map(String::from),
+    );
     helm(&c, &args).expect("helm upgrade");
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(pod_phase(&c, &last), "Running", "pod after the upgrade");
-    assert_eq!(pool_allocated(&c, "e2e"), "1", "the pod keeps its VF across the upgrade");
+    assert_eq!(
+        pool_allocated(&c, "e2e"),
+        "1",
+        "the pod keeps its VF across the upgrade"
+    );
     let sock = before
         .lines()
         .find_map(|l| l.strip_prefix("socket /var/run/emu-sriov/"))
@@ -327,7 +433,11 @@ fn chart_on_a_real_cluster() {
         .expect("churn pod's VF")
         .to_owned();
     assert!(
-        c.dir().join("emu-sriov/vfs").join(&sock).join("vf.sock").exists(),
+        c.dir()
+            .join("emu-sriov/vfs")
+            .join(&sock)
+            .join("vf.sock")
+            .exists(),
         "VF {sock}'s socket after the upgrade"
     );
     eprintln!("e2e: helm upgrade (agent restarted) kept pod {last}'s VF {sock}");
@@ -337,7 +447,16 @@ fn chart_on_a_real_cluster() {
     let t = Instant::now();
     helm(
         &c,
-        &["uninstall", RELEASE, "--namespace", NS, "--wait", "--timeout", "180s"].map(String::from),
+        &[
+            "uninstall",
+            RELEASE,
+            "--namespace",
+            NS,
+            "--wait",
+            "--timeout",
+            "180s",
+        ]
+        .map(String::from),
     )
     .expect("helm uninstall");
     for kind in ["vfpools", "nodestates", "vfnetworks"] {
@@ -346,22 +465,33 @@ fn chart_on_a_real_cluster() {
             .expect("list CRs");
         assert_eq!(left.trim(), "", "{kind} left after uninstall");
     }
-    c.wait_for("allocatable 0", Duration::from_secs(60), Duration::from_millis(200), || {
-        matches!(allocatable(&c).as_str(), "0" | "").then_some(())
-    })
+    c.wait_for(
+        "allocatable 0",
+        Duration::from_secs(60),
+        Duration::from_millis(200),
+        || matches!(allocatable(&c).as_str(), "0" | "").then_some(()),
+    )
     .expect("nothing advertised after uninstall");
-    let plugin_socks: Vec<_> = std::fs::read_dir(c.dir().join("kubelet/device-plugins"))
+    let plugin_socks: Vec<_> = std::fs::read_dir("/var/lib/kubelet/device-plugins")
         .map(|d| {
             d.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n != "kubelet.sock" && n != "kubelet_internal_checkpoint" && n != "DEPRECATION")
+                .filter(|n| {
+                    n != "kubelet.sock" && n != "kubelet_internal_checkpoint" && n != "DEPRECATION"
+                })
                 .collect()
         })
         .unwrap_or_default();
-    assert!(plugin_socks.is_empty(), "device-plugin sockets left: {plugin_socks:?}");
+    assert!(
+        plugin_socks.is_empty(),
+        "device-plugin sockets left: {plugin_socks:?}"
+    );
     let vf_socks: Vec<_> = walk_sockets(&c.dir().join("emu-sriov"));
     assert!(vf_socks.is_empty(), "VF sockets left: {vf_socks:?}");
-    eprintln!("e2e: helm uninstall → no CRs, no sockets, allocatable 0 in {:.1} s", t.elapsed().as_secs_f64());
+    eprintln!(
+        "e2e: helm uninstall → no CRs, no sockets, allocatable 0 in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
     eprintln!("e2e: total {:.1} s", t_all.elapsed().as_secs_f64());
 }
 

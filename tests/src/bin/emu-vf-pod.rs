@@ -76,7 +76,9 @@ fn parse_mac(s: &str) -> Option<[u8; 6]> {
 fn attach_one() -> AttachedVf {
     let socks = sockets();
     let [sock] = socks.as_slice() else {
-        fail(&format!("expected one VF socket under {ROOT}, found {socks:?}"));
+        fail(&format!(
+            "expected one VF socket under {ROOT}, found {socks:?}"
+        ));
     };
     match attach(sock, 256) {
         Ok(vf) => {
