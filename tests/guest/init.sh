@@ -3,7 +3,7 @@
 #
 # One image serves every guest; the role comes from the kernel command line:
 #   emu.role=a|b  emu.ip=198.18.0.1/24  emu.peer=198.18.0.2  emu.mac=02:..  (optional)
-#   emu.driver=igbvf|igb|iavf  emu.bdf=0000:00:05.0  emu.devid=0x10ca (optional)
+#   emu.driver=igbvf|igb|iavf  emu.bdf=0000:00:05.0|auto  emu.devid=0x10ca (optional)
 #   emu.timeout=SECONDS (guest-wide deadline, counted from the start of /init)
 #   emu.mode=full|basic|throughput (default full)
 #   emu.queues=N      (iavf: the queue pairs the VF must expose; `channels` check)
@@ -145,6 +145,16 @@ for m in $(cat /lib/modules/ORDER); do
   esac
 done
 
+# emu.bdf=auto: the device is wherever the VMM put it (libvirt/KubeVirt assign slots): take the
+# first Intel device with this driver's device id.
+if [ "$BDF" = auto ]; then
+  for d in /sys/bus/pci/devices/*; do
+    if [ "$(cat "$d/vendor")" = 0x8086 ] && [ "$(cat "$d/device")" = "$DEVID" ]; then
+      BDF=${d##*/}; break
+    fi
+  done
+  echo "EMU-INFO bdf=auto resolved to $BDF"
+fi
 D=/sys/bus/pci/devices/$BDF
 
 # --- tools from the trixie root -----------------------------------------------------------

@@ -3,7 +3,9 @@
 #   - a Debian trixie root holding QEMU >= 10.1 (trixie-backports) with `vfio-user-pci`,
 #   - guest tools from trixie main (ethtool, iperf3; copied into initramfs images with their
 #     shared libraries by tests/src/initramfs.rs),
-#   - the trixie guest kernel (vmlinuz) and the decompressed modules the tests insmod.
+#   - the trixie guest kernel (vmlinuz) and the decompressed modules the tests insmod,
+#   - libvirt from trixie main (libvirtd, its QEMU driver, virsh): the KubeVirt test defines and
+#     starts the domain the hook produced, inside this root (chroot in a private mount namespace).
 # The host stays bookworm: nothing from trixie is installed on it; QEMU runs through the
 # root's own dynamic loader (see shared/design/guest-tests.md §1).
 #
@@ -16,7 +18,11 @@ MIRROR=${EMU_SRIOV_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 CACHE=${EMU_SRIOV_GUEST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/emu-sriov/guest}
 # Installed from trixie main into the root, never onto the host; the guests run them.
 GUEST_TOOLS=(ethtool iperf3)
-KEY=$(printf '%s|%s|%s|qemu-system-x86|%s|linux-image-amd64' "$RECIPE_VERSION" "$SUITE" "$MIRROR" "${GUEST_TOOLS[*]}" | sha256sum | cut -c1-12)
+# libvirt for the KubeVirt hook's libvirt-level test (tests/tests/kubevirt_libvirt.rs): the
+# monolithic libvirtd, its QEMU driver and virsh. No libvirt-daemon-system: no systemd units,
+# users or default networks; the test writes its own libvirtd.conf and qemu.conf.
+LIBVIRT_PKGS=(libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients)
+KEY=$(printf '%s|%s|%s|qemu-system-x86|%s|linux-image-amd64|%s' "$RECIPE_VERSION" "$SUITE" "$MIRROR" "${GUEST_TOOLS[*]}" "${LIBVIRT_PKGS[*]}" | sha256sum | cut -c1-12)
 ROOT="$CACHE/root-$KEY"
 KDIR="$CACHE/kernel-$KEY"
 APT_OPTS=(-o Acquire::Retries=5 -o Acquire::http::Timeout=30)
@@ -64,6 +70,8 @@ root_ok() {
   for t in "${GUEST_TOOLS[@]}"; do
     root_run "$(tool_path "$ROOT" "$t")" --version >/dev/null 2>&1 || return 1
   done
+  root_run usr/sbin/libvirtd --version >/dev/null 2>&1 || return 1
+  root_run usr/bin/virsh --version >/dev/null 2>&1 || return 1
   # shellcheck disable=SC2046
   $(qemu_cmd) --version >/dev/null 2>&1 || return 1
   # shellcheck disable=SC2046
@@ -132,6 +140,15 @@ build_root() {
     [ $try = 3 ] && { log "${GUEST_TOOLS[*]} install failed"; exit 1; }
     chroot "$TMP" apt-get "${APT_OPTS[@]}" update >&2 || true
   done
+  for try in 1 2 3; do
+    log "installing ${LIBVIRT_PKGS[*]} from $SUITE (try $try)"
+    if chroot "$TMP" env DEBIAN_FRONTEND=noninteractive apt-get "${APT_OPTS[@]}" install -y \
+         --no-install-recommends "${LIBVIRT_PKGS[@]}" >&2; then
+      break
+    fi
+    [ $try = 3 ] && { log "${LIBVIRT_PKGS[*]} install failed"; exit 1; }
+    chroot "$TMP" apt-get "${APT_OPTS[@]}" update >&2 || true
+  done
   # The kernel package comes from the same root's apt, downloaded, never installed.
   local kpkg
   kpkg=$(chroot "$TMP" apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
@@ -149,6 +166,7 @@ build_root() {
   # shellcheck disable=SC2046
   {
     "$TMP/usr/lib64/ld-linux-x86-64.so.2" --library-path "$TMP/usr/lib/x86_64-linux-gnu" "$TMP/usr/bin/qemu-system-x86_64" --version | sed -n 1p
+    "$TMP/usr/lib64/ld-linux-x86-64.so.2" --library-path "$TMP/usr/lib/x86_64-linux-gnu" "$TMP/usr/sbin/libvirtd" --version | sed -n 1p
     for t in "${GUEST_TOOLS[@]}"; do
       "$TMP/usr/lib64/ld-linux-x86-64.so.2" --library-path "$TMP/usr/lib/x86_64-linux-gnu" "$TMP/$(tool_path "$TMP" "$t")" --version 2>&1 | sed -n 1p
     done

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::agent::VfInfo;
@@ -11,7 +12,7 @@ use crate::env::GuestEnv;
 use crate::initramfs::build_initramfs_with_tools;
 use crate::proc::{tail, RunDir};
 use crate::qemu::Qemu;
-use crate::topology::{Topology, GUEST_MEM_MB};
+use crate::topology::{GuestSpec, Topology, GUEST_MEM_MB};
 
 /// Root tools every test image carries (`tools` check; `rss`, throughput use iperf3).
 pub const GUEST_TOOLS: &[&str] = &["ethtool", "iperf3"];
@@ -59,10 +60,17 @@ impl GuestReport {
     }
 }
 
+/// Starts one guest some other way than `qemu-system-x86_64` from the harness (e.g. through
+/// libvirt): given the guest, the initramfs and the kernel command line, returns a command whose
+/// stdout is the guest's serial console and whose stdin reaches it, and which exits when the
+/// guest is gone (guest-tests.md §3 `/init` contract unchanged).
+pub type Launcher = Box<dyn FnMut(&GuestSpec, &Path, &str) -> Result<Command, String>>;
+
 /// One test run: the guest environment, a private directory and the logs to show on failure.
 pub struct Harness {
     /// The cached QEMU root and kernel.
     pub env: GuestEnv,
+    launcher: Option<Launcher>,
     logs: Vec<(String, PathBuf)>,
     timings: Vec<(String, Duration)>,
     started: Instant,
@@ -82,6 +90,7 @@ impl Harness {
         eprintln!("run directory: {}", dir.path().display());
         let mut h = Harness {
             env,
+            launcher: None,
             logs: Vec::new(),
             timings: Vec::new(),
             started,
@@ -89,6 +98,11 @@ impl Harness {
         };
         h.timings.push(("prepare".into(), started.elapsed()));
         h
+    }
+
+    /// Starts guests with `launcher` instead of QEMU directly.
+    pub fn set_launcher(&mut self, launcher: Launcher) {
+        self.launcher = Some(launcher);
     }
 
     /// The run directory.
@@ -214,24 +228,30 @@ impl Harness {
                 .iter()
                 .find(|(k, _)| k == "queues")
                 .map_or_else(|| "1".to_owned(), |(_, v)| v.clone());
-            let mut cmd = self.env.qemu_command();
-            cmd.args(["-accel", "tcg", "-m"])
-                .arg(GUEST_MEM_MB.to_string())
-                .args([
-                    "-smp",
-                    smp.as_str(),
-                    "-nographic",
-                    "-no-reboot",
-                    "-nic",
-                    "none",
-                ])
-                .args(g.device.qemu_args())
-                .arg("-kernel")
-                .arg(self.env.kernel())
-                .arg("-initrd")
-                .arg(initrd)
-                .arg("-append")
-                .arg(g.append(guest_timeout));
+            let append = g.append(guest_timeout);
+            let cmd = if let Some(launch) = self.launcher.as_mut() {
+                launch(g, initrd, &append)?
+            } else {
+                let mut cmd = self.env.qemu_command();
+                cmd.args(["-accel", "tcg", "-m"])
+                    .arg(GUEST_MEM_MB.to_string())
+                    .args([
+                        "-smp",
+                        smp.as_str(),
+                        "-nographic",
+                        "-no-reboot",
+                        "-nic",
+                        "none",
+                    ])
+                    .args(g.device.qemu_args())
+                    .arg("-kernel")
+                    .arg(self.env.kernel())
+                    .arg("-initrd")
+                    .arg(initrd)
+                    .arg("-append")
+                    .arg(&append);
+                cmd
+            };
             let q = Qemu::spawn(&g.name, cmd, self.dir.path())?;
             consoles.push(Console::new(q.console_log.clone()));
             qemus.push(q);

@@ -157,16 +157,17 @@ impl GuestSpec {
     pub fn append(&self, guest_timeout_s: u64) -> String {
         let mut s = format!(
             "console=ttyS0 quiet panic=-1 emu.role={} emu.ip={} emu.peer={} emu.driver={} \
-             emu.bdf={GUEST_BDF} emu.timeout={guest_timeout_s}",
+             emu.bdf={} emu.timeout={guest_timeout_s}",
             self.name,
             self.ip,
             self.peer,
-            self.device.driver()
+            self.device.driver(),
+            self.arg("bdf").unwrap_or(GUEST_BDF)
         );
         if let Some(mac) = &self.expect_mac {
             s.push_str(&format!(" emu.mac={mac}"));
         }
-        for (k, v) in &self.args {
+        for (k, v) in self.args.iter().filter(|(k, _)| k != "bdf") {
             s.push_str(&format!(" emu.{k}={v}"));
         }
         s

@@ -196,6 +196,16 @@ async fn allocate_mounts_env_annotations_cdi() {
                 host("igb0-vf2"),
                 false
             ),
+            (
+                "/var/run/emu-sriov/by-index/vf/0".to_string(),
+                host("igb0-vf1"),
+                false
+            ),
+            (
+                "/var/run/emu-sriov/by-index/vf/1".to_string(),
+                host("igb0-vf2"),
+                false
+            ),
         ]
     );
     assert!(r.devices.is_empty());

@@ -8,6 +8,7 @@
 use emu_sriov_crds::{
     NetworkAttachmentDefinition, NodeState, VfNetwork, VfPool, RESOURCE_NAME_ANNOTATION,
 };
+use emu_sriov_tests::agent::{agent_bin, Agent};
 use emu_sriov_tests::k8s::{self, ControlPlane};
 use emu_sriov_tests::operator::Operator;
 use emu_sriov_tests::proc::RunDir;
@@ -594,5 +595,107 @@ async fn two_replicas_elect_one_leader_and_the_other_takes_over_within_the_lease
         "the standby took over after {took:?}, more than the {LEASE_S} s lease; log:\n{}",
         standby.log_tail(30)
     );
+    dir.succeed();
+}
+
+/// The whole cluster half with real processes: a VfPool → the operator renders the node's
+/// NodeState → a real agent in cluster mode serves the VFs (sockets on disk) and reports →
+/// the pool is Ready with the agent's VF count. Also prints `kubectl get vfpools,nodestates`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_runs_on_a_real_agent_and_becomes_ready() {
+    let _serial = SERIAL.lock().await;
+    let (cp, client, mut dir) = setup("op-e2e").await;
+    let node = "e2e-node";
+    cleanup(&client, &["e2e"], &[node]).await;
+    k8s::create_node(&client, node, &[("emu.test/e2e", "on")])
+        .await
+        .expect("create node");
+    let _op = Operator::start(
+        cp.kubeconfig_path(),
+        "e2e",
+        dir.path(),
+        &["--lease-namespace", "default", "--lease-name", "op-e2e"],
+    )
+    .expect("operator starts");
+    let kc = cp.kubeconfig_path().display().to_string();
+    let bin = agent_bin().expect("agent binary");
+    let agent = Agent::start_cluster(
+        &bin,
+        dir.path(),
+        &["--kubeconfig", &kc, "--node-name", node],
+        Duration::from_secs(60),
+    )
+    .expect("agent starts");
+
+    let pools = Api::<VfPool>::all(client.clone());
+    pools
+        .create(
+            &PostParams::default(),
+            &pool(
+                "e2e",
+                json!({"model": "igbvf", "vfsPerPf": 3,
+                       "nodeSelector": {"matchLabels": {"emu.test/e2e": "on"}}}),
+            ),
+        )
+        .await
+        .expect("create pool");
+    let st = eventually(
+        "pool e2e ready on the real agent",
+        Duration::from_secs(60),
+        || async {
+            let p = pools.get("e2e").await.ok()?;
+            p.status.filter(|s| s.ready_nodes == 1)
+        },
+    )
+    .await;
+    assert_eq!(
+        (st.matched_nodes, st.vfs_total, st.vfs_allocated),
+        (1, 3, 0)
+    );
+    let ns = node_state(&client, node).await.expect("NodeState");
+    let status = ns.status.expect("agent status");
+    assert_eq!(status.vfs.len(), 3);
+    for vf in &status.vfs {
+        assert!(
+            std::path::Path::new(&vf.socket).exists(),
+            "{}: socket {} exists",
+            vf.id,
+            vf.socket
+        );
+        assert!(vf.socket.starts_with(&agent.run_dir.display().to_string()));
+    }
+    let listed: Vec<String> = agent
+        .vfs()
+        .expect("list")
+        .iter()
+        .map(|v| v.id.clone())
+        .collect();
+    let reported: Vec<String> = status.vfs.iter().map(|v| v.id.clone()).collect();
+    assert_eq!(listed, reported, "status lists what the agent serves");
+
+    let out = cp.kubectl(["get", "vfpools,nodestates"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("$ kubectl get vfpools,nodestates\n{text}");
+    assert!(text.contains("vfpool.emu.sriov/e2e"), "{text}");
+    assert!(text.contains("nodestate.emu.sriov/e2e-node"), "{text}");
+    assert!(text.contains("Succeeded"), "{text}");
+
+    // The pool goes: the agent removes its VFs and the operator deletes the NodeState.
+    pools
+        .delete("e2e", &DeleteParams::default())
+        .await
+        .expect("delete pool");
+    eventually(
+        "NodeState deleted after the agent wound down",
+        Duration::from_secs(60),
+        || async { node_state(&client, node).await.is_none().then_some(()) },
+    )
+    .await;
+    assert!(
+        agent.vfs().expect("list").is_empty(),
+        "no VF left on the agent"
+    );
+    drop(agent);
+    cleanup(&client, &["e2e"], &[node]).await;
     dir.succeed();
 }

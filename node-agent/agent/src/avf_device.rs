@@ -230,6 +230,7 @@ impl NodeDevice for AvfVfDevice {
                 queue_pairs: 0,
             },
         );
+        pf.set_max_frame_cap(self.vf_index, a.max_frame);
         if let Some(st) = g.avf() {
             self.republish(&pf, st);
         }

@@ -597,6 +597,9 @@ pub struct VfConfig {
     pub trusted: bool,
     /// Transmit rate limit in Mbit/s; `None`: unlimited.
     pub rate_mbps: Option<u32>,
+    /// The PF-side MTU: frames with a larger payload are not delivered to the VF (cluster
+    /// mode's pool `mtu`); `None`: the VF's driver decides alone.
+    pub mtu: Option<u32>,
 }
 
 /// Dataplane settings.
@@ -725,6 +728,7 @@ fn validate_pf(
             spoofchk: true,
             trusted: false,
             rate_mbps: None,
+            mtu: None,
         })
         .collect();
     let mut seen = BTreeSet::new();

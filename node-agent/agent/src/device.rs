@@ -26,7 +26,7 @@ pub trait NodeDevice: VfioDevice {
     /// Periodic PF duties (every [`crate::node::CTS_PING_PERIOD`]).
     fn tick(&self);
     /// Changes the VF's PF-side settings (`ip link set PF vf N …`) and republishes its switch
-    /// filter: port VLAN, spoof check and trust apply to the next frame, with or without a
+    /// filter: port VLAN, spoof check, trust and the frame cap apply to the next frame, with or without a
     /// client; a new MAC reaches the guest at its next VF reset.
     fn set_admin(&self, admin: AdminSettings);
 }
@@ -38,6 +38,9 @@ pub struct AdminSettings {
     pub port_vlan: Option<u16>,
     pub spoofchk: bool,
     pub trusted: bool,
+    /// Largest frame (FCS included) the VF receives, whatever its driver asks for; `None`:
+    /// what its driver asks for.
+    pub max_frame: Option<u32>,
 }
 
 /// A PF model shared by its VFs' server threads.
@@ -190,6 +193,7 @@ impl NodeDevice for IgbVfDevice {
                 trusted: a.trusted,
             },
         );
+        pf.set_max_frame_cap(self.vf_index, a.max_frame);
         self.republish(&pf);
     }
 }

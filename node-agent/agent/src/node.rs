@@ -230,7 +230,10 @@ impl Node {
                 served: false,
                 server: None,
             };
-            if p.served.is_some() {
+            if let Some(vf) = &p.served {
+                if vf.mtu.is_some() {
+                    entry.device.set_admin(admin_of(vf));
+                }
                 bind(&mut entry, &config.run_dir)?;
             }
             vfs.push(entry);
@@ -453,7 +456,7 @@ impl Node {
         Ok(())
     }
 
-    /// Changes served VF `id`'s PF-side settings now (port VLAN, spoof check, trust: see
+    /// Changes served VF `id`'s PF-side settings now (port VLAN, spoof check, trust, MTU: see
     /// [`NodeDevice::set_admin`]; rate limit: from the next dataplane pass). The MAC stays.
     pub fn configure(&self, id: &str, vf: &VfConfig) -> Result<(), NodeError> {
         let vfs = self.entries();
@@ -518,12 +521,17 @@ impl Node {
     }
 }
 
+/// Ethernet header, one VLAN tag and the FCS on top of the MTU: the frame size igbvf asks
+/// for (RLPML) at a given MTU.
+const FRAME_OVERHEAD: u32 = 14 + 4 + 4;
+
 fn admin_of(vf: &VfConfig) -> AdminSettings {
     AdminSettings {
         mac: vf.mac,
         port_vlan: vf.port_vlan,
         spoofchk: vf.spoofchk,
         trusted: vf.trusted,
+        max_frame: vf.mtu.map(|m| m.saturating_add(FRAME_OVERHEAD)),
     }
 }
 
@@ -823,6 +831,27 @@ mod tests {
             node.shutdown();
             assert!(!sock(1).exists() && !sock(3).exists());
         }
+        let _ = std::fs::remove_dir_all(&run);
+    }
+
+    #[test]
+    fn a_node_without_pfs_or_vfs_runs_and_stops() {
+        let run = std::env::temp_dir().join(format!("emu-node-empty-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&run);
+        let mut c = config(&run, "pfs: [{model: igb, vfs: 1, name: p0}]");
+        c.pfs[0].vfs.clear();
+        let layout = Layout {
+            capacity: vec![7],
+            shared_run_dir: false,
+        };
+        let node = Node::start_layout(&c, &layout).unwrap();
+        assert!(ids(&node).is_empty());
+        assert_eq!(node.slots("p0"), 7);
+        node.shutdown();
+        c.pfs.clear();
+        let node = Node::start_layout(&c, &Layout::default()).unwrap();
+        assert!(ids(&node).is_empty());
+        node.shutdown();
         let _ = std::fs::remove_dir_all(&run);
     }
 }

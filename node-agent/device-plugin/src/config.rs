@@ -109,6 +109,17 @@ pub fn cdi_device_name(id: &str) -> String {
     format!("{CDI_KIND}={id}")
 }
 
+/// The second mount of a container's `n`-th VF (0-based, Allocate order) of `resource`:
+/// `/var/run/emu-sriov/by-index/<class>/<n>`. A KubeVirt hook sidecar cannot see the compute
+/// container's env, but knows from the VMI how many VFs of each resource it holds, so it can
+/// name their sockets by index (node-agent/kubevirt-hook `alloc.rs`).
+pub fn by_index_dir(resource: &str, n: usize) -> PathBuf {
+    Path::new(CONTAINER_SOCKET_ROOT)
+        .join("by-index")
+        .join(sanitize(resource_class(resource), '-'))
+        .join(n.to_string())
+}
+
 /// The VF's directory inside the container: `/var/run/emu-sriov/<id>`.
 pub fn container_dir(id: &str) -> PathBuf {
     Path::new(CONTAINER_SOCKET_ROOT).join(id)

@@ -2,7 +2,7 @@
 //! env vars, the KubeVirt hook annotation, CDI names.
 
 use crate::api::v1beta1::{CdiDevice, ContainerAllocateResponse, Mount};
-use crate::config::{annotation_key, cdi_device_name, container_dir, env_name};
+use crate::config::{annotation_key, by_index_dir, cdi_device_name, container_dir, env_name};
 use crate::inventory::VfDevice;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -71,18 +71,28 @@ pub fn container_response(
     envs.insert(env, ids.join(","));
     let mut annotations = std::collections::HashMap::new();
     annotations.insert(annotation_key(resource), info);
+    let host_dir = |d: &VfDevice| {
+        d.socket
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .to_string_lossy()
+            .into_owned()
+    };
+    // Each VF twice: by id (what the env names) and by index (what a KubeVirt hook sidecar,
+    // which sees only the VMI, can name). Both are the VF's own directory: the mode and owner
+    // the agent gave it (socketOwner, access.rs) are what the container sees.
     let mounts = devices
         .iter()
         .map(|d| Mount {
             container_path: container_dir(&d.id).to_string_lossy().into_owned(),
-            host_path: d
-                .socket
-                .parent()
-                .unwrap_or(Path::new("/"))
-                .to_string_lossy()
-                .into_owned(),
+            host_path: host_dir(d),
             read_only: false,
         })
+        .chain(devices.iter().enumerate().map(|(n, d)| Mount {
+            container_path: by_index_dir(resource, n).to_string_lossy().into_owned(),
+            host_path: host_dir(d),
+            read_only: false,
+        }))
         .collect();
     let cdi_devices = if cdi {
         ids.iter()

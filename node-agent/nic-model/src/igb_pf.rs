@@ -43,11 +43,15 @@ pub struct PoolState {
     pub mc_promisc: bool,
     pub rx_enabled: bool,
     pub tx_enabled: bool,
+    /// The PF's limit on the frames the pool receives (FCS included), whatever the VF asks
+    /// for with SET_LPE; `None`: the VF's own RLPML. Kept across VF resets.
+    pub max_frame_cap: Option<u32>,
 }
 
 impl PoolState {
     fn new(admin: VfAdmin) -> Self {
         PoolState {
+            max_frame_cap: None,
             admin,
             cts: false,
             mac: admin.mac,
@@ -64,7 +68,10 @@ impl PoolState {
 
     /// Forget everything the VF programmed; gates closed (CTRL.RST / FLR).
     fn close(&mut self) {
-        *self = PoolState::new(self.admin);
+        *self = PoolState {
+            max_frame_cap: self.max_frame_cap,
+            ..PoolState::new(self.admin)
+        };
     }
 }
 
@@ -170,7 +177,7 @@ impl IgbPf {
             uc_promisc: p.uc_promisc,
             mc_promisc: p.mc_promisc,
             strip_vlan: true,
-            max_frame: p.max_frame,
+            max_frame: p.max_frame_cap.map_or(p.max_frame, |c| p.max_frame.min(c)),
             spoofchk: p.admin.spoofchk,
             rx_enabled: p.rx_enabled,
             tx_enabled: p.tx_enabled,
@@ -193,6 +200,16 @@ impl IgbPf {
             p.uc_promisc = false;
         }
         p.admin = admin;
+        true
+    }
+
+    /// Limits the frames VF `vf`'s pool receives to `cap` bytes (FCS included), as a PF's
+    /// own MTU bounds its VFs'; `None` lifts the limit. False for an unknown VF.
+    pub fn set_max_frame_cap(&mut self, vf: usize, cap: Option<u32>) -> bool {
+        let Some(p) = self.pools.get_mut(vf) else {
+            return false;
+        };
+        p.max_frame_cap = cap;
         true
     }
 
@@ -441,6 +458,15 @@ mod tests {
         assert_eq!(f.macs, [other]);
         assert!(f.rx_enabled, "the pool stays open: no reset");
         assert!(!p.set_admin(1, p.pool(0).unwrap().admin));
+        // The PF's frame cap bounds what the VF asks for, and survives a VF reset.
+        assert!(p.handle(0, &msg(&[r::MSG_SET_LPE, 9018])).1.is_none());
+        assert_eq!(p.pool_filter(0).unwrap().max_frame, 9018);
+        assert!(p.set_max_frame_cap(0, Some(1522)));
+        assert_eq!(p.pool_filter(0).unwrap().max_frame, 1522);
+        p.vf_reset(0);
+        assert_eq!(p.pool(0).unwrap().max_frame_cap, Some(1522));
+        assert!(p.set_max_frame_cap(0, None));
+        assert!(!p.set_max_frame_cap(3, None));
     }
 
     #[test]

@@ -38,8 +38,9 @@
 //! - **Allocations** come from the device plugin's table (Allocate, then the kubelet's
 //!   pod-resources API). Until pod-resources has answered once after a start, nothing is
 //!   removed: a pod may hold a VF this agent has not seen allocated.
-//! - **MTU** is checked and recorded (a change waits for release like VLAN) but the emulated
-//!   PFs do not cap a VF's frame size by it yet: the guest driver's own MTU setting governs.
+//! - **MTU** is the PF side's: a VF receives no frame with a larger payload (plus Ethernet
+//!   header, one VLAN tag and FCS), whatever MTU its driver sets, as a real PF's MTU bounds
+//!   its VFs'. What a VF sends is not cut.
 //! - **Status** is written only when it differs from the object's, with the
 //!   [`emu_sriov_crds::AGENT_MANAGER`] field manager; conditions Ready, Pending and Degraded
 //!   ([`emu_sriov_crds::conditions`]). A missing NodeState means "run nothing" (logged once);

@@ -95,6 +95,7 @@ fn vf_config(index: u8, mac: [u8; 6], s: &Settings) -> VfConfig {
         spoofchk: s.spoofchk,
         trusted: s.trusted,
         rate_mbps: s.rate_mbps,
+        mtu: Some(s.mtu),
     }
 }
 
@@ -626,5 +627,88 @@ impl VfInventory for PoolInventory {
             Some(n) => n.scrub(id).map_err(|e| e.to_string()),
             None => Err(format!("no VF {id} runs on this node")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::desired::{desired, tests_support::*, Host};
+    use emu_sriov_crds::{NodeStateSpec, VfModel};
+
+    fn want(host: &Host, pools: Vec<emu_sriov_crds::NodePool>) -> Desired {
+        let d = desired(&NodeStateSpec { pools }, Some(1), host);
+        assert!(d.problems.is_empty(), "{:?}", d.problems);
+        d
+    }
+
+    fn macs(p: &Pools) -> Vec<(String, String, String)> {
+        p.agent_status()
+            .vfs
+            .into_iter()
+            .map(|v| (v.id, v.mac, v.model))
+            .collect()
+    }
+
+    #[test]
+    fn start_grow_rebuild_and_remove_without_a_plugin() {
+        let run = std::env::temp_dir().join(format!("emu-pools-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&run);
+        std::fs::create_dir_all(&run).unwrap();
+        let host = Host {
+            run_dir: run.clone(),
+            ..host()
+        };
+        let pools = Pools::new("n", run.clone(), false, MacBook::new("n"));
+
+        let a = pools.apply(
+            &want(&host, vec![pool("a", VfModel::Igbvf, &[("igb0", 2)])]),
+            None,
+        );
+        assert!(a.changed && !a.again);
+        let two = macs(&pools);
+        assert_eq!(two.len(), 2);
+        let snap = pools.snapshot();
+        assert_eq!(snap.pools["a"].generation, 1);
+        assert!(snap.pools["a"].vfs.iter().all(|v| v.healthy));
+
+        // Grow: the first two keep their MACs (and run on).
+        pools.apply(
+            &want(&host, vec![pool("a", VfModel::Igbvf, &[("igb0", 3)])]),
+            None,
+        );
+        let three = macs(&pools);
+        assert_eq!(&three[..2], &two[..]);
+        assert_eq!(three.len(), 3);
+        // Nothing to do: nothing changes.
+        let again = pools.apply(
+            &want(&host, vec![pool("a", VfModel::Igbvf, &[("igb0", 3)])]),
+            None,
+        );
+        assert_eq!(again, Applied::default());
+
+        // A new model rebuilds the pool (nothing is held without a plugin).
+        let mut avf = pool("a", VfModel::Iavf, &[("igb0", 3)]);
+        avf.queue_pairs = 2;
+        avf.generation = 2;
+        pools.apply(&want(&host, vec![avf]), None);
+        let rebuilt = macs(&pools);
+        assert!(rebuilt.iter().all(|(_, _, m)| m == "iavf"), "{rebuilt:?}");
+        assert_eq!(pools.snapshot().pools["a"].generation, 2);
+        // The inventory offers them to the device plugin.
+        let inv = PoolInventory(Arc::new(pools));
+        assert_eq!(inv.devices().len(), 3);
+        assert!(inv.scrub("igb0-vf0").is_ok());
+        assert!(inv.scrub("nope").is_err());
+        let pools = &inv.0;
+
+        // The pool leaves the spec: its VFs go, and their MACs with them.
+        pools.apply(&want(&host, vec![]), None);
+        assert!(macs(pools).is_empty());
+        assert!(pools.snapshot().pools.is_empty());
+        let st = std::fs::read_to_string(crate::state::state_path(&run)).unwrap();
+        assert!(!st.contains("igb0-vf0"), "{st}");
+        pools.shutdown();
+        let _ = std::fs::remove_dir_all(&run);
     }
 }

@@ -297,6 +297,8 @@ struct VfPf {
     mc_promisc: bool,
     /// Counters at the first GET_STATS after creation or reset.
     stats_base: Option<VfStats>,
+    /// The PF's limit on received frames (FCS included); kept across resets.
+    max_frame_cap: Option<u32>,
 }
 
 impl VfPf {
@@ -313,6 +315,7 @@ impl VfPf {
             uc_promisc: false,
             mc_promisc: false,
             stats_base: None,
+            max_frame_cap: None,
         };
         st.reset();
         st
@@ -442,6 +445,16 @@ impl AvfPf {
         true
     }
 
+    /// Limits the frames VF `vf` receives to `cap` bytes (FCS included), as a PF's own MTU
+    /// bounds its VFs'; `None` lifts the limit. False for an unknown VF.
+    pub fn set_max_frame_cap(&mut self, vf: usize, cap: Option<u32>) -> bool {
+        let Some(st) = self.vfs.get_mut(vf) else {
+            return false;
+        };
+        st.max_frame_cap = cap;
+        true
+    }
+
     /// RESET_VF or FLR: drop filters except the default MAC, forget negotiation, `vsi.reset()`.
     pub fn vf_reset(&mut self, vf: usize, vsi: &mut VsiState) {
         if let Some(st) = self.vfs.get_mut(vf) {
@@ -472,7 +485,10 @@ impl AvfPf {
             uc_promisc: st.admin.trusted && st.uc_promisc,
             mc_promisc: st.admin.trusted && st.mc_promisc,
             strip_vlan: vsi.vlan_strip,
-            max_frame: max_pkt.map_or(DEFAULT_MAX_FRAME, |m| m + ETH_FCS_LEN as u32),
+            max_frame: {
+                let asked = max_pkt.map_or(DEFAULT_MAX_FRAME, |m| m + ETH_FCS_LEN as u32);
+                st.max_frame_cap.map_or(asked, |c| asked.min(c))
+            },
             spoofchk: st.admin.spoofchk,
             rx_enabled: vsi.rx[..pairs].iter().any(|q| q.enabled),
             tx_enabled: vsi.tx[..pairs].iter().any(|q| q.enabled),

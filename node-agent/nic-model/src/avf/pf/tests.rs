@@ -1087,4 +1087,13 @@ fn set_admin_applies_at_once_and_keeps_queue_pairs() {
     assert_eq!(pfl.port_vlan, Some(7));
     assert!(!pfl.spoofchk && !pfl.uc_promisc && !pfl.mc_promisc);
     assert!(!f.pf.set_admin(9, admin(false)));
+    let asked = pfl.max_frame;
+    assert!(f.pf.set_max_frame_cap(0, Some(1000)));
+    assert_eq!(
+        f.pf.pool_filter(0, &f.vsi).unwrap().max_frame,
+        asked.min(1000)
+    );
+    assert!(f.pf.set_max_frame_cap(0, Some(100_000)));
+    assert_eq!(f.pf.pool_filter(0, &f.vsi).unwrap().max_frame, asked);
+    assert!(!f.pf.set_max_frame_cap(9, None));
 }
