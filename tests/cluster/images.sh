@@ -37,11 +37,11 @@ k8s_version=$(basename "$(dirname "$bin")")
 mkdir -p "$out"
 
 "$here/image.sh" --name "docker.io/emu-sriov/operator:$tag" --out "$out/operator.tar" \
-  --file "$target/release/emu-sriov-operator:/usr/bin/emu-sriov-operator" --with-libs \
+  --file "$target/release/emu-sriov-operator:/usr/bin/emu-sriov-operator" --strip --with-libs \
   --entrypoint /usr/bin/emu-sriov-operator --user 65532:65532 \
   --label org.opencontainers.image.source=https://github.com/emu-sriov/emu-sriov
 "$here/image.sh" --name "docker.io/emu-sriov/agent:$tag" --out "$out/agent.tar" \
-  --file "$target/release/emu-sriov-agent:/usr/bin/emu-sriov-agent" --with-libs \
+  --file "$target/release/emu-sriov-agent:/usr/bin/emu-sriov-agent" --strip --with-libs \
   --entrypoint /usr/bin/emu-sriov-agent \
   --label org.opencontainers.image.source=https://github.com/emu-sriov/emu-sriov
 "$here/image.sh" --name "docker.io/emu-sriov/kubectl:$k8s_version" --out "$out/kubectl.tar" \

@@ -402,6 +402,37 @@ fn chart_on_a_real_cluster() {
         "e2e: 20 pods churned on one VF, every one admitted, in {:.1} s",
         t.elapsed().as_secs_f64()
     );
+    // The kubelet's choice is authoritative: the agent never refused an Allocate for a VF it
+    // still counted as held (it asks pod-resources again and scrubs first).
+    let agent_log = c
+        .kubectl(&[
+            "-n",
+            NS,
+            "logs",
+            "-l",
+            "app.kubernetes.io/component=agent",
+            "--tail",
+            "-1",
+        ])
+        .expect("agent log");
+    let refused = agent_log
+        .lines()
+        .filter(|l| l.contains("Allocate refused"))
+        .count();
+    let allocated = agent_log
+        .lines()
+        .filter(|l| l.contains(" allocated"))
+        .count();
+    let scrubbed = agent_log
+        .lines()
+        .filter(|l| l.contains("released VF scrubbed"))
+        .count();
+    eprintln!("e2e: agent log: {allocated} Allocate answers, {scrubbed} released VFs scrubbed, {refused} refusals");
+    assert_eq!(refused, 0, "the agent refused Allocate calls:\n{agent_log}");
+    assert!(
+        allocated >= 20,
+        "20 churn Allocates in the agent's log:\n{agent_log}"
+    );
 
     // helm upgrade keeps the running pod's VF.
     let last = prev.expect("a churn pod");
