@@ -1,7 +1,8 @@
 //! The local one-node cluster (tests/cluster/up.sh, down.sh) for end-to-end tests: a real
 //! control plane, containerd and kubelet on this machine. [`LocalCluster::up`] starts it (or
 //! reuses a running one with `EMU_E2E_REUSE_CLUSTER=1`), [`Drop`] stops it again with
-//! `down.sh --purge` (unless `EMU_E2E_KEEP_CLUSTER=1`). Commands run with the cluster's environment (KUBECONFIG, containerd socket, the
+//! `down.sh --purge` (unless `EMU_E2E_KEEP_CLUSTER=1`; after a failure without --purge, so
+//! that the logs stay). Commands run with the cluster's environment (KUBECONFIG, containerd socket, the
 //! cached binaries first on PATH) and a timeout each.
 //!
 //! Images are packed from this workspace's binaries with tests/cluster/image.sh and imported
@@ -228,11 +229,18 @@ impl Drop for LocalCluster {
         if !self.owned || std::env::var("EMU_E2E_KEEP_CLUSTER").is_ok_and(|v| v == "1") {
             return;
         }
-        // --purge: the state dir (etcd, images, logs: ~1 GB) goes too; a later run starts fresh.
+        // --purge: the state dir (etcd, images, logs: ~1 GB) goes too; a later run starts
+        // fresh. After a failure the state (logs) stays for a look.
         let mut cmd = Command::new(workspace_root().join("tests/cluster/down.sh"));
-        cmd.arg("--purge")
-            .env("EMU_CLUSTER_DIR", &self.dir)
-            .stdin(Stdio::null());
+        if std::thread::panicking() {
+            eprintln!(
+                "test failed: the cluster's logs stay in {}/logs (tests/cluster/down.sh --purge removes them)",
+                self.dir.display()
+            );
+        } else {
+            cmd.arg("--purge");
+        }
+        cmd.env("EMU_CLUSTER_DIR", &self.dir).stdin(Stdio::null());
         match run_out(&mut cmd, Duration::from_secs(180)) {
             Ok(out) => {
                 eprint!("{}", out.stdout);

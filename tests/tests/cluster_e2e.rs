@@ -300,6 +300,36 @@ fn chart_on_a_real_cluster() {
         took.as_secs_f64()
     );
     let _ = t;
+    // The agents' admission policy: the agent's service account without its pod's node
+    // binding (impersonated here) may not write the node's NodeState status; the real agent
+    // (bound token) does, which the pool status below depends on.
+    let policies = c
+        .kubectl(&["get", "validatingadmissionpolicies", "-o", "name"])
+        .unwrap_or_default();
+    assert!(
+        policies.contains("emu-emu-sriov-agent-own-node"),
+        "the agents' policy is installed: {policies}"
+    );
+    let agent_sa = format!("--as=system:serviceaccount:{NS}:emu-emu-sriov-agent");
+    let denied = c.kubectl(&[
+        "patch",
+        "nodestate",
+        NODE,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{}}"#,
+        "--dry-run=server",
+        &agent_sa,
+    ]);
+    match denied {
+        Err(e) => assert!(
+            e.contains("may write only the status of its own node"),
+            "unexpected refusal: {e}"
+        ),
+        Ok(out) => panic!("an unbound agent identity wrote the NodeState status: {out}"),
+    }
+    eprintln!("e2e: the agents' admission policy refuses an agent identity not bound to the node");
 
     // Two pods, one VF each: socket and env inside, frames from one VF to the other.
     let t = Instant::now();
