@@ -136,11 +136,13 @@ async fn run(args: Args) -> Result<(), String> {
         })
     };
 
+    // EMU_SCALE_LOG=info shows the operator's progress in its log (kept on failure).
+    let log_level = std::env::var("EMU_SCALE_LOG").unwrap_or_else(|_| "warn".into());
     let op = Operator::start(
         cp.kubeconfig_path(),
         "scale",
         dir.path(),
-        &["--lease-namespace", "default", "--log-level", "warn"],
+        &["--lease-namespace", "default", "--log-level", &log_level],
     )?;
     let per_pf = args.vfs.min(64);
     let pfs = args.vfs.div_ceil(per_pf);
@@ -162,9 +164,16 @@ async fn run(args: Args) -> Result<(), String> {
     let mut specs_done = None;
     let ready_at = loop {
         if start.elapsed() > args.timeout {
+            let made = states
+                .list_metadata(&Default::default())
+                .await
+                .map(|l| l.items.len().to_string())
+                .unwrap_or_else(|e| format!("unknown ({e})"));
+            let status = pools.get("scale").await.map(|p| format!("{:?}", p.status));
             return Err(format!(
-                "not converged after {:?}; operator log:\n{}",
+                "not converged after {:?}: {made} NodeStates, pool status {status:?}, operator writes {}; operator log (EMU_SCALE_LOG=info for more):\n{}",
                 args.timeout,
+                op.writes(),
                 op.log_tail(30)
             ));
         }
@@ -202,7 +211,7 @@ async fn run(args: Args) -> Result<(), String> {
         cp.kubeconfig_path(),
         "scale-resync",
         dir.path(),
-        &["--lease-namespace", "default", "--log-level", "warn"],
+        &["--lease-namespace", "default", "--log-level", &log_level],
     )?;
     let resync_start = Instant::now();
     while !again.is_leader() && resync_start.elapsed() < Duration::from_secs(60) {
