@@ -57,6 +57,8 @@ if ! command -v runc >/dev/null; then
 fi
 RUNC=$(command -v runc)
 command -v openssl >/dev/null || die "openssl is needed for the cluster's certificates"
+command -v curl >/dev/null || die "curl is needed (etcd health checks): apt-get install curl"
+command -v ip >/dev/null || die "ip (iproute2) is needed for the pod network: apt-get install iproute2"
 command -v rustc >/dev/null || die "rustc is needed to build the pause image"
 
 mkdir -p "$S"/{pki,logs,pids,etcd,kubelet,pod-logs,cni/net.d,cni/ipam,cdi,containerd/root,containerd/state,containerd/opt,images,run}
