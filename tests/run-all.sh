@@ -7,14 +7,19 @@
 #      of the fuzz targets in fuzz/,
 #   3. the CRD YAML in crds/ matches crdgen's output, and the README's shell examples work as
 #      pasted (tests/readme-check.sh: each ```sh block is marked run, serve or skip),
-#   4. the Kubernetes programs the control-plane tests run (etcd, kube-apiserver, kubectl of the
-#      release pinned in tests/cluster/go.mod), built by tests/cluster/build.sh into
-#      ~/.cache/emu-sriov/k8s/<version>/bin. That needs Go >= 1.26 (preinstalled on the dev
-#      machines; otherwise https://go.dev/dl) and, the first time, the Go module proxy: several
-#      minutes cold on 2 cores, ~0 s cached,
+#   4. the Kubernetes programs the tests and the local cluster run, from the modules pinned in
+#      tests/cluster/*/go.mod (etcd, kube-apiserver, kubectl, kube-controller-manager,
+#      kube-scheduler, kubelet, containerd + ctr + shim, CNI plugins, crictl, helm), built by
+#      tests/cluster/build.sh all into ~/.cache/emu-sriov/k8s/<version>/bin. That needs Go >= 1.26
+#      (preinstalled on the dev machines; otherwise https://go.dev/dl) and, the first time, the
+#      Go module proxy: ~20 minutes cold on 2 cores, ~1 s cached,
 #   5. all unit and integration tests, including the real-driver guest tests (#[ignore]d in a
-#      plain `cargo test` because they boot TCG guests) and the tests against a real
-#      kube-apiserver + etcd (tests/src/k8s.rs; a few seconds per control plane).
+#      plain `cargo test` because they boot TCG guests), the tests against a real
+#      kube-apiserver + etcd (tests/src/k8s.rs; a few seconds per control plane) and the Helm
+#      chart checks (tests/tests/chart.rs: lint, template, schema errors, server-side dry run),
+#   6. the end-to-end test on a real one-node cluster (tests/tests/cluster_e2e.rs: up.sh, the
+#      chart installed from images packed here, VFs in pods through the real kubelet, down.sh;
+#      ~2-3 minutes; needs Debian's runc, which tests/cluster/up.sh installs).
 # Usage: tests/run-all.sh            (as root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,7 +39,13 @@ if [ "$(id -u)" != 0 ]; then
 fi
 command -v cargo >/dev/null || { echo "run-all: cargo not found; install Rust (rustup) first" >&2; exit 1; }
 # tests/cluster/build.sh compiles the Kubernetes programs from the pinned Go modules.
-command -v go >/dev/null || { echo "run-all: go not found; install Go >= 1.26 (tests/cluster/build.sh builds kube-apiserver, etcd and kubectl with it)" >&2; exit 1; }
+command -v go >/dev/null || { echo "run-all: go not found; install Go >= 1.26 (tests/cluster/build.sh builds the Kubernetes programs, containerd, the CNI plugins and helm with it)" >&2; exit 1; }
+# The local cluster's container runtime uses Debian's runc.
+if ! command -v runc >/dev/null; then
+  echo "run-all: installing runc (the local cluster's OCI runtime)" >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends runc >&2 \
+    || { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends runc >&2; }
+fi
 # The uplink tests make network namespaces and TAPs with iproute2.
 if ! command -v ip >/dev/null; then
   echo "run-all: installing iproute2 (uplink tests use ip netns)" >&2
@@ -59,8 +70,10 @@ step "fuzz targets build" cargo build --manifest-path fuzz/Cargo.toml --bins --e
 step "build (agent binary)" cargo build --workspace
 step "CRDs up to date" cargo run -q -p emu-sriov-crds --bin crdgen -- --check crds
 step "README examples" tests/readme-check.sh
-step "kubernetes binaries" tests/cluster/build.sh
-step "tests (incl. guest tests)" cargo test --workspace -- --include-ignored --nocapture
+step "kubernetes binaries" tests/cluster/build.sh all
+# The cluster end-to-end test runs on its own below (it starts and stops a whole cluster).
+step "tests (incl. guest tests)" cargo test --workspace -- --include-ignored --nocapture --skip chart_on_a_real_cluster
+step "cluster end-to-end" cargo test -p emu-sriov-tests --test cluster_e2e -- --include-ignored --nocapture
 
 printf '\n==> summary\n'
 printf '  %s\n' "${SUMMARY[@]}"

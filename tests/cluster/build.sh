@@ -1,72 +1,118 @@
 #!/usr/bin/env bash
 # Builds the real Kubernetes programs the tests and the local cluster run, from the published Go
-# modules pinned in tests/cluster/go.mod, into a cache that later runs reuse:
+# modules pinned in tests/cluster/*/go.mod, into a cache that later runs reuse:
 #
-#   ~/.cache/emu-sriov/k8s/<version>/bin/{kube-apiserver,kubectl,etcd,...}
+#   ~/.cache/emu-sriov/k8s/<version>/bin/{kube-apiserver,kubectl,etcd,kubelet,containerd,helm,...}
+#   ~/.cache/emu-sriov/k8s/<version>/bin/cni/{bridge,host-local,loopback}
 #
-# Usage: tests/cluster/build.sh [PROGRAM...]     (default: kube-apiserver kubectl etcd)
-#        tests/cluster/build.sh --print-dir      (prints the bin directory and exits)
-# Programs: kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl etcd.
+# Usage: tests/cluster/build.sh [PROGRAM|GROUP...]  (default: kube-apiserver kubectl etcd)
+#        tests/cluster/build.sh --print-dir         (prints the bin directory and exits)
+# Programs and the module that pins them:
+#   go.mod             kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl etcd
+#   containerd/go.mod  containerd ctr containerd-shim-runc-v2
+#   cni/go.mod         bridge host-local loopback             (into bin/cni/)
+#   tools/go.mod       helm crictl
+# Groups: control-plane (etcd kube-apiserver kubectl), node (everything the local cluster,
+#         tests/cluster/up.sh, runs: the control plane, kube-controller-manager, kube-scheduler,
+#         kubelet, containerd, ctr, the shim, the CNI plugins, crictl), helm, all.
+# runc is not built here: the local cluster uses Debian's `runc` package (up.sh installs it).
 #
-# A cold build downloads the modules (~400 MB into Go's module cache) and compiles a few thousand
-# packages: several minutes per program on a 2-core machine, less for each further one because
-# they share most packages. A program is rebuilt only when the pinned versions (go.mod/go.sum)
-# change. Set EMU_K8S_CACHE to put the cache elsewhere.
+# A cold build downloads the modules (~1 GB into Go's module cache for everything) and compiles
+# a few thousand packages: several minutes per big program on a 2-core machine (kube-apiserver,
+# kubelet, containerd, helm), less for each further one from the same module since they share
+# most packages. A program is rebuilt only when its module's pins (go.mod/go.sum) change. Set
+# EMU_K8S_CACHE to put the cache elsewhere.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cd "$here"
 
-k8s_version=$(go list -m -f '{{.Version}}' k8s.io/kubernetes)
-etcd_version=$(go list -m -f '{{.Version}}' go.etcd.io/etcd/server/v3)
+command -v go >/dev/null || {
+  echo "build.sh: go not found; install Go >= 1.26 (the pinned modules need it)" >&2
+  exit 1
+}
+
+modver() { (cd "$here/$1" && go list -m -f '{{.Version}}' "$2"); }
+k8s_version=$(modver . k8s.io/kubernetes)
 cache=${EMU_K8S_CACHE:-$HOME/.cache/emu-sriov/k8s}/$k8s_version
 bin=$cache/bin
-# What the cached binaries were built from: a change to the pins rebuilds them.
-stamp=$(cat go.mod go.sum | sha256sum | cut -c1-16)
 
 if [ "${1:-}" = --print-dir ]; then
   echo "$bin"
   exit 0
 fi
 
-progs=("$@")
+declare -a progs=()
+for a in "$@"; do
+  case $a in
+    control-plane) progs+=(etcd kube-apiserver kubectl) ;;
+    node) progs+=(etcd kube-apiserver kubectl kube-controller-manager kube-scheduler kubelet
+                  containerd ctr containerd-shim-runc-v2 bridge host-local loopback crictl) ;;
+    all) progs+=(etcd kube-apiserver kubectl kube-controller-manager kube-scheduler kubelet
+                 containerd ctr containerd-shim-runc-v2 bridge host-local loopback crictl helm) ;;
+    *) progs+=("$a") ;;
+  esac
+done
 [ ${#progs[@]} -gt 0 ] || progs=(kube-apiserver kubectl etcd)
 
-command -v go >/dev/null || {
-  echo "build.sh: go not found; install Go >= 1.26 (the Kubernetes $k8s_version modules need it)" >&2
-  exit 1
-}
-
-package_of() {
+# module dir, package, output path (relative to $bin) and version of each program.
+describe() {
   case $1 in
-    etcd) echo go.etcd.io/etcd/server/v3 ;;
+    etcd) mod=. pkg=go.etcd.io/etcd/server/v3 out=etcd ;;
     kube-apiserver | kube-controller-manager | kube-scheduler | kubelet | kubectl)
-      echo "k8s.io/kubernetes/cmd/$1" ;;
-    *) echo "build.sh: unknown program '$1' (known: kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl etcd)" >&2
+      mod=. pkg=k8s.io/kubernetes/cmd/$1 out=$1 ;;
+    containerd | ctr | containerd-shim-runc-v2)
+      mod=containerd pkg=github.com/containerd/containerd/v2/cmd/$1 out=$1 ;;
+    bridge | loopback) mod=cni pkg=github.com/containernetworking/plugins/plugins/main/$1 out=cni/$1 ;;
+    host-local) mod=cni pkg=github.com/containernetworking/plugins/plugins/ipam/$1 out=cni/$1 ;;
+    helm) mod=tools pkg=helm.sh/helm/v4/cmd/helm out=helm ;;
+    crictl) mod=tools pkg=sigs.k8s.io/cri-tools/cmd/crictl out=crictl ;;
+    *) echo "build.sh: unknown program '$1' (known: etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl containerd ctr containerd-shim-runc-v2 bridge host-local loopback helm crictl; groups: control-plane node helm all)" >&2
        return 1 ;;
   esac
 }
 
-# The version stamps upstream's hack/lib/version.sh sets, so `--version` prints the real release.
-minor=${k8s_version#v1.}
-minor=${minor%%.*}
-build_date=$(date -u -d "@$(stat -c %Y go.sum)" +%Y-%m-%dT%H:%M:%SZ)
-ldflags="-s -w"
-for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-  ldflags+=" -X $p.gitVersion=$k8s_version -X $p.gitMajor=1 -X $p.gitMinor=$minor"
-  ldflags+=" -X $p.gitTreeState=clean -X $p.buildDate=$build_date -X $p.gitCommit=go-module-proxy"
-done
+ldflags_for() {
+  local prog=$1 version=$2 flags="-s -w" p minor build_date
+  case $prog in
+    kube-*|kubelet|kubectl)
+      # The version stamps upstream's hack/lib/version.sh sets, so `--version` prints the release.
+      minor=${version#v1.}; minor=${minor%%.*}
+      build_date=$(date -u -d "@$(stat -c %Y "$here/go.sum")" +%Y-%m-%dT%H:%M:%SZ)
+      for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+        flags+=" -X $p.gitVersion=$version -X $p.gitMajor=1 -X $p.gitMinor=$minor"
+        flags+=" -X $p.gitTreeState=clean -X $p.buildDate=$build_date -X $p.gitCommit=go-module-proxy"
+      done ;;
+    containerd | ctr | containerd-shim-runc-v2)
+      p=github.com/containerd/containerd/v2/version
+      flags+=" -X $p.Version=$version -X $p.Revision=go-module-proxy -X $p.Package=github.com/containerd/containerd/v2" ;;
+    bridge | host-local | loopback)
+      flags+=" -X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$version" ;;
+    helm) flags+=" -X helm.sh/helm/v4/internal/version.version=$version -X helm.sh/helm/v4/internal/version.gitTreeState=clean" ;;
+    crictl) flags+=" -X sigs.k8s.io/cri-tools/pkg/version.Version=$version" ;;
+  esac
+  echo "$flags"
+}
 
-mkdir -p "$bin"
+mkdir -p "$bin/cni"
 for prog in "${progs[@]}"; do
-  pkg=$(package_of "$prog")
-  if [ -x "$bin/$prog" ] && [ "$(cat "$bin/.$prog.stamp" 2>/dev/null)" = "$stamp" ]; then
-    echo "build.sh: $prog ($k8s_version) cached in $bin"
+  describe "$prog"
+  # What the cached binary was built from: a change to its module's pins rebuilds it.
+  stamp=$(cat "$here/$mod/go.mod" "$here/$mod/go.sum" | sha256sum | cut -c1-16)
+  stampfile=$bin/.$prog.stamp
+  if [ -x "$bin/$out" ] && [ "$(cat "$stampfile" 2>/dev/null)" = "$stamp" ]; then
+    echo "build.sh: $prog cached in $bin/$out"
     continue
   fi
-  version=$k8s_version
-  [ "$prog" = etcd ] && version=$etcd_version
-  echo "build.sh: building $prog $version from the Go module proxy into $bin"
-  echo "build.sh:   cold, this takes several minutes on 2 cores (progress every 30 s); cached runs skip it"
+  version=$(modver "$mod" "$(case $prog in
+    etcd) echo go.etcd.io/etcd/server/v3 ;;
+    kube-*|kubelet|kubectl) echo k8s.io/kubernetes ;;
+    containerd|ctr|containerd-shim-runc-v2) echo github.com/containerd/containerd/v2 ;;
+    bridge|host-local|loopback) echo github.com/containernetworking/plugins ;;
+    helm) echo helm.sh/helm/v4 ;;
+    crictl) echo sigs.k8s.io/cri-tools ;;
+  esac)")
+  echo "build.sh: building $prog $version from the Go module proxy into $bin/$out"
+  echo "build.sh:   cold, this takes minutes on 2 cores (progress every 30 s); cached runs skip it"
   log=$(mktemp)
   t0=$SECONDS
   (
@@ -76,17 +122,20 @@ for prog in "${progs[@]}"; do
   ) &
   ticker=$!
   status=0
-  CGO_ENABLED=0 go build -v -trimpath -ldflags "$ldflags" -o "$bin/$prog.tmp" "$pkg" >"$log" 2>&1 || status=$?
+  # Static binaries without cgo everywhere (containerd then lacks the btrfs snapshotter, which
+  # the local cluster does not use: it runs overlayfs).
+  (cd "$here/$mod" && CGO_ENABLED=0 go build -v -trimpath -ldflags "$(ldflags_for "$prog" "$version")" \
+     -o "$bin/$out.tmp" "$pkg") >"$log" 2>&1 || status=$?
   kill "$ticker" 2>/dev/null || true
   wait "$ticker" 2>/dev/null || true
   if [ $status -ne 0 ]; then
     echo "build.sh: building $prog failed (go build exit $status); the last lines:" >&2
     tail -30 "$log" >&2
-    rm -f "$log"
+    rm -f "$log" "$bin/$out.tmp"
     exit $status
   fi
   rm -f "$log"
-  mv "$bin/$prog.tmp" "$bin/$prog"
-  echo "$stamp" >"$bin/.$prog.stamp"
+  mv "$bin/$out.tmp" "$bin/$out"
+  echo "$stamp" >"$stampfile"
   echo "build.sh: built $prog in $((SECONDS - t0)) s"
 done

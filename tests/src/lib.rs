@@ -13,6 +13,7 @@
 
 pub mod agent;
 pub mod arp;
+pub mod cluster;
 pub mod console;
 pub mod env;
 pub mod fake_kubelet;
