@@ -125,6 +125,15 @@ pub fn tap_open(name: &str) -> io::Result<(OwnedFd, String)> {
     Ok((fd, String::from_utf8_lossy(&got).into_owned()))
 }
 
+/// Makes the TAP behind `fd` persistent (it outlives every fd attached to it) or not (it goes
+/// away with the last fd).
+pub fn tap_set_persist(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    // SAFETY: TUNSETPERSIST takes its argument by value (an int cast to the pointer argument);
+    // nothing is read or written through it.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETPERSIST as _, libc::c_ulong::from(on)) })?;
+    Ok(())
+}
+
 /// The index of interface `name` in this network namespace.
 pub fn if_index(name: &str) -> io::Result<u32> {
     check_ifname(name)?;
