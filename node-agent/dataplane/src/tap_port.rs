@@ -125,6 +125,12 @@ pub fn release_tap(fd: OwnedFd) -> io::Result<()> {
     crate::sys::tap_set_persist(fd.as_fd(), false)
 }
 
+/// The TAP's current name (in whatever namespace its netdev is); `EBADFD` when the netdev is
+/// gone.
+pub fn tap_name(fd: BorrowedFd<'_>) -> io::Result<String> {
+    crate::sys::tap_name(fd)
+}
+
 /// The index of interface `name` in the calling thread's network namespace.
 pub fn if_index(name: &str) -> io::Result<u32> {
     crate::sys::if_index(name)
