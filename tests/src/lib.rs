@@ -13,6 +13,7 @@
 
 pub mod agent;
 pub mod arp;
+pub mod cni;
 pub mod console;
 pub mod env;
 pub mod fake_kubelet;

@@ -327,12 +327,7 @@ fn remove_stale_socket(path: &Path) -> Result<(), ControlError> {
     })
 }
 
-fn serve(
-    listener: UnixListener,
-    stop: &AtomicBool,
-    status: &StatusFn,
-    netdev: Option<&NetdevFn>,
-) {
+fn serve(listener: UnixListener, stop: &AtomicBool, status: &StatusFn, netdev: Option<&NetdevFn>) {
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((stream, _)) => {
@@ -384,7 +379,9 @@ fn answer(line: &[u8], status: &StatusFn, netdev: Option<&NetdevFn>) -> String {
                     Err(e) => error_line(&format!("could not encode the answer: {e}")),
                 },
                 Ok(Err((message, code))) => coded_error_line(&message, code),
-                Err(_) => error_line("internal error while serving a netdev request; see the agent's log"),
+                Err(_) => {
+                    error_line("internal error while serving a netdev request; see the agent's log")
+                }
             }
         }
         Request::List => {

@@ -14,8 +14,7 @@
 use crate::access::{self, AccessError};
 use crate::avf_device::{AvfPfShared, AvfVfDevice};
 use crate::config::{
-    AgentConfig, DataplaneMode, DeviceType, NicModel, PfConfig, SocketOwner, UplinkConfig,
-    VfConfig,
+    AgentConfig, DataplaneMode, DeviceType, NicModel, PfConfig, SocketOwner, UplinkConfig, VfConfig,
 };
 use crate::device::{AdminSettings, IgbVfDevice, IrqAdapter, NodeDevice, PfShared};
 use crate::naming;
@@ -546,7 +545,10 @@ impl Node {
         let Some(n) = &target.netdev else {
             return Err(NetdevError::UnknownVf(target.id.clone()));
         };
-        let in_use = |m: &[u8; 6]| vfs.iter().any(|o| o.served && o.id != target.id && &o.mac == m);
+        let in_use = |m: &[u8; 6]| {
+            vfs.iter()
+                .any(|o| o.served && o.id != target.id && &o.mac == m)
+        };
         n.handle(req, &in_use)
     }
 

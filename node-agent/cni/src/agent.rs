@@ -116,8 +116,12 @@ fn exchange(run_dir: &Path, line: &str) -> Result<serde_json::Value, CniError> {
         )
     };
     let stream = UnixStream::connect(&socket).map_err(unreachable)?;
-    stream.set_read_timeout(Some(TIMEOUT)).map_err(unreachable)?;
-    stream.set_write_timeout(Some(TIMEOUT)).map_err(unreachable)?;
+    stream
+        .set_read_timeout(Some(TIMEOUT))
+        .map_err(unreachable)?;
+    stream
+        .set_write_timeout(Some(TIMEOUT))
+        .map_err(unreachable)?;
     (&stream).write_all(line.as_bytes()).map_err(unreachable)?;
     let mut answer = Vec::new();
     BufReader::new((&stream).take(16 << 20))

@@ -186,7 +186,10 @@ mod tests {
         let c = NetConf::parse(br#"{"cniVersion":"1.0.0","name":"net-a","type":"emu-sriov-cni","vlan":100,"vlanQoS":0,"spoofchk":"on","trust":"off","link_state":"auto","min_tx_rate":0,"max_tx_rate":0,"ipam":{"type":"host-local","subnet":"198.18.1.0/24"},"deviceID":"igb0-vf1"}"#).unwrap();
         assert_eq!(c.vf().unwrap(), "igb0-vf1");
         assert_eq!(c.vlan, Some(100));
-        assert_eq!(NetConf::on_off("spoofchk", &c.spoofchk).unwrap(), Some(true));
+        assert_eq!(
+            NetConf::on_off("spoofchk", &c.spoofchk).unwrap(),
+            Some(true)
+        );
         assert_eq!(c.ipam.unwrap()["type"], "host-local");
         assert!(NetConf::on_off("trust", &Some("yes".into())).is_err());
     }
@@ -197,7 +200,10 @@ mod tests {
         assert_eq!(e.code, code::INCOMPATIBLE_VERSION);
         let e = NetConf::parse(b"{").unwrap_err();
         assert_eq!(e.code, code::DECODE_FAILURE);
-        let c = NetConf::parse(br#"{"cniVersion":"1.1.0","name":"n","type":"t","runtimeConfig":{"deviceID":"p-vf0"}}"#).unwrap();
+        let c = NetConf::parse(
+            br#"{"cniVersion":"1.1.0","name":"n","type":"t","runtimeConfig":{"deviceID":"p-vf0"}}"#,
+        )
+        .unwrap();
         assert_eq!(c.vf().unwrap(), "p-vf0");
         let c = NetConf::parse(br#"{"cniVersion":"1.1.0","name":"n","type":"t"}"#).unwrap();
         assert_eq!(c.vf().unwrap_err().code, code::INVALID_CONFIG);

@@ -52,6 +52,8 @@ impl CniError {
             cni_version,
             err: self,
         })
-        .unwrap_or_else(|_| format!(r#"{{"cniVersion":"{cni_version}","code":999,"msg":"internal error"}}"#))
+        .unwrap_or_else(|_| {
+            format!(r#"{{"cniVersion":"{cni_version}","code":999,"msg":"internal error"}}"#)
+        })
     }
 }

@@ -52,7 +52,8 @@ where
         .name("netns".into())
         .spawn(move || {
             if let Some(ns) = &ns {
-                crate::sys::setns_net(ns).map_err(|e| LinkError::new("cannot join the netns", e))?;
+                crate::sys::setns_net(ns)
+                    .map_err(|e| LinkError::new("cannot join the netns", e))?;
             }
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_io()
@@ -128,7 +129,12 @@ pub async fn move_to(h: &Handle, index: u32, netns: &Path) -> Result<(), LinkErr
         )
         .execute()
         .await
-        .map_err(|e| LinkError::new(format!("cannot move link {index} to {}", netns.display()), e))
+        .map_err(|e| {
+            LinkError::new(
+                format!("cannot move link {index} to {}", netns.display()),
+                e,
+            )
+        })
 }
 
 /// Takes link `index` down.
@@ -143,7 +149,11 @@ pub async fn down(h: &Handle, index: u32) -> Result<(), LinkError> {
 /// Renames link `index` (it must be down).
 pub async fn rename(h: &Handle, index: u32, name: &str) -> Result<(), LinkError> {
     h.link()
-        .set(LinkUnspec::new_with_index(index).name(name.to_owned()).build())
+        .set(
+            LinkUnspec::new_with_index(index)
+                .name(name.to_owned())
+                .build(),
+        )
         .execute()
         .await
         .map_err(|e| LinkError::new(format!("cannot rename link {index} to {name}"), e))
@@ -183,11 +193,7 @@ pub async fn add_address(h: &Handle, index: u32, ip: IpAddr, prefix: u8) -> Resu
 
 /// The addresses of link `index`.
 pub async fn addresses(h: &Handle, index: u32) -> Result<Vec<(IpAddr, u8)>, LinkError> {
-    let mut s = h
-        .address()
-        .get()
-        .set_link_index_filter(index)
-        .execute();
+    let mut s = h.address().get().set_link_index_filter(index).execute();
     let mut out = Vec::new();
     while let Some(m) = s
         .try_next()

@@ -132,7 +132,11 @@ fn add(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<CniResult, CniError> {
 
 fn attach(env: &Env, conf: &NetConf, stdin: &[u8], a: &Answer) -> Result<CniResult, CniError> {
     let mac = parse_mac(&a.mac).ok_or_else(|| {
-        CniError::new(code::DECODE_FAILURE, "the agent sent an invalid MAC", a.mac.clone())
+        CniError::new(
+            code::DECODE_FAILURE,
+            "the agent sent an invalid MAC",
+            a.mac.clone(),
+        )
     })?;
     let netns = PathBuf::from(&env.netns);
     // Into the pod, unless an earlier, interrupted ADD moved it already.
@@ -149,10 +153,12 @@ fn attach(env: &Env, conf: &NetConf, stdin: &[u8], a: &Answer) -> Result<CniResu
     let index = link::in_ns(Some(&netns), move |h| async move {
         let l = match link::get(&h, &host).await? {
             Some(l) => l,
-            None => link::get(&h, &ifname).await?.ok_or_else(|| link::LinkError {
-                what: "the VF's interface is not in the container".into(),
-                detail: format!("neither {host} nor {ifname} found"),
-            })?,
+            None => link::get(&h, &ifname)
+                .await?
+                .ok_or_else(|| link::LinkError {
+                    what: "the VF's interface is not in the container".into(),
+                    detail: format!("neither {host} nor {ifname} found"),
+                })?,
         };
         if l.name != ifname {
             link::down(&h, l.index).await?;
@@ -266,7 +272,10 @@ fn del(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
         return Ok(());
     }
     if let Err(e) = detach(env, &held) {
-        eprintln!("emu-sriov-cni: could not move {} back ({e}); the agent recreates it", env.if_name);
+        eprintln!(
+            "emu-sriov-cni: could not move {} back ({e}); the agent recreates it",
+            env.if_name
+        );
     }
     agent::call(&run_dir, &request(env, Op::Release))?;
     Ok(())
@@ -278,7 +287,11 @@ fn check(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
     env.require(&["CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME"])?;
     let prev: CniResult = match &conf.prev_result {
         Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
-            CniError::new(code::DECODE_FAILURE, "cannot decode prevResult", e.to_string())
+            CniError::new(
+                code::DECODE_FAILURE,
+                "cannot decode prevResult",
+                e.to_string(),
+            )
         })?,
         None => {
             return Err(CniError::new(
@@ -293,10 +306,14 @@ fn check(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
         return Err(CniError::new(
             code::NOT_HELD,
             "the container holds no emu-sriov VF",
-            format!("no claim for container {} interface {}", env.container_id, env.if_name),
+            format!(
+                "no claim for container {} interface {}",
+                env.container_id, env.if_name
+            ),
         ));
     }
-    let changed = |d: String| CniError::new(code::INTERFACE_CHANGED, "the VF's interface changed", d);
+    let changed =
+        |d: String| CniError::new(code::INTERFACE_CHANGED, "the VF's interface changed", d);
     if held.current_name.as_deref() != Some(env.if_name.as_str()) {
         return Err(changed(format!(
             "VF {} is {} (expected {} in the container)",
@@ -318,12 +335,18 @@ fn check(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
         return Err(changed(format!("{} is not in {}", env.if_name, env.netns)));
     };
     if l.mac != parse_mac(&held.mac) {
-        return Err(changed(format!("{} has another MAC than {}", env.if_name, held.mac)));
+        return Err(changed(format!(
+            "{} has another MAC than {}",
+            env.if_name, held.mac
+        )));
     }
     for ip in &prev.ips {
         let want = parse_cidr(&ip.address);
         if want.is_some_and(|w| !addrs.contains(&w)) {
-            return Err(changed(format!("{} lost address {}", env.if_name, ip.address)));
+            return Err(changed(format!(
+                "{} lost address {}",
+                env.if_name, ip.address
+            )));
         }
     }
     let _: Vec<&Route> = prev.routes.iter().collect();

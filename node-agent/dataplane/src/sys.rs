@@ -130,7 +130,13 @@ pub fn tap_open(name: &str) -> io::Result<(OwnedFd, String)> {
 pub fn tap_set_persist(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
     // SAFETY: TUNSETPERSIST takes its argument by value (an int cast to the pointer argument);
     // nothing is read or written through it.
-    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNSETPERSIST as _, libc::c_ulong::from(on)) })?;
+    cvt(unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TUNSETPERSIST as _,
+            libc::c_ulong::from(on),
+        )
+    })?;
     Ok(())
 }
 

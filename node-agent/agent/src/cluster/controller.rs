@@ -80,11 +80,12 @@ pub fn run(opts: ClusterOptions) -> anyhow::Result<()> {
             (format!("{:#}", anyhow::Error::new(e)), code)
         })
     });
-    let control_server =
-        control::ControlServer::start_with(&control_path, Arc::new(move || p.agent_status()), Some(netdev))
-            .with_context(|| {
-                format!("cannot open the control socket {}", control_path.display())
-            })?;
+    let control_server = control::ControlServer::start_with(
+        &control_path,
+        Arc::new(move || p.agent_status()),
+        Some(netdev),
+    )
+    .with_context(|| format!("cannot open the control socket {}", control_path.display()))?;
     let metrics = match opts.metrics_addr {
         Some(addr) => {
             let p = pools.clone();

@@ -74,7 +74,10 @@ pub enum NetdevError {
         if_name: String,
     },
     #[error("{field}: {message}")]
-    Invalid { field: &'static str, message: String },
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
     #[error("MAC {0} is already used by another VF on this node")]
     MacInUse(String),
     #[error("cannot record the claim in {}", path.display())]
@@ -249,14 +252,14 @@ impl NetdevVf {
                 if_name: c.if_name.clone(),
             });
         }
-        let netns = req
-            .netns
-            .clone()
-            .filter(|n| !n.is_empty())
-            .ok_or_else(|| NetdevError::Invalid {
-                field: "netns",
-                message: "a claim needs the pod's network namespace (CNI_NETNS)".into(),
-            })?;
+        let netns =
+            req.netns
+                .clone()
+                .filter(|n| !n.is_empty())
+                .ok_or_else(|| NetdevError::Invalid {
+                    field: "netns",
+                    message: "a claim needs the pod's network namespace (CNI_NETNS)".into(),
+                })?;
         validate(&req.settings, mac_in_use, inner.effective.mac)?;
         // The TAP must be home and alive before the plugin moves it.
         if !self.tap_home() {
