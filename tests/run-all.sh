@@ -41,6 +41,15 @@ if ! command -v ip >/dev/null; then
     || { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iproute2 >&2; }
 fi
 
+# The netdev-mode tests ping between namespaces and compare TCP throughput with iperf3.
+for tool in ping:iputils-ping iperf3:iperf3; do
+  if ! command -v "${tool%%:*}" >/dev/null; then
+    echo "run-all: installing ${tool#*:} (netdev VF tests)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${tool#*:}" >&2 \
+      || { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${tool#*:}" >&2; }
+  fi
+done
+
 # `bench --instructions` (and its test) counts instructions with callgrind.
 if ! command -v valgrind >/dev/null; then
   echo "run-all: installing valgrind (bench --instructions uses callgrind)" >&2
@@ -58,6 +67,8 @@ step "fuzz targets build" cargo build --manifest-path fuzz/Cargo.toml --bins --e
 step "build (agent binary)" cargo build --workspace
 step "CRDs up to date" cargo run -q -p emu-sriov-crds --bin crdgen -- --check crds
 step "kubernetes binaries" tests/cluster/build.sh
+# cnitool and the standard CNI plugins (host-local, static, bridge) for the netdev VF tests.
+step "CNI tools" tests/cluster/cnitool/build.sh
 step "tests (incl. guest tests)" cargo test --workspace -- --include-ignored --nocapture
 
 printf '\n==> summary\n'

@@ -170,7 +170,10 @@ pub fn render_table(status: &AgentStatus) -> String {
                     .tx_drops
                     .saturating_add(vf.counters.rx_drops)
                     .to_string(),
-                vf.socket.display().to_string(),
+                match &vf.netdev {
+                    Some(tap) => format!("netdev {tap}"),
+                    None => vf.socket.display().to_string(),
+                },
             ]
         })
         .collect();
