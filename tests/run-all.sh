@@ -53,6 +53,15 @@ if ! command -v ip >/dev/null; then
     || { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends iproute2 >&2; }
 fi
 
+# The netdev-mode tests ping between namespaces and compare TCP throughput with iperf3.
+for tool in ping:iputils-ping iperf3:iperf3; do
+  if ! command -v "${tool%%:*}" >/dev/null; then
+    echo "run-all: installing ${tool#*:} (netdev VF tests)" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${tool#*:}" >&2 \
+      || { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${tool#*:}" >&2; }
+  fi
+done
+
 # `bench --instructions` (and its test) counts instructions with callgrind.
 if ! command -v valgrind >/dev/null; then
   echo "run-all: installing valgrind (bench --instructions uses callgrind)" >&2
@@ -71,6 +80,8 @@ step "build (agent binary)" cargo build --workspace
 step "CRDs up to date" cargo run -q -p emu-sriov-crds --bin crdgen -- --check crds
 step "README examples" tests/readme-check.sh
 step "kubernetes binaries" tests/cluster/build.sh all
+# cnitool and the standard CNI plugins (host-local, static, bridge) for the netdev VF tests.
+step "CNI tools" tests/cluster/cnitool/build.sh
 # The cluster end-to-end test runs on its own below (it starts and stops a whole cluster).
 step "tests (incl. guest tests)" cargo test --workspace -- --include-ignored --nocapture --skip chart_on_a_real_cluster
 step "cluster end-to-end" cargo test -p emu-sriov-tests --test cluster_e2e -- --include-ignored --nocapture

@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 #[x_kube(validation = Rule::new("self.model == 'iavf' || self.vfsPerPf <= 7").message("vfsPerPf: an igbvf PF (Intel 82576) carries at most 7 VFs: set vfsPerPf to 7 or less, raise pfsPerNode, or use model: iavf (up to 64 VFs per PF)"))]
 #[x_kube(validation = Rule::new("self.model == 'iavf' || self.queuePairs == 1").message("queuePairs: igbvf VFs have exactly one queue pair: leave queuePairs out (or 1), or use model: iavf for up to 16"))]
 #[x_kube(validation = Rule::new("self.pfsPerNode * self.vfsPerPf <= 256").message("pfsPerNode * vfsPerPf: one pool's switch holds at most 256 VF ports per node: lower pfsPerNode or vfsPerPf"))]
-#[x_kube(validation = Rule::new("self.deviceType != 'netdev'").message("deviceType: netdev (TAP-backed VFs for the emu-sriov CNI plugin) is reserved and not supported yet: use vfio-user"))]
+#[x_kube(validation = Rule::new("self.deviceType != 'netdev' || self.model == 'igbvf'").message("deviceType: netdev (TAP-backed VFs for the emu-sriov CNI plugin) is driven through the igb PF model: use model: igbvf, or deviceType: vfio-user"))]
 #[x_kube(validation = Rule::new("self.dataplane.mode != 'poll' || size(self.dataplane.cores) > 0").message("dataplane.cores: poll mode busy-polls dedicated cores: list them (e.g. cores: [2, 3]) or use mode: adaptive"))]
 #[serde(rename_all = "camelCase")]
 pub struct VfPoolSpec {
@@ -74,8 +74,8 @@ pub struct VfPoolSpec {
     #[serde(default = "default_resource")]
     #[x_kube(validation = Rule::new("self.matches('^[a-z0-9]([-a-z0-9.]*[a-z0-9])?/[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$') && size(self) <= 63").message("resourceName: write it as <domain>/<name> in lower-case DNS form, at most 63 characters, e.g. emu.sriov/vf-fast"))]
     pub resource_name: String,
-    /// How pods consume a VF: `vfio-user` (a socket a VM's QEMU attaches). `netdev` is
-    /// reserved for the CNI plugin.
+    /// How pods consume a VF: `vfio-user` (a socket a VM's QEMU attaches) or `netdev` (a
+    /// TAP-backed interface that `emu-sriov-cni` moves into the pod; model igbvf).
     #[serde(default)]
     pub device_type: DeviceType,
     /// The VFs' settings, as `ip link set PF vf N …` would set them.
@@ -178,7 +178,7 @@ pub enum DeviceType {
     #[default]
     #[serde(rename = "vfio-user")]
     VfioUser,
-    /// A TAP-backed network interface moved into the pod (reserved).
+    /// A TAP-backed network interface `emu-sriov-cni` moves into the pod (model igbvf).
     #[serde(rename = "netdev")]
     Netdev,
 }

@@ -14,6 +14,7 @@
 pub mod agent;
 pub mod arp;
 pub mod cluster;
+pub mod cni;
 pub mod console;
 pub mod env;
 pub mod fake_kubelet;

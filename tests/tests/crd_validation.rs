@@ -93,9 +93,9 @@ async fn vfpool_rules() {
     rule(
         &c,
         "VfPool",
-        json!({"model": "igbvf", "deviceType": "vfio-user"}),
         json!({"model": "igbvf", "deviceType": "netdev"}),
-        "deviceType: netdev (TAP-backed VFs for the emu-sriov CNI plugin) is reserved",
+        json!({"model": "iavf", "deviceType": "netdev"}),
+        "deviceType: netdev (TAP-backed VFs for the emu-sriov CNI plugin) is driven through the igb PF model",
     )
     .await;
     rule(

@@ -35,15 +35,18 @@ pub fn render_ready(config: &AgentConfig, vfs: &[VfStatus]) -> String {
     for vf in vfs {
         let _ = writeln!(
             out,
-            "  {:<id_width$}  {} {}  mac {}  socket {}",
+            "  {:<id_width$}  {} {}  mac {}  {}",
             vf.id,
             vf.model,
             vf.pci_id(),
             vf.mac,
-            vf.socket.display()
+            match &vf.netdev {
+                Some(tap) => format!("netdev {tap} (for emu-sriov-cni)"),
+                None => format!("socket {}", vf.socket.display()),
+            }
         );
     }
-    if let Some(first) = vfs.first() {
+    if let Some(first) = vfs.iter().find(|vf| vf.netdev.is_none()) {
         let _ = writeln!(
             out,
             "Attach a VF to a QEMU (>= 10.1) VM; guest RAM must be a shared memfd of the VM's size:\n  \

@@ -42,6 +42,10 @@ pfs:                    # at least one
     resourceName: emu.sriov/vf  # kubelet extended resource these VFs are advertised as
                                 # by the device plugin (run --device-plugin); default emu.sriov/vf
     socketOwner: {uid: 107, gid: 107}  # this PF's VF sockets; default: the global one
+    deviceType: vfio-user # vfio-user (default): each VF is a vfio-user socket (VMs, userspace
+                        # drivers). netdev (igb only): each VF is a kernel TAP switched like a
+                        # VF (same MAC/VLAN/spoof-check/trust/rate rules), named <pf>v<index>
+                        # (igb0v0), that emu-sriov-cni moves into a pod's network namespace.
     vf:                 # optional per-VF settings, by index (0..vfs-1)
       - index: 0
         mac: "02:00:00:00:00:10"  # default: locally administered, derived from (nodeName,
@@ -363,6 +367,21 @@ pub struct PfFile {
     pub socket_owner: Option<SocketOwner>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vf: Vec<VfFile>,
+    /// How the VFs are consumed: vfio-user sockets (default) or TAP-backed netdevs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_type: Option<DeviceType>,
+}
+
+/// How a PF's VFs are handed to their users.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum DeviceType {
+    /// A vfio-user socket per VF (VMs, userspace drivers).
+    #[default]
+    #[serde(rename = "vfio-user")]
+    VfioUser,
+    /// A kernel TAP per VF, switched like the VF, for pods (`emu-sriov-cni`).
+    #[serde(rename = "netdev")]
+    Netdev,
 }
 
 /// One `pfs[].vf[]` entry as written.
@@ -431,6 +450,7 @@ impl ConfigFile {
                 queue_pairs: None,
                 socket_owner: None,
                 vf: Vec::new(),
+                device_type: None,
             })
             .collect();
     }
@@ -493,6 +513,14 @@ impl ConfigFile {
             cfg.queue_pairs = queue_pairs;
             cfg.resource_name = resource_name;
             cfg.socket_owner = pf.socket_owner.or(self.socket_owner);
+            cfg.device_type = pf.device_type.unwrap_or_default();
+            if cfg.device_type == DeviceType::Netdev && cfg.model != NicModel::Igb {
+                return Err(invalid(
+                    format!("{field}.deviceType"),
+                    "netdev",
+                    "model igb only for now (netdev VFs are driven through the igb PF model): use model igb, or deviceType vfio-user",
+                ));
+            }
             pfs.push(cfg);
         }
 
@@ -578,6 +606,8 @@ pub struct PfConfig {
     pub queue_pairs: u16,
     /// Who may connect to these VFs' sockets; `None`: only the agent's own user.
     pub socket_owner: Option<SocketOwner>,
+    /// vfio-user sockets, or TAP-backed netdevs ([`crate::netdev`]).
+    pub device_type: DeviceType,
 }
 
 /// One VF's PF-side settings, as `ip link set PF vf N ...` would set them.
@@ -787,6 +817,7 @@ fn validate_pf(
         resource_name: DEFAULT_RESOURCE_NAME.to_owned(),
         queue_pairs: 1,
         socket_owner: None,
+        device_type: DeviceType::VfioUser,
     })
 }
 

@@ -3,7 +3,9 @@
 //!
 //! Protocol: one request line, one answer line, then the server closes the connection.
 //! Request `{"cmd":"list"}\n`; answer the [`AgentStatus`] JSON, or `{"error":"..."}` for an
-//! unknown command or malformed input. Requests are bounded to [`MAX_REQUEST`] bytes and
+//! unknown command or malformed input. `{"cmd":"netdev","netdev":{...}}` is `emu-sriov-cni`
+//! asking about netdev-mode VFs ([`crate::netdev::proto`]); a refusal may carry a CNI error
+//! `code`. Requests are bounded to [`MAX_REQUEST`] bytes and
 //! [`IO_TIMEOUT`]; a client that misbehaves loses its own connection, nothing else.
 
 use std::fs;
@@ -20,6 +22,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::naming;
+use crate::netdev::proto::{NetdevAnswer, NetdevRequest};
 use crate::status::AgentStatus;
 
 /// Mode of the control socket: only the agent's user may ask it.
@@ -36,6 +39,10 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Produces the current status; called once per `list` request, on the control thread.
 pub type StatusFn = Arc<dyn Fn() -> AgentStatus + Send + Sync>;
+
+/// Serves one netdev request; a refusal is (message, CNI error code).
+pub type NetdevFn =
+    Arc<dyn Fn(&NetdevRequest) -> Result<NetdevAnswer, (String, u32)> + Send + Sync>;
 
 /// Errors of the control server and client.
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +122,8 @@ impl NoAgentReason {
 pub enum Request {
     /// Answer with the [`AgentStatus`].
     List,
+    /// A netdev-mode VF request from `emu-sriov-cni` (payload in the line's `netdev`).
+    Netdev,
 }
 
 /// A request line on the wire: `{"cmd":"list"}`.
@@ -122,15 +131,18 @@ pub enum Request {
 #[serde(deny_unknown_fields)]
 struct RequestLine {
     cmd: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    netdev: Option<NetdevRequest>,
 }
 
 impl Request {
     /// Every command, for error messages.
-    const ALL: &'static [Request] = &[Request::List];
+    const ALL: &'static [Request] = &[Request::List, Request::Netdev];
 
     fn cmd(self) -> &'static str {
         match self {
             Request::List => "list",
+            Request::Netdev => "netdev",
         }
     }
 
@@ -138,6 +150,7 @@ impl Request {
     fn to_line(self) -> String {
         let line = RequestLine {
             cmd: self.cmd().to_owned(),
+            netdev: None,
         };
         let json = serde_json::to_string(&line)
             .unwrap_or_else(|_| unreachable!("a string field always encodes"));
@@ -145,7 +158,7 @@ impl Request {
     }
 
     /// Parses a request line; the error is the text to answer with.
-    fn parse(line: &[u8]) -> Result<Request, String> {
+    fn parse(line: &[u8]) -> Result<(Request, Option<NetdevRequest>), String> {
         let supported = || {
             Self::ALL
                 .iter()
@@ -153,7 +166,7 @@ impl Request {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let RequestLine { cmd } = serde_json::from_slice(line).map_err(|e| {
+        let RequestLine { cmd, netdev } = serde_json::from_slice(line).map_err(|e| {
             format!("malformed request ({e}): send one JSON line such as {{\"cmd\":\"list\"}}")
         })?;
         Self::ALL
@@ -166,12 +179,16 @@ impl Request {
                     supported()
                 )
             })
+            .map(|r| (r, netdev))
     }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 struct ErrorAnswer {
     error: String,
+    /// A CNI error code, for refusals of netdev requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    code: Option<u32>,
 }
 
 /// The control socket server: a thread answering requests until [`ControlServer::shutdown`]
@@ -188,6 +205,15 @@ impl ControlServer {
     /// Binds `path` (creating its directory; replacing a stale socket, refusing a live one)
     /// and serves requests on a new thread, answering `list` with `status()`.
     pub fn start(path: &Path, status: StatusFn) -> Result<ControlServer, ControlError> {
+        Self::start_with(path, status, None)
+    }
+
+    /// [`ControlServer::start`] that also answers netdev requests with `netdev`.
+    pub fn start_with(
+        path: &Path,
+        status: StatusFn,
+        netdev: Option<NetdevFn>,
+    ) -> Result<ControlServer, ControlError> {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(|source| ControlError::Prepare {
                 path: dir.to_owned(),
@@ -213,7 +239,7 @@ impl ControlServer {
             .name("control".into())
             .spawn({
                 let stop = Arc::clone(&stop);
-                move || serve(listener, &stop, &status)
+                move || serve(listener, &stop, &status, netdev.as_ref())
             })
             .map_err(ControlError::Spawn)?;
         tracing::info!(socket = %path.display(), "control socket listening");
@@ -301,11 +327,11 @@ fn remove_stale_socket(path: &Path) -> Result<(), ControlError> {
     })
 }
 
-fn serve(listener: UnixListener, stop: &AtomicBool, status: &StatusFn) {
+fn serve(listener: UnixListener, stop: &AtomicBool, status: &StatusFn, netdev: Option<&NetdevFn>) {
     while !stop.load(Ordering::Relaxed) {
         match listener.accept() {
             Ok((stream, _)) => {
-                if let Err(error) = handle(stream, status) {
+                if let Err(error) = handle(stream, status, netdev) {
                     tracing::debug!(%error, "control connection failed");
                 }
             }
@@ -321,7 +347,7 @@ fn serve(listener: UnixListener, stop: &AtomicBool, status: &StatusFn) {
 }
 
 /// Serves one connection: one request line, one answer line.
-fn handle(stream: UnixStream, status: &StatusFn) -> io::Result<()> {
+fn handle(stream: UnixStream, status: &StatusFn, netdev: Option<&NetdevFn>) -> io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -330,17 +356,34 @@ fn handle(stream: UnixStream, status: &StatusFn) -> io::Result<()> {
     let answer = if line.len() as u64 > MAX_REQUEST {
         error_line(&format!("request longer than {MAX_REQUEST} bytes"))
     } else {
-        answer(&line, status)
+        answer(&line, status, netdev)
     };
     (&stream).write_all(answer.as_bytes())
 }
 
-fn answer(line: &[u8], status: &StatusFn) -> String {
-    let request = match Request::parse(line) {
+fn answer(line: &[u8], status: &StatusFn, netdev: Option<&NetdevFn>) -> String {
+    let (request, payload) = match Request::parse(line) {
         Ok(request) => request,
         Err(message) => return error_line(&message),
     };
     match request {
+        Request::Netdev => {
+            let (Some(handler), Some(req)) = (netdev, payload) else {
+                return error_line(
+                    "netdev: send {\"cmd\":\"netdev\",\"netdev\":{...}} to an agent that serves netdev VFs",
+                );
+            };
+            match panic::catch_unwind(AssertUnwindSafe(|| handler(&req))) {
+                Ok(Ok(a)) => match serde_json::to_string(&a) {
+                    Ok(json) => json + "\n",
+                    Err(e) => error_line(&format!("could not encode the answer: {e}")),
+                },
+                Ok(Err((message, code))) => coded_error_line(&message, code),
+                Err(_) => {
+                    error_line("internal error while serving a netdev request; see the agent's log")
+                }
+            }
+        }
         Request::List => {
             // The status function is the agent's; a bug there must not kill this thread.
             match panic::catch_unwind(AssertUnwindSafe(|| status())) {
@@ -356,9 +399,19 @@ fn answer(line: &[u8], status: &StatusFn) -> String {
     }
 }
 
+fn coded_error_line(message: &str, code: u32) -> String {
+    let json = serde_json::to_string(&ErrorAnswer {
+        error: message.to_owned(),
+        code: Some(code),
+    })
+    .unwrap_or_else(|_| r#"{"error":"internal error"}"#.to_owned());
+    json + "\n"
+}
+
 fn error_line(message: &str) -> String {
     let json = serde_json::to_string(&ErrorAnswer {
         error: message.to_owned(),
+        code: None,
     })
     .unwrap_or_else(|_| r#"{"error":"internal error"}"#.to_owned());
     json + "\n"
@@ -407,7 +460,7 @@ pub fn query(run_dir: &Path) -> Result<AgentStatus, ControlError> {
         source,
     };
     let value: serde_json::Value = serde_json::from_slice(&line).map_err(decode)?;
-    if let Ok(ErrorAnswer { error }) = serde_json::from_value::<ErrorAnswer>(value.clone()) {
+    if let Ok(ErrorAnswer { error, .. }) = serde_json::from_value::<ErrorAnswer>(value.clone()) {
         return Err(ControlError::Refused {
             socket: socket.clone(),
             message: error,
@@ -453,7 +506,7 @@ mod tests {
             (b"[1,2]", "malformed request"),
             (
                 b"{\"cmd\":\"reboot\"}\n",
-                "unknown command `reboot`: supported commands are list",
+                "unknown command `reboot`: supported commands are list, netdev",
             ),
         ];
         for (bad, expected) in cases {

@@ -16,6 +16,7 @@ pub mod device;
 pub mod mac;
 pub mod metrics;
 pub mod naming;
+pub mod netdev;
 pub mod node;
 pub mod plugin;
 pub mod regions;

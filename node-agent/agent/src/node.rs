@@ -14,10 +14,12 @@
 use crate::access::{self, AccessError};
 use crate::avf_device::{AvfPfShared, AvfVfDevice};
 use crate::config::{
-    AgentConfig, DataplaneMode, NicModel, PfConfig, SocketOwner, UplinkConfig, VfConfig,
+    AgentConfig, DataplaneMode, DeviceType, NicModel, PfConfig, SocketOwner, UplinkConfig, VfConfig,
 };
 use crate::device::{AdminSettings, IgbVfDevice, IrqAdapter, NodeDevice, PfShared};
 use crate::naming;
+use crate::netdev::proto::{NetdevAnswer, NetdevRequest};
+use crate::netdev::{NetdevError, NetdevVf};
 use crate::status::{AgentStatus, UplinkStatus, VfCounters, VfState, VfStatus};
 use emu_dataplane::engine::DataplaneControl;
 use emu_dataplane::engine::Mode;
@@ -59,6 +61,12 @@ pub enum NodeError {
     NoSlot(String),
     #[error("VF {0} is already served")]
     AlreadyServed(String),
+    #[error("cannot start netdev VF {id}")]
+    Netdev {
+        id: String,
+        #[source]
+        source: NetdevError,
+    },
     #[error("cannot open the {kind} uplink")]
     Uplink {
         kind: &'static str,
@@ -82,6 +90,8 @@ struct VfEntry {
     /// The socket is (to be) bound: the VF exists for clients, `list` and the device plugin.
     served: bool,
     server: Option<ServerHandle>,
+    /// A netdev-mode VF (TAP port, no socket server).
+    netdev: Option<Arc<NetdevVf>>,
 }
 
 /// A VF slot built but not yet wired to the dataplane.
@@ -98,8 +108,10 @@ struct Pending {
     make: MakeDevice,
 }
 
-/// Builds a VF's device once the dataplane (and its control handle) exists.
-type MakeDevice = Box<dyn FnOnce(&DataplaneControl) -> Arc<dyn NodeDevice>>;
+/// Builds a VF's device once the dataplane (and its control handle) exists; netdev VFs also
+/// return their netdev side.
+type MakeDevice =
+    Box<dyn FnOnce(&DataplaneControl) -> (Arc<dyn NodeDevice>, Option<Arc<NetdevVf>>)>;
 
 /// How often the PF pings every ready VF with PF_CONTROL_MSG|CTS (devices.md §2.5): the VF's
 /// 2 s watchdog re-checks link from the mailbox word it reads.
@@ -182,7 +194,9 @@ impl Node {
             let needed = pf_cfg.vfs.iter().map(|v| v.index + 1).max().unwrap_or(0);
             let slots = layout.capacity.get(p).copied().unwrap_or(0).max(needed);
             match pf_cfg.model {
-                NicModel::Igb => build_igb(pf_cfg, slots, &mut ports, &mut pending)?,
+                NicModel::Igb => {
+                    build_igb(pf_cfg, slots, &config.run_dir, &mut ports, &mut pending)?
+                }
                 NicModel::Avf => build_avf(pf_cfg, slots, &mut ports, &mut pending)?,
             }
         }
@@ -212,7 +226,7 @@ impl Node {
 
         let mut vfs = Vec::new();
         for p in pending {
-            let device = (p.make)(&control);
+            let (device, netdev) = (p.make)(&control);
             let socket = naming::vf_socket_path(&config.run_dir, &p.id);
             p.dma.set_allow_unsealed(config.allow_unsealed_memory);
             let mut entry = VfEntry {
@@ -228,12 +242,13 @@ impl Node {
                 owner: p.owner,
                 served: false,
                 server: None,
+                netdev,
             };
             if let Some(vf) = &p.served {
-                if vf.mtu.is_some() {
+                if entry.netdev.is_none() && vf.mtu.is_some() {
                     entry.device.set_admin(admin_of(vf));
                 }
-                bind(&mut entry, &config.run_dir)?;
+                bind(&mut entry, &config.run_dir, vf)?;
             }
             vfs.push(entry);
         }
@@ -320,6 +335,7 @@ impl Node {
                         device_id: format!("{:#06x}", e.model.vf_device_id()),
                         mac: format_mac(&e.mac),
                         socket: e.socket.clone(),
+                        netdev: e.netdev.as_ref().map(|n| n.host_name.clone()),
                         state: if e.device.attached() {
                             VfState::Attached
                         } else {
@@ -389,8 +405,9 @@ impl Node {
                 .entries()
                 .iter()
                 .find(|e| e.id == id && e.served)
-                .and_then(|e| e.server.as_ref())
-                .is_some_and(|s| s.is_running())
+                .is_some_and(|e| {
+                    e.netdev.is_some() || e.server.as_ref().is_some_and(|s| s.is_running())
+                })
     }
 
     /// The MAC of served VF `id`.
@@ -419,14 +436,16 @@ impl Node {
         if e.served {
             return Err(NodeError::AlreadyServed(id));
         }
-        e.device.set_admin(admin_of(vf));
-        e.device.scrub();
-        e.device
-            .port()
-            .set_rate_limit(vf.rate_mbps.map_or(0, |m| u64::from(m) * 1_000_000));
+        if e.netdev.is_none() {
+            e.device.set_admin(admin_of(vf));
+            e.device.scrub();
+            e.device
+                .port()
+                .set_rate_limit(vf.rate_mbps.map_or(0, |m| u64::from(m) * 1_000_000));
+        }
         e.mac = vf.mac;
         e.dma.set_allow_unsealed(self.allow_unsealed_memory);
-        bind(e, &self.run_dir)?;
+        bind(e, &self.run_dir, vf)?;
         tracing::info!(vf = %id, mac = %format_mac(&vf.mac), "VF served");
         Ok(())
     }
@@ -443,7 +462,10 @@ impl Node {
         if let Some(s) = e.server.take() {
             s.shutdown();
         }
-        e.device.scrub();
+        match &e.netdev {
+            Some(n) => n.stop(),
+            None => e.device.scrub(),
+        }
         e.device.port().set_rate_limit(0);
         let dir = naming::vf_dir(&self.run_dir, id);
         if let Err(err) = std::fs::remove_dir(&dir) {
@@ -496,6 +518,39 @@ impl Node {
         Ok(())
     }
 
+    /// Serves one `emu-sriov-cni` request (see [`crate::netdev`]): a claim names its VF; a
+    /// release or check finds the VF the (container, ifName) holds, and answers an empty
+    /// [`NetdevAnswer`] when it holds none.
+    pub fn netdev_request(&self, req: &NetdevRequest) -> Result<NetdevAnswer, NetdevError> {
+        let vfs = self.entries();
+        let target = match &req.vf {
+            Some(vf) if req.op == crate::netdev::proto::NetdevOp::Claim => vfs
+                .iter()
+                .find(|e| &e.id == vf && e.served && e.netdev.is_some())
+                .ok_or_else(|| NetdevError::UnknownVf(vf.clone()))?,
+            _ => {
+                let held = vfs.iter().find(|e| {
+                    e.served
+                        && e.netdev
+                            .as_ref()
+                            .is_some_and(|n| n.held_by(&req.container_id, &req.if_name))
+                });
+                match held {
+                    Some(e) => e,
+                    None => return Ok(NetdevAnswer::default()),
+                }
+            }
+        };
+        let Some(n) = &target.netdev else {
+            return Err(NetdevError::UnknownVf(target.id.clone()));
+        };
+        let in_use = |m: &[u8; 6]| {
+            vfs.iter()
+                .any(|o| o.served && o.id != target.id && &o.mac == m)
+        };
+        n.handle(req, &in_use)
+    }
+
     /// Stops servers, the pinger and the dataplane; returns the final status.
     pub fn shutdown(&self) -> AgentStatus {
         self.stop.store(true, Ordering::Release);
@@ -534,9 +589,19 @@ fn admin_of(vf: &VfConfig) -> AdminSettings {
     }
 }
 
-/// Binds `e`'s socket and starts its server thread.
-fn bind(e: &mut VfEntry, run_dir: &std::path::Path) -> Result<(), NodeError> {
+/// Binds `e`'s socket and starts its server thread; a netdev VF gets its TAP instead (and an
+/// empty VF directory, which the device plugin mounts like any VF's).
+fn bind(e: &mut VfEntry, run_dir: &std::path::Path, vf: &VfConfig) -> Result<(), NodeError> {
     let dir = naming::vf_dir(run_dir, &e.id);
+    if let Some(n) = &e.netdev {
+        access::close_vf_dir(&dir)?;
+        n.start(vf).map_err(|source| NodeError::Netdev {
+            id: e.id.clone(),
+            source,
+        })?;
+        e.served = true;
+        return Ok(());
+    }
     // Closed while the socket is bound, opened to its owner once the socket is theirs
     // (see `access`): nobody else can connect in between. The directory itself is kept
     // across restarts, so that a bind mount of it stays valid.
@@ -582,6 +647,7 @@ const UNUSED_ADMIN: VfAdmin = VfAdmin {
 fn build_igb(
     pf_cfg: &PfConfig,
     slots: u8,
+    run_dir: &std::path::Path,
     ports: &mut Vec<Arc<VfPort>>,
     pending: &mut Vec<Pending>,
 ) -> Result<(), NodeError> {
@@ -608,6 +674,29 @@ fn build_igb(
         let id = naming::vf_id(&pf_cfg.name, index);
         let dma = Arc::new(DmaTable::new());
         let irqs = Arc::new(IrqSet::new(u32::from(r::MSIX_VECTORS)));
+        if pf_cfg.device_type == DeviceType::Netdev {
+            // A TAP port: its TAP is attached when the VF is served (see `crate::netdev`).
+            let port = Arc::new(VfPort::new_tap(id.clone()));
+            ports.push(port.clone());
+            let tap = (
+                port,
+                crate::netdev::host_ifname(&pf_cfg.name, index),
+                run_dir.to_owned(),
+            );
+            let pf = pf.clone();
+            pending.push(Pending {
+                id,
+                pf_name: pf_cfg.name.clone(),
+                index,
+                model: NicModel::Igb,
+                served,
+                owner: pf_cfg.socket_owner,
+                dma,
+                irqs,
+                make: netdev_maker(tap, i, pf),
+            });
+            continue;
+        }
         // BAR0's interrupt and queue pages live in a memfd the client maps: neither doorbells
         // nor interrupt re-arms trap.
         let pages = Arc::new(
@@ -663,11 +752,39 @@ fn build_igb(
                 control.update(|t| {
                     let _ = t.set_port(pf.ports[i], filter);
                 });
-                device
+                (device as Arc<dyn NodeDevice>, None)
             }),
         });
     }
     Ok(())
+}
+
+/// The device of a netdev-mode igb VF: a [`NetdevVf`] over its TAP port.
+fn netdev_maker(
+    (port, host_name, run_dir): (Arc<VfPort>, String, PathBuf),
+    i: usize,
+    pf: Arc<PfShared>,
+) -> MakeDevice {
+    Box::new(move |control: &DataplaneControl| {
+        let nd = Arc::new(NetdevVf::new(
+            port,
+            i,
+            pf.clone(),
+            control.clone(),
+            host_name,
+            &run_dir,
+        ));
+        // The pool starts closed; publish it so the switch knows the port exists.
+        let filter = pf
+            .model
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pool_filter(i);
+        control.update(|t| {
+            let _ = t.set_port(pf.ports[i], filter);
+        });
+        (nd.clone() as Arc<dyn NodeDevice>, Some(nd))
+    })
 }
 
 fn build_avf(
@@ -748,7 +865,7 @@ fn build_avf(
                 control.update(|t| {
                     let _ = t.set_port(pf.ports[i], filter);
                 });
-                device
+                (device as Arc<dyn NodeDevice>, None)
             }),
         });
     }

@@ -11,6 +11,12 @@ use emu_sriov_agent::{access, banner, control, naming, state, sys};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+/// A netdev refusal as the control socket sends it: the whole cause chain, the CNI code.
+fn refusal(e: emu_sriov_agent::netdev::NetdevError) -> (String, u32) {
+    let code = e.cni_code();
+    (format!("{:#}", anyhow::Error::new(e)), code)
+}
+
 pub fn run(
     mut config: AgentConfig,
     plugin: Option<PluginPaths>,
@@ -28,7 +34,9 @@ pub fn run(
     let node = Node::start(&config)?;
     let n = node.clone();
     let status: control::StatusFn = Arc::new(move || n.status());
-    let control_server = control::ControlServer::start(&control_path, status)
+    let n = node.clone();
+    let netdev: control::NetdevFn = Arc::new(move |req| n.netdev_request(req).map_err(refusal));
+    let control_server = control::ControlServer::start_with(&control_path, status, Some(netdev))
         .with_context(|| format!("cannot open the control socket {}", control_path.display()))?;
     let metrics = match metrics_addr
         .map(|addr| MetricsServer::for_node(addr, node.clone()))

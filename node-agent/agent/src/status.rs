@@ -57,6 +57,9 @@ pub struct VfStatus {
     pub mac: String,
     /// Absolute path of the VF's vfio-user socket.
     pub socket: PathBuf,
+    /// A netdev-mode VF: its TAP's name in the agent's namespace (`igb0v0`); no socket then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub netdev: Option<String>,
     pub state: VfState,
     pub counters: VfCounters,
 }
@@ -105,6 +108,8 @@ impl VfStatus {
             vendor_id: format!("{:#06x}", pf.model.vf_vendor_id()),
             device_id: format!("{:#06x}", pf.model.vf_device_id()),
             mac: mac::format_mac(&vf.mac),
+            netdev: (pf.device_type == crate::config::DeviceType::Netdev)
+                .then(|| crate::netdev::host_ifname(&pf.name, vf.index)),
             state: VfState::Free,
             counters: VfCounters::default(),
         }
@@ -165,7 +170,10 @@ pub fn render_table(status: &AgentStatus) -> String {
                     .tx_drops
                     .saturating_add(vf.counters.rx_drops)
                     .to_string(),
-                vf.socket.display().to_string(),
+                match &vf.netdev {
+                    Some(tap) => format!("netdev {tap}"),
+                    None => vf.socket.display().to_string(),
+                },
             ]
         })
         .collect();
@@ -226,6 +234,7 @@ pub(crate) mod tests {
                     device_id: "0x10ca".into(),
                     mac: "02:00:00:00:00:10".into(),
                     socket: "/run/emu-sriov/vfs/igb0-vf0/vf.sock".into(),
+                    netdev: None,
                     state: VfState::Attached,
                     counters: VfCounters {
                         tx_packets: 12345,
@@ -258,6 +267,7 @@ pub(crate) mod tests {
             device_id: "0x10ca".into(),
             mac: String::new(),
             socket: PathBuf::new(),
+            netdev: None,
             state: VfState::Free,
             counters: VfCounters::default(),
         }

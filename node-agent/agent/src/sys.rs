@@ -94,3 +94,28 @@ pub fn allowed_cpus() -> Option<Vec<usize>> {
             .collect(),
     )
 }
+
+/// Runs `f` on a new thread that first joins the network namespace at `netns` (a bind mount
+/// such as `/var/run/netns/x` or `/proc/PID/ns/net`), so that sockets and `/dev/net/tun` fds it
+/// opens belong to that namespace. The calling thread's namespace is never changed; the helper
+/// thread ends with `f`.
+pub fn in_netns<T: Send + 'static>(
+    netns: &std::path::Path,
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    use std::os::fd::AsRawFd as _;
+    let ns = std::fs::File::open(netns)?;
+    std::thread::Builder::new()
+        .name("netns".into())
+        .spawn(move || {
+            // SAFETY: setns(2) reads nothing of ours; `ns` is an open fd for the whole call.
+            // It changes the namespace of this helper thread only (CLONE_NEWNET is per thread).
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            if rc != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            f()
+        })?
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the netns helper thread panicked")))
+}

@@ -16,6 +16,7 @@ use crate::counters::bump;
 use crate::flowcache::LastDecision;
 use crate::port::{AvfState, IgbState, VfPort, VfState};
 use crate::ratelimit::TokenBucket;
+use crate::tap_port::TapState;
 use crate::uplink::{Uplink, UplinkCounters, UPLINK_MAX_FRAME};
 use emu_nic_model::avf::rings::{
     rx_write as avf_rx_write, RxDrop as AvfRxDrop, RxMeta as AvfRxMeta, TxScratch as AvfTxScratch,
@@ -623,7 +624,40 @@ impl Worker {
             }
             VfState::Avf(st) if admitted => self.take_tx_avf(port, st),
             VfState::Avf(_) => 0,
+            VfState::Tap(st) if admitted => self.take_tx_tap(port, st),
+            VfState::Tap(_) => 0,
         }
+    }
+
+    /// Reads up to [`TX_BUDGET`] frames the netdev sent from a TAP port (its "TX ring").
+    fn take_tx_tap(&mut self, port: &VfPort, st: &mut TapState) -> usize {
+        if self.uplink_buf.is_empty() {
+            self.uplink_buf.resize(UPLINK_MAX_FRAME, 0);
+        }
+        let mut bytes = 0u64;
+        for _ in 0..TX_BUDGET {
+            match st.recv(&mut self.uplink_buf) {
+                Ok(Some(n)) => {
+                    let n = n.min(self.uplink_buf.len());
+                    self.frames.push(&self.uplink_buf[..n]);
+                    bytes += n as u64;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    // The netdev is gone (EBADFD): the port stops until the control path
+                    // attaches a new TAP; logged once per loss, not per frame.
+                    port.set_active(false);
+                    tracing::warn!(vf = %port.id, error = %e, "TAP port lost its netdev");
+                    break;
+                }
+            }
+        }
+        let n = self.frames.len();
+        if n > 0 {
+            bump(&port.counters.tx_packets, n as u64);
+            bump(&port.counters.tx_bytes, bytes);
+        }
+        n
     }
 
     fn take_tx_igb(&mut self, port: &VfPort, st: &mut IgbState) -> usize {
@@ -1192,6 +1226,15 @@ fn deliver_batch<'a>(
                 fire |= st.vf.raise_rx(q).fire;
             }
             port.defer_fire(fire);
+        }
+        VfState::Tap(st) => {
+            for (frame, vlan) in items.flat_map(|d| d.frames(frames, extra)) {
+                match st.send(frame, vlan) {
+                    Ok(()) => t.delivered(frame),
+                    // The netdev's queue is full or it is down: like a ring without buffers.
+                    Err(_) => t.no_buf += 1,
+                }
+            }
         }
     }
     t.commit(c);

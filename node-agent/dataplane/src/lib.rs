@@ -14,11 +14,13 @@ pub mod port;
 pub mod ratelimit;
 #[allow(unsafe_code)]
 mod sys;
+pub mod tap_port;
 pub mod uplink;
 
 pub use counters::{CounterSnapshot, VfCounters};
 pub use engine::{Dataplane, DataplaneConfig, Mode, UplinkInfo};
 pub use port::{AvfState, IgbState, IrqSink, VfPort, VfState};
+pub use tap_port::TapState;
 pub use uplink::{PacketUplink, TapUplink, Uplink, UplinkCounters, UplinkSnapshot};
 
 /// Restricts the calling thread to `cores`, e.g. to keep a benchmark's synthetic guests off

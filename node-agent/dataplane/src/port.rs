@@ -3,6 +3,7 @@
 
 use crate::counters::VfCounters;
 use emu_guest_mem::DmaTable;
+use crate::tap_port::TapState;
 use emu_nic_model::avf::rings::AvfTxQueue;
 use emu_nic_model::avf::state::MAX_QUEUE_PAIRS;
 use emu_nic_model::avf::vf::AvfVf;
@@ -84,25 +85,35 @@ pub const RX_TAIL_WORD: usize = 0x2000 / 4;
 pub enum VfState {
     Igbvf(IgbState),
     Avf(AvfState),
+    /// A netdev-mode VF: a kernel TAP instead of rings ([`crate::tap_port`]).
+    Tap(TapState),
 }
 
 impl VfState {
     pub fn igb(&mut self) -> Option<&mut IgbState> {
         match self {
             VfState::Igbvf(s) => Some(s),
-            VfState::Avf(_) => None,
+            _ => None,
         }
     }
     pub fn avf(&mut self) -> Option<&mut AvfState> {
         match self {
             VfState::Avf(s) => Some(s),
-            VfState::Igbvf(_) => None,
+            _ => None,
+        }
+    }
+    pub fn tap(&mut self) -> Option<&mut TapState> {
+        match self {
+            VfState::Tap(s) => Some(s),
+            _ => None,
         }
     }
     pub fn bus_master(&self) -> bool {
         match self {
             VfState::Igbvf(s) => s.vf.bus_master(),
             VfState::Avf(s) => s.vf.bus_master(),
+            // A TAP has no bus to master: its fd is its memory.
+            VfState::Tap(_) => true,
         }
     }
 }
@@ -198,6 +209,23 @@ impl VfPort {
             }),
             mem,
             irqs,
+        )
+    }
+
+    /// A netdev-mode VF port: frames come from and go to a TAP attached later
+    /// ([`TapState::attach`] under [`VfPort::lock`]). It has no guest memory and no interrupts.
+    pub fn new_tap(id: String) -> Self {
+        struct NoIrqs;
+        impl IrqSink for NoIrqs {
+            fn fire(&self, _: u32) -> bool {
+                false
+            }
+        }
+        Self::with_state(
+            id,
+            VfState::Tap(TapState::default()),
+            Arc::new(DmaTable::new()),
+            Box::new(NoIrqs),
         )
     }
 

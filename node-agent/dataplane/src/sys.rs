@@ -125,6 +125,37 @@ pub fn tap_open(name: &str) -> io::Result<(OwnedFd, String)> {
     Ok((fd, String::from_utf8_lossy(&got).into_owned()))
 }
 
+/// Makes the TAP behind `fd` persistent (it outlives every fd attached to it) or not (it goes
+/// away with the last fd).
+pub fn tap_set_persist(fd: BorrowedFd<'_>, on: bool) -> io::Result<()> {
+    // SAFETY: TUNSETPERSIST takes its argument by value (an int cast to the pointer argument);
+    // nothing is read or written through it.
+    cvt(unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            libc::TUNSETPERSIST as _,
+            libc::c_ulong::from(on),
+        )
+    })?;
+    Ok(())
+}
+
+/// The current name of the TAP behind `fd` (TUNGETIFF), wherever its netdev is now; `EBADFD`
+/// once the netdev is gone (its namespace was destroyed, or it was deleted).
+pub fn tap_name(fd: BorrowedFd<'_>) -> io::Result<String> {
+    let mut req = IfReqFlags {
+        name: [0; IFNAME_MAX + 1],
+        flags: 0,
+        _pad: [0; 22],
+    };
+    // SAFETY: TUNGETIFF writes one `struct ifreq` (40 bytes, the layout of `IfReqFlags`)
+    // through the pointer, which is valid for the whole call.
+    cvt(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TUNGETIFF as _, &mut req) })?;
+    let len = req.name.iter().position(|&c| c == 0).unwrap_or(IFNAME_MAX);
+    let got: Vec<u8> = req.name[..len].iter().map(|&c| c as u8).collect();
+    Ok(String::from_utf8_lossy(&got).into_owned())
+}
+
 /// The index of interface `name` in this network namespace.
 pub fn if_index(name: &str) -> io::Result<u32> {
     check_ifname(name)?;

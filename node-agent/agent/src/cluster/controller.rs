@@ -73,11 +73,19 @@ pub fn run(opts: ClusterOptions) -> anyhow::Result<()> {
         macs,
     ));
     let p = pools.clone();
-    let control_server =
-        control::ControlServer::start(&control_path, Arc::new(move || p.agent_status()))
-            .with_context(|| {
-                format!("cannot open the control socket {}", control_path.display())
-            })?;
+    let q = pools.clone();
+    let netdev: control::NetdevFn = Arc::new(move |req| {
+        q.netdev_request(req).map_err(|e| {
+            let code = e.cni_code();
+            (format!("{:#}", anyhow::Error::new(e)), code)
+        })
+    });
+    let control_server = control::ControlServer::start_with(
+        &control_path,
+        Arc::new(move || p.agent_status()),
+        Some(netdev),
+    )
+    .with_context(|| format!("cannot open the control socket {}", control_path.display()))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("control")

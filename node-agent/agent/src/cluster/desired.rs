@@ -36,6 +36,8 @@ pub struct Build {
     pub dataplane: DataplaneConfig,
     pub uplink: Option<UplinkConfig>,
     pub socket_owner: Option<SocketOwner>,
+    /// vfio-user sockets or TAP-backed netdevs.
+    pub device_type: config::DeviceType,
 }
 
 /// A VF's PF-side settings in a pool (the same for every VF of the pool).
@@ -295,9 +297,13 @@ fn check_pool(pool: &NodePool, host: &Host, errors: &mut Vec<String>) -> Option<
         emu_sriov_crds::VfModel::Igbvf => NicModel::Igb,
         emu_sriov_crds::VfModel::Iavf => NicModel::Avf,
     };
-    if pool.device_type == DeviceType::Netdev {
+    let device_type = match pool.device_type {
+        DeviceType::VfioUser => config::DeviceType::VfioUser,
+        DeviceType::Netdev => config::DeviceType::Netdev,
+    };
+    if device_type == config::DeviceType::Netdev && model != NicModel::Igb {
         errors.push(
-            "deviceType: netdev (TAP-backed VFs) is not supported by this agent yet: use vfio-user"
+            "deviceType: netdev (TAP-backed VFs) is driven through the igb PF model: use model igbvf, or deviceType vfio-user"
                 .into(),
         );
     }
@@ -434,6 +440,7 @@ fn check_pool(pool: &NodePool, host: &Host, errors: &mut Vec<String>) -> Option<
         queue_pairs: queue_pairs?,
         dataplane: DataplaneConfig { mode, cores },
         uplink,
+        device_type,
         socket_owner: pool.socket_owner.map(|o| SocketOwner {
             uid: o.uid,
             gid: o.gid,
@@ -584,7 +591,6 @@ mod tests {
         bad.dataplane.mode = CrdDataplaneMode::Poll;
         bad.dataplane.cores = vec![7];
         bad.resource_name = "no-slash".into();
-        bad.device_type = DeviceType::Netdev;
         let p = problems(&NodeStateSpec { pools: vec![bad] });
         let all = p.join("\n");
         for needle in [
@@ -594,7 +600,6 @@ mod tests {
             "mtu: 10",
             "this agent may not run on CPU 7 (it may use 0-3)",
             "resourceName",
-            "netdev",
         ] {
             assert!(all.contains(needle), "{needle:?} missing from:\n{all}");
         }

@@ -399,6 +399,7 @@ mod tests {
                 NicModel::Igb => 1,
                 NicModel::Avf => 1,
             },
+            device_type: crate::config::DeviceType::VfioUser,
             dataplane: DataplaneConfig {
                 mode: DataplaneMode::Adaptive,
                 cores: Vec::new(),

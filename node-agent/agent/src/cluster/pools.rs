@@ -333,6 +333,7 @@ impl Pools {
                 resource_name: want.resource.clone(),
                 queue_pairs: b.queue_pairs,
                 socket_owner: b.socket_owner,
+                device_type: b.device_type,
             });
         }
         let config = AgentConfig {
@@ -537,6 +538,32 @@ impl Pools {
             }
         }
         out
+    }
+
+    /// Serves one `emu-sriov-cni` request on whichever pool's node has the VF (a claim) or
+    /// holds the (container, ifName) (release, check).
+    pub fn netdev_request(
+        &self,
+        req: &crate::netdev::proto::NetdevRequest,
+    ) -> Result<crate::netdev::proto::NetdevAnswer, crate::netdev::NetdevError> {
+        let nodes: Vec<Arc<Node>> = self.lock().pools.values().map(|p| p.node.clone()).collect();
+        let mut refused = None;
+        for n in nodes {
+            match n.netdev_request(req) {
+                Ok(a) if !a.vf.is_empty() => return Ok(a),
+                Ok(_) => {}
+                Err(crate::netdev::NetdevError::UnknownVf(v)) => {
+                    refused = Some(crate::netdev::NetdevError::UnknownVf(v))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        match (req.op, refused, &req.vf) {
+            (crate::netdev::proto::NetdevOp::Claim, _, Some(vf)) => {
+                Err(crate::netdev::NetdevError::UnknownVf(vf.clone()))
+            }
+            _ => Ok(Default::default()),
+        }
     }
 
     /// Every served VF's metrics; the busiest dataplane's busy ratio.
