@@ -2,8 +2,8 @@
 //! that handles trapped register accesses), its guest memory, its interrupt sink, its counters.
 
 use crate::counters::VfCounters;
-use emu_guest_mem::DmaTable;
 use crate::tap_port::TapState;
+use emu_guest_mem::DmaTable;
 use emu_nic_model::avf::rings::AvfTxQueue;
 use emu_nic_model::avf::state::MAX_QUEUE_PAIRS;
 use emu_nic_model::avf::vf::AvfVf;
