@@ -17,7 +17,7 @@
 //! | not yet ready (never reported healthy) | not listed | first healthy report |
 //! | free | `Healthy` (or `Unhealthy` while the agent reports it down) | Allocate |
 //! | allocated | same as free: kubelet does its own accounting | pod-resources no longer lists it |
-//! | scrubbing | `Unhealthy` (so kubelet cannot hand it out mid-scrub) | scrub done |
+//! | scrubbing | `Healthy` (the kubelet may hand it out again at once: Allocate waits for the scrub, at most 3 s) | scrub done |
 //! | dirty (scrub failed) | `Unhealthy`; scrub retried every pod-resources poll | scrub done |
 //!
 //! Entry points: [`run`] (async, in the caller's runtime, fixed resources),

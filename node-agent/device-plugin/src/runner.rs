@@ -269,7 +269,7 @@ impl Core {
         if released.is_empty() {
             return;
         }
-        // Unhealthy while scrubbing.
+        // Held (not reused by the agent) while scrubbing; Allocate waits for the scrub.
         self.refresh();
         for id in released {
             let inv = self.inventory.clone();

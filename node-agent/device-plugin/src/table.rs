@@ -13,7 +13,7 @@ pub enum VfState {
     Free,
     /// Handed out by Allocate; `seen` once pod-resources listed it.
     Allocated { at: Instant, seen: bool },
-    /// Released; scrub running. Advertised unhealthy.
+    /// Released; scrub running. Advertised healthy; Allocate waits for the scrub.
     Scrubbing,
     /// Scrub failed; advertised unhealthy, retried.
     Dirty,
@@ -82,8 +82,16 @@ impl Table {
             .iter()
             .filter(|d| d.resource == resource && self.ready.contains(&d.id))
             .map(|d| {
+                // A VF being scrubbed stays Healthy: the kubelet's choice is authoritative and
+                // a pod created right after the previous one ended must be admitted (an
+                // Unhealthy flip would fail it with UnexpectedAdmissionError). Allocate waits
+                // for the scrub to finish before it answers, so the new pod never sees the
+                // previous tenant's state.
                 let ok = d.healthy
-                    && matches!(self.state(&d.id), VfState::Free | VfState::Allocated { .. });
+                    && matches!(
+                        self.state(&d.id),
+                        VfState::Free | VfState::Allocated { .. } | VfState::Scrubbing
+                    );
                 Device {
                     id: d.id.clone(),
                     health: if ok { HEALTHY } else { UNHEALTHY }.to_owned(),
@@ -296,7 +304,8 @@ mod tests {
         let in_use: HashSet<String> = ["c".into()].into();
         let rel = t.observe_in_use(&in_use, t0 + g, g);
         assert_eq!(rel, ["a", "b"]);
-        assert_eq!(t.advertised("emu.sriov/vf", &devs)[0].health, UNHEALTHY);
+        // Scrubbing stays Healthy (Allocate waits for the scrub) but counts as held.
+        assert_eq!(t.advertised("emu.sriov/vf", &devs)[0].health, HEALTHY);
         assert_eq!(
             t.held(),
             BTreeSet::from(["a".into(), "b".into(), "c".into()])
