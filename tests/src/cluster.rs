@@ -73,6 +73,20 @@ impl LocalCluster {
                 startup: Duration::ZERO,
             });
         }
+        if dir.join("etcd").exists() {
+            // A failed run keeps its state (etcd, images, logs) for inspection; a new run starts
+            // from a clean slate, or it would find the old run's Helm release and pods.
+            eprintln!(
+                "e2e: removing the state a previous run left in {} (down.sh --purge)",
+                dir.display()
+            );
+            run_plain(
+                Command::new(root.join("tests/cluster/down.sh"))
+                    .arg("--purge")
+                    .env("EMU_CLUSTER_DIR", &dir),
+                Duration::from_secs(120),
+            )?;
+        }
         let t0 = Instant::now();
         let mut cmd = Command::new(root.join("tests/cluster/up.sh"));
         cmd.env("EMU_CLUSTER_DIR", &dir);
