@@ -1115,6 +1115,26 @@ pub fn nad_crd() -> CustomResourceDefinition {
     crd
 }
 
+/// Polls `check` every 100 ms until it returns Some, or panics after `timeout` saying what it
+/// waited for (tests against the API server wait for controllers to converge).
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let end = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < end,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,16 +15,15 @@ use emu_sriov_crds::{
     conditions, NodePf, NodePool, NodeState, NodeStateSpec, NodeStateStatus, SyncStatus, VfModel,
 };
 use emu_sriov_tests::fake_kubelet::FakeKubelet;
-use emu_sriov_tests::k8s::{self, ControlPlane};
+use emu_sriov_tests::k8s::{self, eventually, ControlPlane};
 use emu_sriov_tests::traffic::Flow;
 use emu_sriov_tests::{agent_bin, Agent, RunDir};
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::Api;
 use serde_json::json;
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tonic::Streaming;
 
 const VF: &str = "emu.sriov/vf";
@@ -34,25 +33,6 @@ const WAIT: Duration = Duration::from_secs(20);
 /// The tests share one API server; each uses its own node name, and they run one at a time
 /// (two agents and the API server on two cores make timings noisy).
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Polls `check` every 100 ms until it returns Some, or fails after `timeout` saying `what`.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let end = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < end,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn pool(name: &str, generation: i64, pfs: &[(&str, u32)]) -> NodePool {
     NodePool {

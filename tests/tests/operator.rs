@@ -9,7 +9,7 @@ use emu_sriov_crds::{
     NetworkAttachmentDefinition, NodeState, VfNetwork, VfPool, RESOURCE_NAME_ANNOTATION,
 };
 use emu_sriov_tests::agent::{agent_bin, Agent};
-use emu_sriov_tests::k8s::{self, ControlPlane};
+use emu_sriov_tests::k8s::{self, eventually, ControlPlane};
 use emu_sriov_tests::operator::Operator;
 use emu_sriov_tests::proc::RunDir;
 use emu_sriov_tests::simagent;
@@ -17,29 +17,9 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{json, Value};
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// Polls `check` every 200 ms until it returns Some, or fails after `timeout` saying `what`.
-async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let end = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < end,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 async fn setup(tag: &str) -> (&'static ControlPlane, Client, RunDir) {
     let cp = ControlPlane::shared();
