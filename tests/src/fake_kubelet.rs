@@ -318,3 +318,23 @@ impl VfInventory for FakeInventory {
         Ok(())
     }
 }
+
+/// A ListAndWatch list as the kubelet reads it: device id → health.
+pub fn health(
+    r: &emu_device_plugin::api::v1beta1::ListAndWatchResponse,
+) -> std::collections::BTreeMap<String, String> {
+    r.devices
+        .iter()
+        .map(|d| (d.id.clone(), d.health.clone()))
+        .collect()
+}
+
+/// The Allocate request the kubelet sends for one container given `ids`.
+pub fn alloc(ids: &[&str]) -> emu_device_plugin::api::v1beta1::AllocateRequest {
+    use emu_device_plugin::api::v1beta1::{AllocateRequest, ContainerAllocateRequest};
+    AllocateRequest {
+        container_requests: vec![ContainerAllocateRequest {
+            devices_ids: ids.iter().map(|s| s.to_string()).collect(),
+        }],
+    }
+}

@@ -7,14 +7,12 @@
 //!
 //! Needs the binaries of `tests/cluster/build.sh` (or `$EMU_K8S_BIN`); fails saying so without.
 
-use emu_device_plugin::api::v1beta1::{
-    AllocateRequest, ContainerAllocateRequest, Empty, ListAndWatchResponse,
-};
+use emu_device_plugin::api::v1beta1::{Empty, ListAndWatchResponse};
 use emu_device_plugin::api::{HEALTHY, UNHEALTHY};
 use emu_sriov_crds::{
     conditions, NodePf, NodePool, NodeState, NodeStateSpec, NodeStateStatus, SyncStatus, VfModel,
 };
-use emu_sriov_tests::fake_kubelet::FakeKubelet;
+use emu_sriov_tests::fake_kubelet::{alloc, health, FakeKubelet};
 use emu_sriov_tests::k8s::{self, eventually, ControlPlane};
 use emu_sriov_tests::traffic::Flow;
 use emu_sriov_tests::{agent_bin, Agent, RunDir};
@@ -111,13 +109,6 @@ fn ids(st: &NodeStateStatus) -> Vec<&str> {
     st.vfs.iter().map(|v| v.id.as_str()).collect()
 }
 
-fn health(r: &ListAndWatchResponse) -> BTreeMap<String, String> {
-    r.devices
-        .iter()
-        .map(|d| (d.id.clone(), d.health.clone()))
-        .collect()
-}
-
 /// Next ListAndWatch list satisfying `pred`.
 async fn next_list(
     s: &mut Streaming<ListAndWatchResponse>,
@@ -135,14 +126,6 @@ async fn next_list(
         if pred(&h) {
             return h;
         }
-    }
-}
-
-fn alloc(ids: &[&str]) -> AllocateRequest {
-    AllocateRequest {
-        container_requests: vec![ContainerAllocateRequest {
-            devices_ids: ids.iter().map(|s| s.to_string()).collect(),
-        }],
     }
 }
 

@@ -2,12 +2,11 @@
 //! binary for id/MAC stability across restarts.
 
 use emu_device_plugin::api::v1beta1::{
-    AllocateRequest, ContainerAllocateRequest, ContainerPreferredAllocationRequest, Empty,
-    ListAndWatchResponse, PreferredAllocationRequest,
+    ContainerPreferredAllocationRequest, Empty, ListAndWatchResponse, PreferredAllocationRequest,
 };
 use emu_device_plugin::api::{HEALTHY, UNHEALTHY};
 use emu_device_plugin::{run, DevicePluginConfig, DevicePluginRunner};
-use emu_sriov_tests::fake_kubelet::{FakeInventory, FakeKubelet};
+use emu_sriov_tests::fake_kubelet::{alloc, health, FakeInventory, FakeKubelet};
 use emu_sriov_tests::{agent_bin, Agent, RunDir};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -82,13 +81,6 @@ impl Setup {
     }
 }
 
-fn health(r: &ListAndWatchResponse) -> BTreeMap<String, String> {
-    r.devices
-        .iter()
-        .map(|d| (d.id.clone(), d.health.clone()))
-        .collect()
-}
-
 /// Next stream message satisfying `pred`, within `timeout`.
 async fn next_matching(
     s: &mut Streaming<ListAndWatchResponse>,
@@ -106,14 +98,6 @@ async fn next_matching(
         if pred(&h) {
             return h;
         }
-    }
-}
-
-fn alloc(ids: &[&str]) -> AllocateRequest {
-    AllocateRequest {
-        container_requests: vec![ContainerAllocateRequest {
-            devices_ids: ids.iter().map(|s| s.to_string()).collect(),
-        }],
     }
 }
 
