@@ -289,15 +289,20 @@ fn apply_params() -> PatchParams {
 // ---------------------------------------------------------------------------------------------
 // Nodes → NodeState specs
 
+/// The cached pools the renderer sees: named, and not being deleted.
+fn live_pools(state: &[Arc<VfPool>]) -> Vec<Pool<'_>> {
+    state
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| Pool::from_object(p))
+        .collect()
+}
+
 async fn reconcile_node(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let _t = Tracked::start(&ctx.metrics, "nodes");
     let name = node.metadata.name.clone().ok_or(Error::Unnamed)?;
     let pools_state = ctx.pools.state();
-    let pools: Vec<Pool<'_>> = pools_state
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter_map(|p| Pool::from_object(p))
-        .collect();
+    let pools = live_pools(&pools_state);
     let empty = BTreeMap::new();
     let labels = node.metadata.labels.as_ref().unwrap_or(&empty);
     let api = Api::<NodeState>::all(ctx.client.clone());
@@ -384,11 +389,7 @@ async fn reconcile_pool(pool: Arc<VfPool>, ctx: Arc<Ctx>) -> Result<Action, Erro
         return Err(Error::Unnamed);
     };
     let pools_state = ctx.pools.state();
-    let pools: Vec<Pool<'_>> = pools_state
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter_map(|p| Pool::from_object(p))
-        .collect();
+    let pools = live_pools(&pools_state);
     let nodes_state = ctx.nodes.state();
     let empty = BTreeMap::new();
     let nodes: Vec<NodeLabels<'_>> = nodes_state
