@@ -63,6 +63,7 @@ pub struct Ctx {
     pub states: Store<NodeState>,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
+    pub nad: network::NadOptions,
 }
 
 /// Starts the caches, waits for them, then runs the three controllers until `shutdown`.
@@ -70,6 +71,7 @@ pub async fn run(
     client: Client,
     metrics: Arc<Metrics>,
     identity: String,
+    nad: network::NadOptions,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (pools, pools_w) = reflector::store::<VfPool>();
@@ -124,6 +126,7 @@ pub async fn run(
         nodes: nodes.clone(),
         states: states.clone(),
         metrics,
+        nad,
     });
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
 
@@ -524,7 +527,7 @@ async fn apply_network(ctx: &Ctx, net: &VfNetwork) -> Result<Action, Error> {
     let name = net.name_any();
     let generation = net.metadata.generation.unwrap_or(0);
     let old = net.status.clone().unwrap_or_default();
-    let (nad_ref, cond) = match network::render(net) {
+    let (nad_ref, cond) = match network::render(net, &ctx.nad) {
         Ok(r) => match ensure_nad(ctx, &r).await {
             Ok(()) => (
                 Some(format!("{}/{}", r.namespace, r.name)),

@@ -18,6 +18,8 @@ pub struct LeaderConfig {
     pub lease_name: String,
     /// This replica's name in the Lease's `holderIdentity` (the pod name).
     pub identity: String,
+    /// What rendered NADs carry (see [`crate::network::NadOptions`]).
+    pub nad: crate::network::NadOptions,
     /// How long a lease is valid after its last renewal: a standby takes over at most this
     /// long after the leader dies.
     pub duration: Duration,
@@ -72,6 +74,7 @@ pub async fn run(
             client.clone(),
             metrics.clone(),
             cfg.identity.clone(),
+            cfg.nad.clone(),
             async move {
                 let _ = stop_rx.await;
             },

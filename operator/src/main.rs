@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use emu_sriov_operator::{controllers, leader, metrics};
+use emu_sriov_operator::{controllers, leader, metrics, network};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -42,6 +42,11 @@ struct Cli {
     /// long after the leader dies.
     #[arg(long, default_value_t = 15)]
     lease_duration: u64,
+    /// The agents' run dir (their `--run-dir`), written into every NAD a VfNetwork renders
+    /// so that emu-sriov-cni finds the agent's control socket there. Leave it unset when the
+    /// agents use the default, /run/emu-sriov.
+    #[arg(long, value_name = "DIR")]
+    agent_run_dir: Option<PathBuf>,
     /// Log filter (e.g. `info`, `emu_sriov_operator=debug`); default: RUST_LOG, else info.
     #[arg(long)]
     log_level: Option<String>,
@@ -93,6 +98,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .unwrap_or_else(|_| "operator".into());
         format!("{host}-{}", std::process::id())
     });
+    let nad = network::NadOptions {
+        agent_run_dir: cli.agent_run_dir.as_ref().map(|d| d.display().to_string()),
+    };
     let shutdown = async {
         let mut term =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -113,12 +121,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             identity,
             duration,
             grace: (duration / 3).max(Duration::from_secs(1)),
+            nad,
         };
         leader::run(client, metrics, cfg, shutdown).await;
     } else {
         metrics.set_ready(true);
         metrics.leader.set(1);
-        controllers::run(client, metrics, identity, shutdown).await;
+        controllers::run(client, metrics, identity, nad, shutdown).await;
     }
     Ok(())
 }

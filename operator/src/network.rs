@@ -20,6 +20,14 @@ pub const LABEL_NETWORK_NAMESPACE: &str = "emu.sriov/vfnetwork-namespace";
 pub const LABEL_NETWORK_NAME: &str = "emu.sriov/vfnetwork-name";
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 
+/// Node-wide facts the rendered CNI config carries, set once for the operator (flags).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NadOptions {
+    /// The agents' run dir, where emu-sriov-cni finds the agent's control socket; `None`: the
+    /// plugin's default (`/run/emu-sriov`), and the config says nothing.
+    pub agent_run_dir: Option<String>,
+}
+
 /// A NAD to apply: where, and its body.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RenderedNad {
@@ -43,7 +51,7 @@ pub enum RenderError {
 }
 
 /// Renders the NAD for `net`.
-pub fn render(net: &VfNetwork) -> Result<RenderedNad, RenderError> {
+pub fn render(net: &VfNetwork, opts: &NadOptions) -> Result<RenderedNad, RenderError> {
     let name = net.metadata.name.clone().ok_or(RenderError::Unnamed)?;
     let own_ns = net.metadata.namespace.clone().ok_or(RenderError::Unnamed)?;
     let s = &net.spec;
@@ -59,6 +67,9 @@ pub fn render(net: &VfNetwork) -> Result<RenderedNad, RenderError> {
         "min_tx_rate": s.min_tx_rate_mbps,
         "max_tx_rate": s.max_tx_rate_mbps,
     });
+    if let Some(dir) = &opts.agent_run_dir {
+        config["agentRunDir"] = json!(dir);
+    }
     if !s.ipam.trim().is_empty() {
         let ipam: Value =
             serde_json::from_str(&s.ipam).map_err(|e| RenderError::IpamJson(e.to_string()))?;
@@ -119,7 +130,7 @@ mod tests {
 
     #[test]
     fn renders_the_sriov_cni_knobs_and_the_resource_annotation() {
-        let r = render(&net(r#"{"type":"host-local","subnet":"198.18.10.0/24"}"#)).unwrap();
+        let r = render(&net(r#"{"type":"host-local","subnet":"198.18.10.0/24"}"#), &NadOptions::default()).unwrap();
         assert_eq!((r.namespace.as_str(), r.name.as_str()), ("tenant", "blue"));
         assert_eq!(r.annotations[RESOURCE_NAME_ANNOTATION], "emu.sriov/vf");
         let c: Value = serde_json::from_str(&r.config).unwrap();
@@ -131,13 +142,24 @@ mod tests {
         assert_eq!(c["link_state"], "enable");
         assert_eq!(c["max_tx_rate"], 1000);
         assert_eq!(c["ipam"]["subnet"], "198.18.10.0/24");
+        assert!(c.get("agentRunDir").is_none(), "the plugin's default needs no key");
+    }
+
+    #[test]
+    fn an_agent_run_dir_reaches_the_plugin() {
+        let opts = NadOptions {
+            agent_run_dir: Some("/var/lib/x/emu-sriov".into()),
+        };
+        let r = render(&net(""), &opts).unwrap();
+        let c: Value = serde_json::from_str(&r.config).unwrap();
+        assert_eq!(c["agentRunDir"], "/var/lib/x/emu-sriov");
     }
 
     #[test]
     fn a_target_namespace_moves_the_nad() {
         let mut n = net("");
         n.spec.network_namespace = Some("other".into());
-        let r = render(&n).unwrap();
+        let r = render(&n, &NadOptions::default()).unwrap();
         assert_eq!(r.namespace, "other");
         assert_eq!(r.labels[LABEL_NETWORK_NAMESPACE], "tenant");
         let c: Value = serde_json::from_str(&r.config).unwrap();
@@ -146,9 +168,9 @@ mod tests {
 
     #[test]
     fn bad_ipam_is_refused_with_what_to_write() {
-        let e = render(&net("{type: host-local")).unwrap_err();
+        let e = render(&net("{type: host-local"), &NadOptions::default()).unwrap_err();
         assert!(matches!(e, RenderError::IpamJson(_)));
         assert!(e.to_string().contains("host-local"));
-        assert_eq!(render(&net("[1,2]")).unwrap_err(), RenderError::IpamShape);
+        assert_eq!(render(&net("[1,2]"), &NadOptions::default()).unwrap_err(), RenderError::IpamShape);
     }
 }

@@ -12,9 +12,12 @@
 #   containerd/go.mod  containerd ctr containerd-shim-runc-v2
 #   cni/go.mod         bridge host-local loopback             (into bin/cni/)
 #   tools/go.mod       helm crictl
+#   multus/go.mod      multus thin_entrypoint                 (Multus' thin plugin and its
+#                                                             DaemonSet entrypoint: the image of
+#                                                             the Multus test)
 # Groups: control-plane (etcd kube-apiserver kubectl), node (everything the local cluster,
 #         tests/cluster/up.sh, runs: the control plane, kube-controller-manager, kube-scheduler,
-#         kubelet, containerd, ctr, the shim, the CNI plugins, crictl), helm, all.
+#         kubelet, containerd, ctr, the shim, the CNI plugins, crictl), multus, all.
 # runc is not built here: the local cluster uses Debian's `runc` package (up.sh installs it).
 #
 # A cold build downloads the modules (~1 GB into Go's module cache for everything) and compiles
@@ -48,7 +51,9 @@ for a in "$@"; do
     node) progs+=(etcd kube-apiserver kubectl kube-controller-manager kube-scheduler kubelet
                   containerd ctr containerd-shim-runc-v2 bridge host-local loopback crictl) ;;
     all) progs+=(etcd kube-apiserver kubectl kube-controller-manager kube-scheduler kubelet
-                 containerd ctr containerd-shim-runc-v2 bridge host-local loopback crictl helm) ;;
+                 containerd ctr containerd-shim-runc-v2 bridge host-local loopback crictl helm
+                 multus thin_entrypoint) ;;
+    multus) progs+=(multus thin_entrypoint) ;;
     *) progs+=("$a") ;;
   esac
 done
@@ -66,7 +71,8 @@ describe() {
     host-local) mod=cni pkg=github.com/containernetworking/plugins/plugins/ipam/$1 out=cni/$1 ;;
     helm) mod=tools pkg=helm.sh/helm/v4/cmd/helm out=helm ;;
     crictl) mod=tools pkg=sigs.k8s.io/cri-tools/cmd/crictl out=crictl ;;
-    *) echo "build.sh: unknown program '$1' (known: etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl containerd ctr containerd-shim-runc-v2 bridge host-local loopback helm crictl; groups: control-plane node helm all)" >&2
+    multus | thin_entrypoint) mod=multus pkg=gopkg.in/k8snetworkplumbingwg/multus-cni.v4/cmd/$1 out=multus/$1 ;;
+    *) echo "build.sh: unknown program '$1' (known: etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl containerd ctr containerd-shim-runc-v2 bridge host-local loopback helm crictl multus thin_entrypoint; groups: control-plane node multus all)" >&2
        return 1 ;;
   esac
 }
@@ -89,11 +95,14 @@ ldflags_for() {
       flags+=" -X github.com/containernetworking/plugins/pkg/utils/buildversion.BuildVersion=$version" ;;
     helm) flags+=" -X helm.sh/helm/v4/internal/version.version=$version -X helm.sh/helm/v4/internal/version.gitTreeState=clean" ;;
     crictl) flags+=" -X sigs.k8s.io/cri-tools/pkg/version.Version=$version" ;;
+    multus | thin_entrypoint)
+      p=gopkg.in/k8snetworkplumbingwg/multus-cni.v4/pkg/multus
+      flags+=" -X $p.version=$version -X $p.commit=go-module-proxy -X $p.gitTreeState=clean" ;;
   esac
   echo "$flags"
 }
 
-mkdir -p "$bin/cni"
+mkdir -p "$bin/cni" "$bin/multus"
 for prog in "${progs[@]}"; do
   describe "$prog"
   # What the cached binary was built from: a change to its module's pins rebuilds it.
@@ -110,6 +119,7 @@ for prog in "${progs[@]}"; do
     bridge|host-local|loopback) echo github.com/containernetworking/plugins ;;
     helm) echo helm.sh/helm/v4 ;;
     crictl) echo sigs.k8s.io/cri-tools ;;
+    multus|thin_entrypoint) echo gopkg.in/k8snetworkplumbingwg/multus-cni.v4 ;;
   esac)")
   echo "build.sh: building $prog $version from the Go module proxy into $bin/$out"
   echo "build.sh:   cold, this takes minutes on 2 cores (progress every 30 s); cached runs skip it"

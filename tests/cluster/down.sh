@@ -114,6 +114,10 @@ done
 # 9. The kubelet's device-plugin dir lives outside the state dir (a constant in the kubelet).
 dp=/var/lib/kubelet/device-plugins
 rm -f "$dp/kubelet.sock" "$dp/kubelet_internal_checkpoint" "$dp/DEPRECATION"
+if [ -e "$S/made-pod-resources-link" ]; then
+  [ -L /var/lib/kubelet/pod-resources ] && rm -f /var/lib/kubelet/pod-resources
+  rm -f "$S/made-pod-resources-link"
+fi
 if [ -e "$S/made-var-lib-kubelet" ]; then
   rmdir "$dp" /var/lib/kubelet 2>/dev/null && log "removed /var/lib/kubelet (up.sh made it)" || true
   rm -f "$S/made-var-lib-kubelet"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the container images of emu-sriov without a container engine or registry: release
-# builds of emu-sriov-operator and emu-sriov-agent (glibc binaries plus the shared libraries
+# builds of emu-sriov-operator and emu-sriov-agent (the agent image carries emu-sriov-cni too;
+# glibc binaries plus the shared libraries
 # they load, copied from this host), packed by tests/cluster/image.sh into OCI archives that
 # `ctr -n k8s.io images import` accepts. Also packs the cached kubectl as the chart's cleanup
 # image. With a registry and an engine, use the Containerfile at the repository root instead.
@@ -27,8 +28,8 @@ while [ $# -gt 0 ]; do
   esac
 done
 t0=$SECONDS
-echo "images.sh: cargo build --release (emu-sriov-operator, emu-sriov-agent; cold: ~10 min on 2 cores)"
-(cd "$root" && cargo build --release -p emu-sriov-operator -p emu-sriov-agent)
+echo "images.sh: cargo build --release (emu-sriov-operator, emu-sriov-agent, emu-sriov-cni; cold: ~10 min on 2 cores)"
+(cd "$root" && cargo build --release -p emu-sriov-operator -p emu-sriov-agent -p emu-sriov-cni)
 target=${CARGO_TARGET_DIR:-$root/target}
 case $target in /*) ;; *) target=$root/$target ;; esac
 bin=$("$here/build.sh" --print-dir)
@@ -41,7 +42,8 @@ mkdir -p "$out"
   --entrypoint /usr/bin/emu-sriov-operator --user 65532:65532 \
   --label org.opencontainers.image.source=https://github.com/emu-sriov/emu-sriov
 "$here/image.sh" --name "docker.io/emu-sriov/agent:$tag" --out "$out/agent.tar" \
-  --file "$target/release/emu-sriov-agent:/usr/bin/emu-sriov-agent" --strip --with-libs \
+  --file "$target/release/emu-sriov-agent:/usr/bin/emu-sriov-agent" \
+  --file "$target/release/emu-sriov-cni:/usr/bin/emu-sriov-cni" --strip --with-libs \
   --entrypoint /usr/bin/emu-sriov-agent \
   --label org.opencontainers.image.source=https://github.com/emu-sriov/emu-sriov
 "$here/image.sh" --name "docker.io/emu-sriov/kubectl:$k8s_version" --out "$out/kubectl.tar" \

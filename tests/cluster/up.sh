@@ -61,13 +61,20 @@ command -v curl >/dev/null || die "curl is needed (etcd health checks): apt-get 
 command -v ip >/dev/null || die "ip (iproute2) is needed for the pod network: apt-get install iproute2"
 command -v rustc >/dev/null || die "rustc is needed to build the pause image"
 
-mkdir -p "$S"/{pki,logs,pids,etcd,kubelet,pod-logs,cni/net.d,cni/ipam,cdi,containerd/root,containerd/state,containerd/opt,images,run}
+mkdir -p "$S"/{pki,logs,pids,etcd,kubelet,pod-logs,cni/net.d,cni/bin,cni/ipam,cdi,containerd/root,containerd/state,containerd/opt,images,run}
 chmod 700 "$S/pki"
 export PATH="$BIN:$PATH"
 
 # The kubelet's device-plugin dir is a constant (/var/lib/kubelet/device-plugins), whatever
 # --root-dir says: remember whether we made /var/lib/kubelet so that down.sh can remove it.
 [ -e /var/lib/kubelet ] || { mkdir -p /var/lib/kubelet && touch "$S/made-var-lib-kubelet"; }
+# Node programs that look for pod-resources at the default path (Multus' thin plugin hard-codes
+# /var/lib/kubelet/pod-resources/kubelet.sock) find ours through a link; down.sh removes it.
+mkdir -p "$S/kubelet/pod-resources"
+if [ ! -e /var/lib/kubelet/pod-resources ] && [ ! -L /var/lib/kubelet/pod-resources ]; then
+  ln -s "$S/kubelet/pod-resources" /var/lib/kubelet/pod-resources
+  touch "$S/made-pod-resources-link"
+fi
 
 # --- certificates ------------------------------------------------------------------------
 pki=$S/pki
@@ -243,7 +250,9 @@ state = "$S/containerd/state"
   enable_cdi = true
   cdi_spec_dirs = ["$S/cdi"]
 [plugins.'io.containerd.cri.v1.runtime'.cni]
-  bin_dirs = ["$BIN/cni"]
+  # The built plugins (read-only cache) and a dir for plugins that pods install (Multus,
+  # emu-sriov-cni): CNI_PATH carries both.
+  bin_dirs = ["$BIN/cni", "$S/cni/bin"]
   conf_dir = "$S/cni/net.d"
 [plugins.'io.containerd.cri.v1.runtime'.containerd]
   default_runtime_name = "runc"
@@ -253,6 +262,14 @@ state = "$S/containerd/state"
   BinaryName = "$RUNC"
   SystemdCgroup = false
 EOF
+# The pods' network namespaces are bind mounts under containerd's state dir. A DaemonSet that
+# mounts that dir (the emu-sriov agent in netdev mode) must see namespaces made after it
+# started, which needs shared propagation; this machine's mounts are private (no systemd), so
+# the state dir becomes a shared mount of its own (down.sh unmounts it).
+if ! grep -q " $S/containerd/state " /proc/self/mountinfo; then
+  mount --bind "$S/containerd/state" "$S/containerd/state"
+fi
+mount --make-rshared "$S/containerd/state"
 spawn containerd "$BIN/containerd" --config "$S/containerd/config.toml"
 export CONTAINERD_ADDRESS=$S/run/containerd.sock CONTAINERD_NAMESPACE=k8s.io
 wait_for "containerd serving" containerd ctr version
@@ -331,5 +348,6 @@ log "cluster up in $((SECONDS - t_start)) s"
 echo "kubeconfig: $S/admin.kubeconfig"
 echo "environment: source $S/env.sh   (kubectl, helm, ctr, crictl; KUBECONFIG; containerd socket)"
 echo "kubelet dirs: /var/lib/kubelet/device-plugins (fixed in the kubelet), $S/kubelet/pod-resources; CDI dir: $S/cdi"
+echo "CNI: config $S/cni/net.d, plugins $BIN/cni and $S/cni/bin (for plugins pods install); netns under $S/containerd/state"
 echo "in-cluster clients reach the API server at https://$NODE_IP:6443 (no kube-proxy)"
 echo "stop: tests/cluster/down.sh"

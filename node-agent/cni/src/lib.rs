@@ -11,12 +11,14 @@
 //!
 //! Layers: [`conf`] (the network configuration and the environment), [`agent`] (the agent's
 //! control socket), [`link`] (netlink inside a namespace), [`ipam`] (delegation),
-//! [`result`] (CNI result and error JSON), [`plugin`] (the commands).
+//! [`result`] (CNI result and error JSON), [`plugin`] (the commands), [`install`] (copying the
+//! plugin onto a node).
 #![deny(unsafe_code)]
 
 pub mod agent;
 pub mod conf;
 pub mod error;
+pub mod install;
 pub mod ipam;
 pub mod link;
 pub mod plugin;
