@@ -19,7 +19,10 @@
 #      chart checks (tests/tests/chart.rs: lint, template, schema errors, server-side dry run),
 #   6. the end-to-end test on a real one-node cluster (tests/tests/cluster_e2e.rs: up.sh, the
 #      chart installed from images packed here, VFs in pods through the real kubelet, down.sh;
-#      ~2-3 minutes; needs Debian's runc, which tests/cluster/up.sh installs).
+#      ~2-3 minutes; needs Debian's runc, which tests/cluster/up.sh installs),
+#   7. netdev VFs through Multus on the same kind of cluster (tests/tests/cluster_multus.rs:
+#      Multus built from its Go module, a netdev pool and network, two pods ping each other
+#      through the agent's switch; ~2-3 minutes).
 # Usage: tests/run-all.sh            (as root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -83,8 +86,9 @@ step "kubernetes binaries" tests/cluster/build.sh all
 # cnitool and the standard CNI plugins (host-local, static, bridge) for the netdev VF tests.
 step "CNI tools" tests/cluster/cnitool/build.sh
 # The cluster end-to-end test runs on its own below (it starts and stops a whole cluster).
-step "tests (incl. guest tests)" cargo test --workspace -- --include-ignored --nocapture --skip chart_on_a_real_cluster
+step "tests (incl. guest tests)" cargo test --workspace -- --include-ignored --nocapture --skip on_a_real_cluster
 step "cluster end-to-end" cargo test -p emu-sriov-tests --test cluster_e2e -- --include-ignored --nocapture
+step "cluster Multus netdev" cargo test -p emu-sriov-tests --test cluster_multus -- --include-ignored --nocapture
 
 printf '\n==> summary\n'
 printf '  %s\n' "${SUMMARY[@]}"

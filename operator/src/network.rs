@@ -130,7 +130,11 @@ mod tests {
 
     #[test]
     fn renders_the_sriov_cni_knobs_and_the_resource_annotation() {
-        let r = render(&net(r#"{"type":"host-local","subnet":"198.18.10.0/24"}"#), &NadOptions::default()).unwrap();
+        let r = render(
+            &net(r#"{"type":"host-local","subnet":"198.18.10.0/24"}"#),
+            &NadOptions::default(),
+        )
+        .unwrap();
         assert_eq!((r.namespace.as_str(), r.name.as_str()), ("tenant", "blue"));
         assert_eq!(r.annotations[RESOURCE_NAME_ANNOTATION], "emu.sriov/vf");
         let c: Value = serde_json::from_str(&r.config).unwrap();
@@ -142,7 +146,10 @@ mod tests {
         assert_eq!(c["link_state"], "enable");
         assert_eq!(c["max_tx_rate"], 1000);
         assert_eq!(c["ipam"]["subnet"], "198.18.10.0/24");
-        assert!(c.get("agentRunDir").is_none(), "the plugin's default needs no key");
+        assert!(
+            c.get("agentRunDir").is_none(),
+            "the plugin's default needs no key"
+        );
     }
 
     #[test]
@@ -171,6 +178,9 @@ mod tests {
         let e = render(&net("{type: host-local"), &NadOptions::default()).unwrap_err();
         assert!(matches!(e, RenderError::IpamJson(_)));
         assert!(e.to_string().contains("host-local"));
-        assert_eq!(render(&net("[1,2]"), &NadOptions::default()).unwrap_err(), RenderError::IpamShape);
+        assert_eq!(
+            render(&net("[1,2]"), &NadOptions::default()).unwrap_err(),
+            RenderError::IpamShape
+        );
     }
 }

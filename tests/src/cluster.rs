@@ -229,6 +229,60 @@ impl LocalCluster {
         }
     }
 
+    /// `helm ARGS` (5 min at most); stdout, or the error with stderr and stdout.
+    pub fn helm(&self, args: &[String]) -> Result<String, String> {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = self.run("helm", &a, Duration::from_secs(300));
+        if out.ok {
+            Ok(out.stdout)
+        } else {
+            Err(format!(
+                "helm {}: {}\n{}",
+                a.join(" "),
+                out.stderr,
+                out.stdout
+            ))
+        }
+    }
+
+    /// `kubectl ARGS -o jsonpath=PATH`; empty when kubectl fails.
+    pub fn jsonpath(&self, args: &[&str], path: &str) -> String {
+        let p = format!("jsonpath={path}");
+        let mut a = args.to_vec();
+        a.extend_from_slice(&["-o", &p]);
+        self.kubectl(&a).unwrap_or_default()
+    }
+
+    /// Waits until pod `ns/name` runs and returns how long that took; panics with the pod's
+    /// status (and the kubelet's log) when it failed or timed out instead.
+    pub fn wait_pod_running(&self, ns: &str, name: &str, timeout: Duration) -> Duration {
+        let r = self.wait_for(
+            &format!("pod {ns}/{name} Running"),
+            timeout,
+            Duration::from_millis(100),
+            || match self
+                .jsonpath(&["-n", ns, "get", "pod", name], "{.status.phase}")
+                .as_str()
+            {
+                "Running" => Some(Ok(())),
+                "Failed" | "Succeeded" => Some(Err(self
+                    .kubectl(&["-n", ns, "get", "pod", name, "-o", "yaml"])
+                    .unwrap_or_default())),
+                _ => None,
+            },
+        );
+        match r {
+            Ok((Ok(()), t)) => t,
+            Ok((Err(status), _)) => panic!("pod {ns}/{name} did not run:\n{status}"),
+            Err(e) => panic!(
+                "{e}\n{}\nkubelet:\n{}",
+                self.kubectl(&["-n", ns, "describe", "pod", name])
+                    .unwrap_or_default(),
+                self.log_tail("kubelet", 30)
+            ),
+        }
+    }
+
     /// The tail of one of the cluster's logs (kubelet, containerd, ...).
     pub fn log_tail(&self, name: &str, lines: usize) -> String {
         let text = std::fs::read_to_string(self.dir.join("logs").join(format!("{name}.log")))

@@ -45,25 +45,11 @@ fn chart_args(c: &LocalCluster) -> Vec<String> {
 }
 
 fn helm(c: &LocalCluster, args: &[String]) -> Result<String, String> {
-    let a: Vec<&str> = args.iter().map(String::as_str).collect();
-    let out = c.run("helm", &a, Duration::from_secs(300));
-    if out.ok {
-        Ok(out.stdout)
-    } else {
-        Err(format!(
-            "helm {}: {}\n{}",
-            a.join(" "),
-            out.stderr,
-            out.stdout
-        ))
-    }
+    c.helm(args)
 }
 
 fn jsonpath(c: &LocalCluster, args: &[&str], path: &str) -> String {
-    let p = format!("jsonpath={path}");
-    let mut a = args.to_vec();
-    a.extend_from_slice(&["-o", &p]);
-    c.kubectl(&a).unwrap_or_default()
+    c.jsonpath(args, path)
 }
 
 fn allocatable(c: &LocalCluster) -> String {
@@ -98,39 +84,14 @@ spec:
     )
 }
 
-fn pod_phase(c: &LocalCluster, name: &str) -> String {
-    jsonpath(c, &["-n", "default", "get", "pod", name], "{.status.phase}")
-}
-
 fn pod_log(c: &LocalCluster, name: &str) -> String {
     c.kubectl(&["-n", "default", "logs", name])
         .unwrap_or_default()
 }
 
-/// Waits until pod `name` runs; fails with its status when it failed instead.
+/// Waits until pod `default/name` runs.
 fn wait_running(c: &LocalCluster, name: &str, timeout: Duration) -> Duration {
-    let r = c.wait_for(
-        &format!("pod {name} Running"),
-        timeout,
-        Duration::from_millis(100),
-        || match pod_phase(c, name).as_str() {
-            "Running" => Some(Ok(())),
-            "Failed" | "Succeeded" => Some(Err(c
-                .kubectl(&["-n", "default", "get", "pod", name, "-o", "yaml"])
-                .unwrap_or_default())),
-            _ => None,
-        },
-    );
-    match r {
-        Ok((Ok(()), t)) => t,
-        Ok((Err(status), _)) => panic!("pod {name} did not run:\n{status}"),
-        Err(e) => panic!(
-            "{e}\n{}\nkubelet:\n{}",
-            c.kubectl(&["-n", "default", "describe", "pod", name])
-                .unwrap_or_default(),
-            c.log_tail("kubelet", 30)
-        ),
-    }
+    c.wait_pod_running("default", name, timeout)
 }
 
 fn wait_log(c: &LocalCluster, name: &str, needle: &str, timeout: Duration) -> String {
@@ -481,7 +442,15 @@ fn chart_on_a_real_cluster() {
     );
     helm(&c, &args).expect("helm upgrade");
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(pod_phase(&c, &last), "Running", "pod after the upgrade");
+    assert_eq!(
+        jsonpath(
+            &c,
+            &["-n", "default", "get", "pod", &last],
+            "{.status.phase}"
+        ),
+        "Running",
+        "pod after the upgrade"
+    );
     assert_eq!(
         pool_allocated(&c, "e2e"),
         "1",

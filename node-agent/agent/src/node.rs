@@ -551,6 +551,16 @@ impl Node {
         n.handle(req, &in_use)
     }
 
+    /// Destroys the TAPs of netdev VFs (claims forgotten): for a pool that leaves for good.
+    /// [`Node::shutdown`] alone keeps them, so that a restarted agent finds them again.
+    pub fn destroy_netdevs(&self) {
+        for e in self.entries().iter() {
+            if let Some(n) = &e.netdev {
+                n.stop();
+            }
+        }
+    }
+
     /// Stops servers, the pinger and the dataplane; returns the final status.
     pub fn shutdown(&self) -> AgentStatus {
         self.stop.store(true, Ordering::Release);

@@ -64,7 +64,10 @@ mod tests {
         let got = install(&src, &bin).unwrap();
         assert_eq!(got, bin.join(PLUGIN_NAME));
         assert_eq!(fs::read(&got).unwrap(), b"new plugin");
-        assert_eq!(fs::metadata(&got).unwrap().permissions().mode() & 0o777, 0o755);
+        assert_eq!(
+            fs::metadata(&got).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
         // Nothing else is left in the directory.
         assert_eq!(fs::read_dir(&bin).unwrap().count(), 1);
         fs::remove_dir_all(&d).unwrap();

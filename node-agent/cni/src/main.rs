@@ -23,7 +23,12 @@ By hand:
 fn main() -> ExitCode {
     if std::env::var_os("CNI_COMMAND").is_none() {
         let args: Vec<String> = std::env::args().skip(1).collect();
-        match args.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+        match args
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .as_slice()
+        {
             ["install", dir] => {
                 let installed = std::env::current_exe().and_then(|exe| {
                     emu_sriov_cni::install::install(&exe, std::path::Path::new(dir))

@@ -307,6 +307,8 @@ impl Pools {
         };
         p.node.shutdown();
         if removed {
+            // Its netdev VFs' TAPs go too (a rebuild keeps them for the new node to find).
+            p.node.destroy_netdevs();
             for id in p.state.vfs.keys() {
                 inner.macs.forget(id);
             }
