@@ -404,3 +404,97 @@ fn a_killed_add_leaks_no_vf() {
     );
     dir.succeed();
 }
+
+/// CNI GC (spec 1.1): the attachments of a network that the runtime no longer lists lose
+/// their VFs (TAP home, VF free) and their IPAM allocations; the listed ones and other
+/// networks' are untouched. cnitool's `gc` (no valid attachments) then collects the rest.
+#[test]
+fn gc_frees_the_attachments_the_runtime_no_longer_uses() {
+    let mut dir = RunDir::new("cnig").expect("temp dir");
+    let bin = agent_bin().expect("build emu-sriov-agent");
+    let pf = pf_name();
+    let node = CniNode::start(
+        "cnigh",
+        dir.path(),
+        &bin,
+        &format!("pfs:\n  - {{name: {pf}, model: igb, vfs: 3, deviceType: netdev}}\n"),
+    )
+    .expect("agent");
+    let d = dir.path();
+    let vf = |i: u8| format!("{pf}-vf{i}");
+    let ipam_dir = d.join("ipam");
+    let host_local = json!({"ipam": {"type": "host-local", "subnet": "198.18.46.0/24",
+        "dataDir": ipam_dir}});
+    // host-local keeps one file per address, named by the address, holding the container id.
+    let leased = |container: &str| -> bool {
+        std::fs::read_dir(ipam_dir.join("ng"))
+            .map(|rd| {
+                rd.flatten().any(|e| {
+                    std::fs::read_to_string(e.path())
+                        .is_ok_and(|t| t.lines().next() == Some(container))
+                })
+            })
+            .unwrap_or(false)
+    };
+    let pods: Vec<NetNs> = (0..3)
+        .map(|k| NetNs::new(&format!("cnig{k}")).expect("pod"))
+        .collect();
+    // c0 and c1 on network "ng", c2 on "other".
+    for (k, (net, container)) in [("ng", "c0"), ("ng", "c1"), ("other", "c2")]
+        .into_iter()
+        .enumerate()
+    {
+        let conf = network(net, d, &vf(k as u8), "198.18.47.1/24", host_local.clone());
+        let add = node.plugin("ADD", container, &pods[k], "net1", &conf);
+        assert!(add.ok, "ADD {container}: {add:?}\n{}", node.log_tail());
+    }
+    assert!(leased("c0") && leased("c1"), "host-local leased both");
+
+    // GC of "ng" with only c0 still valid: c1's VF and address go.
+    let mut gc = network("ng", d, &vf(0), "198.18.47.1/24", host_local.clone());
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "c0", "ifname": "net1"}]);
+    let out = node.plugin("GC", "", &pods[0], "", &gc);
+    assert!(out.ok, "GC: {out:?}\n{}", node.log_tail());
+    assert_eq!(node.vf_state(&vf(1)), "free", "c1's VF collected");
+    assert!(!leased("c1"), "c1's address released");
+    node.host
+        .ip(&["link", "show", &format!("{pf}v1")])
+        .expect("c1's TAP back in the agent's namespace");
+    assert!(
+        pods[1].ip(&["link", "show", "net1"]).is_err(),
+        "and gone from the pod"
+    );
+    assert_eq!(
+        node.vf_state(&vf(0)),
+        "attached",
+        "the valid attachment stays"
+    );
+    assert!(leased("c0"), "with its address");
+    assert!(pods[0].ip(&["link", "show", "net1"]).is_ok());
+    assert_eq!(
+        node.vf_state(&vf(2)),
+        "attached",
+        "another network is not GC's business"
+    );
+
+    // cnitool gc passes no valid attachments: everything of "ng" goes, "other" stays.
+    node.write_network(
+        "ng",
+        &network("ng", d, &vf(0), "198.18.47.1/24", host_local),
+    )
+    .unwrap();
+    let out = node.cnitool("gc", "ng", &pods[0], "net1");
+    assert!(out.ok, "cnitool gc: {out:?}\n{}", node.log_tail());
+    assert_eq!(node.vf_state(&vf(0)), "free", "c0 collected by cnitool gc");
+    assert!(!leased("c0"));
+    assert_eq!(node.vf_state(&vf(2)), "attached");
+    let del = node.plugin(
+        "DEL",
+        "c2",
+        &pods[2],
+        "net1",
+        &network("other", d, &vf(2), "198.18.47.1/24", json!({"ipam": null})),
+    );
+    assert!(del.ok, "{del:?}");
+    dir.succeed();
+}

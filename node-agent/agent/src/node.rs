@@ -523,6 +523,18 @@ impl Node {
     /// [`NetdevAnswer`] when it holds none.
     pub fn netdev_request(&self, req: &NetdevRequest) -> Result<NetdevAnswer, NetdevError> {
         let vfs = self.entries();
+        if req.op == crate::netdev::proto::NetdevOp::Gc {
+            // Every VF of the node: GC names no VF.
+            let mut out = NetdevAnswer::default();
+            for n in vfs
+                .iter()
+                .filter(|e| e.served)
+                .filter_map(|e| e.netdev.as_ref())
+            {
+                out.collected.extend(n.handle(req, &|_| false)?.collected);
+            }
+            return Ok(out);
+        }
         let target = match &req.vf {
             Some(vf) if req.op == crate::netdev::proto::NetdevOp::Claim => vfs
                 .iter()

@@ -18,6 +18,25 @@ pub enum Op {
     Claim,
     Release,
     Check,
+    Gc,
+}
+
+/// An attachment the runtime keeps (GC's `cni.dev/valid-attachments`, spelled as the spec).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    #[serde(rename = "ifname")]
+    pub if_name: String,
+}
+
+/// A claim the agent freed in GC.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Collected {
+    pub vf: String,
+    pub container_id: String,
+    pub if_name: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -31,6 +50,12 @@ pub struct Request {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub netns: Option<String>,
     pub settings: Settings,
+    /// The network's name (recorded with a claim; the scope of GC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// GC: the attachments that stay.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub valid: Vec<Attachment>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -68,6 +93,8 @@ pub struct Answer {
     pub if_name: String,
     #[serde(default)]
     pub current_name: Option<String>,
+    #[serde(default)]
+    pub collected: Vec<Collected>,
 }
 
 #[derive(Deserialize)]

@@ -53,6 +53,9 @@ pub struct NetConf {
     /// The previous plugin's result (CHECK, chained ADD/DEL).
     #[serde(default)]
     pub prev_result: Option<serde_json::Value>,
+    /// GC: the attachments the runtime still uses; everything else of this network goes.
+    #[serde(default, rename = "cni.dev/valid-attachments")]
+    pub valid_attachments: Option<Vec<crate::agent::Attachment>>,
 }
 
 /// `runtimeConfig`: what the runtime passes through capabilities.

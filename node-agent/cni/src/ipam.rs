@@ -1,5 +1,6 @@
 //! IPAM delegation (spec "Delegated plugins"): the IPAM plugin named by `ipam.type` is found on
-//! CNI_PATH and executed with the same environment (CNI_COMMAND as ours) and our network
+//! CNI_PATH and executed with the same CNI environment (CNI_COMMAND as ours; GC releases each
+//! collected attachment with that attachment's container id and ifName) and our network
 //! configuration on stdin; its result (ADD) is ours to apply.
 
 use crate::conf::Env;
@@ -43,8 +44,15 @@ pub fn delegate(
     let Some(ipam) = ipam else { return Ok(None) };
     let kind = ipam.get("type").and_then(|t| t.as_str()).unwrap_or("");
     let exe = find(env, kind)?;
+    // The delegate sees `env` (ours, or an attachment's that GC releases), not whatever the
+    // process environment says.
     let mut child = Command::new(&exe)
         .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", &env.container_id)
+        .env("CNI_NETNS", &env.netns)
+        .env("CNI_IFNAME", &env.if_name)
+        .env("CNI_PATH", &env.path)
+        .env("CNI_ARGS", &env.args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -31,11 +31,9 @@ pub fn run(env: &Env, stdin: &[u8]) -> Result<String, CniError> {
             })?;
             Ok(String::new())
         }
-        // GC (1.1): claims are tied to network namespaces, which the agent watches; a claim
-        // whose namespace is gone is freed by the agent. Nothing else to collect here.
         "GC" => {
-            NetConf::parse(stdin)?;
-            Ok(String::new())
+            let conf = NetConf::parse(stdin)?;
+            gc(env, &conf, stdin).map(|()| String::new())
         }
         "" => Err(CniError::new(
             code::INVALID_ENV,
@@ -84,6 +82,8 @@ fn request(env: &Env, op: Op) -> Request {
         vf: None,
         netns: None,
         settings: Settings::default(),
+        network: None,
+        valid: Vec::new(),
     }
 }
 
@@ -114,6 +114,7 @@ fn add(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<CniResult, CniError> {
         vf: Some(vf),
         netns: Some(env.netns.clone()),
         settings: settings(conf)?,
+        network: Some(conf.name.clone()),
         ..request(env, Op::Claim)
     };
     let answer = agent::call(&conf.agent_run_dir(), &claim)?;
@@ -279,6 +280,39 @@ fn del(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
     }
     agent::call(&run_dir, &request(env, Op::Release))?;
     Ok(())
+}
+
+/// GC (spec 1.1): the agent frees every claim of this network whose attachment is not in
+/// `cni.dev/valid-attachments` (none given: all of them), moving or recreating each TAP at
+/// home; then each freed attachment's IPAM allocation is released (IPAM DEL with that
+/// attachment's container id and ifName: host-local and static have no GC of their own).
+/// Claims whose network namespace is gone are freed by the agent anyway, GC or not.
+fn gc(env: &Env, conf: &NetConf, stdin: &[u8]) -> Result<(), CniError> {
+    let req = Request {
+        network: Some(conf.name.clone()),
+        valid: conf.valid_attachments.clone().unwrap_or_default(),
+        container_id: String::new(),
+        if_name: String::new(),
+        ..request(env, Op::Gc)
+    };
+    let answer = agent::call(&conf.agent_run_dir(), &req)?;
+    let mut failed = None;
+    for c in &answer.collected {
+        let of_attachment = Env {
+            container_id: c.container_id.clone(),
+            if_name: c.if_name.clone(),
+            netns: String::new(),
+            ..env.clone()
+        };
+        if let Err(e) = ipam::delegate(&of_attachment, conf.ipam.as_ref(), "DEL", stdin) {
+            eprintln!(
+                "emu-sriov-cni: GC freed VF {} of {}/{} but its IPAM release failed: {e}",
+                c.vf, c.container_id, c.if_name
+            );
+            failed.get_or_insert(e);
+        }
+    }
+    failed.map_or(Ok(()), Err)
 }
 
 /// CHECK: the container holds a VF under ifName, its TAP is alive under that name, and the

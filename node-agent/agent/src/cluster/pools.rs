@@ -550,9 +550,11 @@ impl Pools {
     ) -> Result<crate::netdev::proto::NetdevAnswer, crate::netdev::NetdevError> {
         let nodes: Vec<Arc<Node>> = self.lock().pools.values().map(|p| p.node.clone()).collect();
         let mut refused = None;
+        let mut collected = Vec::new();
         for n in nodes {
             match n.netdev_request(req) {
                 Ok(a) if !a.vf.is_empty() => return Ok(a),
+                Ok(a) if !a.collected.is_empty() => collected.extend(a.collected),
                 Ok(_) => {}
                 Err(crate::netdev::NetdevError::UnknownVf(v)) => {
                     refused = Some(crate::netdev::NetdevError::UnknownVf(v))
@@ -564,7 +566,10 @@ impl Pools {
             (crate::netdev::proto::NetdevOp::Claim, _, Some(vf)) => {
                 Err(crate::netdev::NetdevError::UnknownVf(vf.clone()))
             }
-            _ => Ok(Default::default()),
+            _ => Ok(crate::netdev::proto::NetdevAnswer {
+                collected,
+                ..Default::default()
+            }),
         }
     }
 

@@ -17,6 +17,10 @@ pub struct Claim {
     pub netns: String,
     #[serde(default)]
     pub settings: NetdevSettings,
+    /// The CNI network that made the claim (empty in records of older agents: never
+    /// garbage-collected).
+    #[serde(default)]
+    pub network: String,
 }
 
 /// `RUN_DIR/netdev`.
@@ -90,6 +94,7 @@ mod tests {
                 vlan: Some(5),
                 ..Default::default()
             },
+            network: "red".into(),
         };
         store(&d, &c).unwrap();
         assert_eq!(load(&d, "p-vf0"), Some(c.clone()));

@@ -225,7 +225,43 @@ impl NetdevVf {
             proto::NetdevOp::Claim => self.claim(req, mac_in_use),
             proto::NetdevOp::Release => self.release(&req.container_id, &req.if_name),
             proto::NetdevOp::Check => Ok(self.check(&req.container_id, &req.if_name)),
+            proto::NetdevOp::Gc => {
+                let collected = self.collect(req.network.as_deref().unwrap_or(""), &req.valid)?;
+                Ok(NetdevAnswer {
+                    collected: collected.into_iter().collect(),
+                    ..NetdevAnswer::default()
+                })
+            }
         }
+    }
+
+    /// CNI GC: frees this VF if a claim of `network` holds it for an attachment not in
+    /// `valid`; returns what it freed.
+    fn collect(
+        &self,
+        network: &str,
+        valid: &[proto::Attachment],
+    ) -> Result<Option<proto::Collected>, NetdevError> {
+        let mut inner = self.lock();
+        let Some(c) = &inner.claim else {
+            return Ok(None);
+        };
+        if network.is_empty()
+            || c.network != network
+            || valid
+                .iter()
+                .any(|a| a.container_id == c.container_id && a.if_name == c.if_name)
+        {
+            return Ok(None);
+        }
+        let collected = proto::Collected {
+            vf: self.id().to_owned(),
+            container_id: c.container_id.clone(),
+            if_name: c.if_name.clone(),
+        };
+        tracing::info!(vf = %self.id(), container = %collected.container_id, network, "netdev claim garbage-collected (CNI GC)");
+        self.free(&mut inner)?;
+        Ok(Some(collected))
     }
 
     /// Whether (container, ifName) holds this VF.
@@ -271,6 +307,7 @@ impl NetdevVf {
             if_name: req.if_name.clone(),
             netns,
             settings: req.settings.clone(),
+            network: req.network.clone().unwrap_or_default(),
         };
         claims::store(&self.claims_dir, &claim).map_err(|source| NetdevError::Record {
             path: claims::path(&self.claims_dir, self.id()),
@@ -330,6 +367,7 @@ impl NetdevVf {
             netns: c.netns.clone(),
             if_name: c.if_name.clone(),
             current_name: self.current_name(),
+            collected: Vec::new(),
         }
     }
 

@@ -19,6 +19,29 @@ pub enum NetdevOp {
     Release,
     /// The owner's claim and whether its TAP is alive under `ifName`.
     Check,
+    /// CNI GC for `network`: free every claim of that network whose (container, ifName) is
+    /// not in `valid`; the answer lists them (`collected`) so that the plugin can release
+    /// their IPAM allocations.
+    Gc,
+}
+
+/// One attachment a runtime still uses (CNI GC's `cni.dev/valid-attachments`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attachment {
+    #[serde(rename = "containerID", alias = "containerId")]
+    pub container_id: String,
+    #[serde(rename = "ifname", alias = "ifName")]
+    pub if_name: String,
+}
+
+/// A claim that GC freed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Collected {
+    pub vf: String,
+    pub container_id: String,
+    pub if_name: String,
 }
 
 /// One netdev request.
@@ -36,6 +59,12 @@ pub struct NetdevRequest {
     pub netns: Option<String>,
     #[serde(default)]
     pub settings: NetdevSettings,
+    /// The CNI network's name (its config's `name`): recorded with a claim, matched by `gc`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// `gc`: the attachments that stay.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub valid: Vec<Attachment>,
 }
 
 /// The network's VF settings, sriov-cni's knobs (`ip link set PF vf N …`).
@@ -85,4 +114,7 @@ pub struct NetdevAnswer {
     /// The TAP's current name, wherever it is; `None`: its netdev is gone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_name: Option<String>,
+    /// `gc`: the claims it freed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub collected: Vec<Collected>,
 }
