@@ -18,6 +18,10 @@ use crate::env::workspace_root;
 pub const DEFAULT_DIR: &str = "/var/lib/emu-sriov-cluster";
 /// The node the kubelet registers (as up.sh).
 pub const NODE: &str = "emu-node";
+/// The chart's images as `charts/emu-sriov/ci/local-cluster-values.yaml` names them.
+pub const OPERATOR_IMAGE: &str = "docker.io/emu-sriov/operator:dev";
+pub const AGENT_IMAGE: &str = "docker.io/emu-sriov/agent:dev";
+pub const KUBECTL_IMAGE: &str = "docker.io/emu-sriov/kubectl:v1.36.3";
 
 /// A running local cluster.
 pub struct LocalCluster {
@@ -209,6 +213,54 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// The chart's images from this workspace's binaries (the debug builds `cargo test` made,
+    /// built if missing), packed and imported: [`OPERATOR_IMAGE`], [`AGENT_IMAGE`] (the agent
+    /// and emu-sriov-cni, which the netdev chart's init container installs) and
+    /// [`KUBECTL_IMAGE`] (the uninstall hook's). Returns the agent binary's host path.
+    pub fn import_chart_images(&self) -> Result<PathBuf, String> {
+        use crate::operator::workspace_bin;
+        let operator = workspace_bin("emu-sriov-operator", "emu-sriov-operator")?;
+        let agent = workspace_bin("emu-sriov-agent", "emu-sriov-agent")?;
+        let cni = workspace_bin("emu-sriov-cni", "emu-sriov-cni")?;
+        let f = |src: &Path, dst: &str| format!("{}:{dst}", src.display());
+        let op = f(&operator, "/usr/bin/emu-sriov-operator");
+        let user = "65532:65532";
+        let entry = "/usr/bin/emu-sriov-operator";
+        let args = [
+            "--file",
+            &op,
+            "--strip",
+            "--with-libs",
+            "--entrypoint",
+            entry,
+            "--user",
+            user,
+        ];
+        self.import_image(OPERATOR_IMAGE, &args)?;
+        let (ag, cn) = (
+            f(&agent, "/usr/bin/emu-sriov-agent"),
+            f(&cni, "/usr/bin/emu-sriov-cni"),
+        );
+        let entry = "/usr/bin/emu-sriov-agent";
+        let args = [
+            "--file",
+            &ag,
+            "--file",
+            &cn,
+            "--strip",
+            "--with-libs",
+            "--entrypoint",
+            entry,
+        ];
+        self.import_image(AGENT_IMAGE, &args)?;
+        let kc = f(&self.bin.join("kubectl"), "/usr/bin/kubectl");
+        self.import_image(
+            KUBECTL_IMAGE,
+            &["--file", &kc, "--entrypoint", "/usr/bin/kubectl"],
+        )?;
+        Ok(agent)
+    }
+
     /// Polls `f` every `every` until it returns `Some` or `timeout` passes.
     pub fn wait_for<T>(
         &self,
@@ -243,6 +295,50 @@ impl LocalCluster {
                 out.stdout
             ))
         }
+    }
+
+    /// The chart and its values for this cluster: `charts/emu-sriov --namespace NS` with
+    /// `ci/local-cluster-values.yaml`, no example pool (tests make their own), and the
+    /// kubelet, run and CDI dirs under this cluster's state dir. Append the command's own
+    /// flags.
+    pub fn chart_args(&self, namespace: &str) -> Vec<String> {
+        let d = self.dir.display();
+        [
+            "charts/emu-sriov".to_owned(),
+            "--namespace".into(),
+            namespace.into(),
+            "-f".into(),
+            "charts/emu-sriov/ci/local-cluster-values.yaml".into(),
+            "--set".into(),
+            "vfPools=null".into(),
+            "--set".into(),
+            format!("agent.kubeletDir={d}/kubelet"),
+            "--set".into(),
+            format!("agent.runDir={d}/emu-sriov"),
+            "--set".into(),
+            format!("agent.cdi.dir={d}/cdi"),
+        ]
+        .into()
+    }
+
+    /// `helm install RELEASE <chart_args> EXTRA --create-namespace --wait`; on failure the
+    /// error carries the namespace's pods.
+    pub fn helm_install(
+        &self,
+        release: &str,
+        namespace: &str,
+        extra: &[String],
+    ) -> Result<(), String> {
+        let mut args = vec!["install".to_owned(), release.to_owned()];
+        args.extend(self.chart_args(namespace));
+        args.extend_from_slice(extra);
+        args.extend(["--create-namespace", "--wait", "--timeout", "180s"].map(String::from));
+        self.helm(&args).map(|_| ()).map_err(|e| {
+            let pods = self
+                .kubectl(&["-n", namespace, "get", "pods", "-o", "wide"])
+                .unwrap_or_default();
+            format!("{e}\n{pods}")
+        })
     }
 
     /// `kubectl ARGS -o jsonpath=PATH`; empty when kubectl fails.

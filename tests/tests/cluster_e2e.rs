@@ -14,34 +14,13 @@
 use std::time::{Duration, Instant};
 
 use emu_sriov_tests::cluster::{LocalCluster, NODE};
-use emu_sriov_tests::operator::workspace_bin;
 
 const NS: &str = "emu-sriov";
 const RELEASE: &str = "emu";
-const OPERATOR_IMAGE: &str = "docker.io/emu-sriov/operator:dev";
-const AGENT_IMAGE: &str = "docker.io/emu-sriov/agent:dev";
-const KUBECTL_IMAGE: &str = "docker.io/emu-sriov/kubectl:v1.36.3";
 const POD_IMAGE: &str = "docker.io/emu-sriov/vf-pod:dev";
 
 fn chart_args(c: &LocalCluster) -> Vec<String> {
-    let d = c.dir().display().to_string();
-    [
-        "charts/emu-sriov".to_owned(),
-        "--namespace".into(),
-        NS.into(),
-        "-f".into(),
-        "charts/emu-sriov/ci/local-cluster-values.yaml".into(),
-        // The example pool comes later, from the test (to time it).
-        "--set".into(),
-        "vfPools=null".into(),
-        "--set".into(),
-        format!("agent.kubeletDir={d}/kubelet"),
-        "--set".into(),
-        format!("agent.runDir={d}/emu-sriov"),
-        "--set".into(),
-        format!("agent.cdi.dir={d}/cdi"),
-    ]
-    .into()
+    c.chart_args(NS)
 }
 
 fn helm(c: &LocalCluster, args: &[String]) -> Result<String, String> {
@@ -132,45 +111,9 @@ fn chart_on_a_real_cluster() {
 
     // Images from this workspace's binaries (debug builds: the ones `cargo test` made).
     let t = Instant::now();
-    let operator = workspace_bin("emu-sriov-operator", "emu-sriov-operator").expect("operator");
-    let agent = workspace_bin("emu-sriov-agent", "emu-sriov-agent").expect("agent");
+    c.import_chart_images().expect("chart images");
     let pod_bin = env!("CARGO_BIN_EXE_emu-vf-pod");
-    let kubectl = c.bin().join("kubectl");
     let f = |src: &std::path::Path, dst: &str| format!("{}:{dst}", src.display());
-    let op = f(&operator, "/usr/bin/emu-sriov-operator");
-    c.import_image(
-        OPERATOR_IMAGE,
-        &[
-            "--file",
-            &op,
-            "--strip",
-            "--with-libs",
-            "--entrypoint",
-            "/usr/bin/emu-sriov-operator",
-            "--user",
-            "65532:65532",
-        ],
-    )
-    .expect("operator image");
-    let ag = f(&agent, "/usr/bin/emu-sriov-agent");
-    c.import_image(
-        AGENT_IMAGE,
-        &[
-            "--file",
-            &ag,
-            "--strip",
-            "--with-libs",
-            "--entrypoint",
-            "/usr/bin/emu-sriov-agent",
-        ],
-    )
-    .expect("agent image");
-    let kc = f(&kubectl, "/usr/bin/kubectl");
-    c.import_image(
-        KUBECTL_IMAGE,
-        &["--file", &kc, "--entrypoint", "/usr/bin/kubectl"],
-    )
-    .expect("kubectl image");
     let pb = f(std::path::Path::new(pod_bin), "/usr/bin/emu-vf-pod");
     c.import_image(
         POD_IMAGE,
@@ -191,15 +134,8 @@ fn chart_on_a_real_cluster() {
 
     // helm install → operator Ready, agent Running.
     let t = Instant::now();
-    let mut args: Vec<String> = vec!["install".into(), RELEASE.into()];
-    args.extend(chart_args(&c));
-    args.extend(["--create-namespace", "--wait", "--timeout", "180s"].map(String::from));
-    if let Err(e) = helm(&c, &args) {
-        panic!(
-            "{e}\n{}",
-            c.kubectl(&["-n", NS, "get", "pods", "-o", "wide"])
-                .unwrap_or_default()
-        );
+    if let Err(e) = c.helm_install(RELEASE, NS, &[]) {
+        panic!("{e}");
     }
     let ready = jsonpath(
         &c,

@@ -16,14 +16,10 @@
 use std::time::{Duration, Instant};
 
 use emu_sriov_tests::cluster::{LocalCluster, NODE};
-use emu_sriov_tests::operator::workspace_bin;
 use serde_json::Value;
 
 const NS: &str = "emu-sriov";
 const RELEASE: &str = "emu";
-const OPERATOR_IMAGE: &str = "docker.io/emu-sriov/operator:dev";
-const AGENT_IMAGE: &str = "docker.io/emu-sriov/agent:dev";
-const KUBECTL_IMAGE: &str = "docker.io/emu-sriov/kubectl:v1.36.3";
 const NET_POD_IMAGE: &str = "docker.io/emu-sriov/net-pod:dev";
 const RESOURCE: &str = "emu.sriov/netdev";
 const SUBNET_PREFIX: &str = "198.18.20.";
@@ -86,6 +82,21 @@ fn ping(c: &LocalCluster, pod: &str, ip: &str, count: u32) -> Result<String, Str
     }
 }
 
+/// `kubectl -n emu-sriov get pods -l <the agent's> -o jsonpath=PATH`.
+fn agent_pods(c: &LocalCluster, path: &str) -> String {
+    c.jsonpath(
+        &[
+            "-n",
+            NS,
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/component=agent",
+        ],
+        path,
+    )
+}
+
 fn host_has_link(name: &str) -> bool {
     std::process::Command::new("ip")
         .args(["link", "show", name])
@@ -124,47 +135,7 @@ fn multus_netdev_on_a_real_cluster() {
 
     // Images of this workspace's binaries: the agent image carries emu-sriov-cni.
     let t = Instant::now();
-    let operator = workspace_bin("emu-sriov-operator", "emu-sriov-operator").expect("operator");
-    let agent = workspace_bin("emu-sriov-agent", "emu-sriov-agent").expect("agent");
-    let cni = workspace_bin("emu-sriov-cni", "emu-sriov-cni").expect("cni");
-    let f = |src: &std::path::Path, dst: &str| format!("{}:{dst}", src.display());
-    let op = f(&operator, "/usr/bin/emu-sriov-operator");
-    c.import_image(
-        OPERATOR_IMAGE,
-        &[
-            "--file",
-            &op,
-            "--strip",
-            "--with-libs",
-            "--entrypoint",
-            "/usr/bin/emu-sriov-operator",
-            "--user",
-            "65532:65532",
-        ],
-    )
-    .expect("operator image");
-    let ag = f(&agent, "/usr/bin/emu-sriov-agent");
-    let cn = f(&cni, "/usr/bin/emu-sriov-cni");
-    c.import_image(
-        AGENT_IMAGE,
-        &[
-            "--file",
-            &ag,
-            "--file",
-            &cn,
-            "--strip",
-            "--with-libs",
-            "--entrypoint",
-            "/usr/bin/emu-sriov-agent",
-        ],
-    )
-    .expect("agent image");
-    let kc = f(&c.bin().join("kubectl"), "/usr/bin/kubectl");
-    c.import_image(
-        KUBECTL_IMAGE,
-        &["--file", &kc, "--entrypoint", "/usr/bin/kubectl"],
-    )
-    .expect("kubectl image");
+    let agent = c.import_chart_images().expect("chart images");
     // The pods: Debian's ping (and sleep as the main process) with their libraries.
     c.import_image(
         NET_POD_IMAGE,
@@ -188,41 +159,17 @@ fn multus_netdev_on_a_real_cluster() {
     // Multus and sees the pods' network namespaces.
     let t = Instant::now();
     let netns_dir = format!("{d}/containerd/state/io.containerd.grpc.v1.cri/netns");
-    let args: Vec<String> = [
-        "install",
-        RELEASE,
-        "charts/emu-sriov",
-        "--namespace",
-        NS,
-        "--create-namespace",
-        "-f",
-        "charts/emu-sriov/ci/local-cluster-values.yaml",
-        "--set",
-        "vfPools=null",
-        "--set",
-        &format!("agent.kubeletDir={d}/kubelet"),
-        "--set",
-        &format!("agent.runDir={d}/emu-sriov"),
-        "--set",
-        &format!("agent.cdi.dir={d}/cdi"),
-        "--set",
-        "agent.netdev.enabled=true",
-        "--set",
-        &format!("agent.netdev.cniBinDir={d}/cni/bin"),
-        "--set",
-        &format!("agent.netdev.netnsDir={netns_dir}"),
-        "--wait",
-        "--timeout",
-        "180s",
-    ]
-    .map(String::from)
-    .into();
-    if let Err(e) = c.helm(&args) {
-        panic!(
-            "{e}\n{}",
-            c.kubectl(&["-n", NS, "get", "pods", "-o", "wide"])
-                .unwrap_or_default()
-        );
+    let netdev = [
+        "agent.netdev.enabled=true".to_owned(),
+        format!("agent.netdev.cniBinDir={d}/cni/bin"),
+        format!("agent.netdev.netnsDir={netns_dir}"),
+    ];
+    let sets: Vec<String> = netdev
+        .into_iter()
+        .flat_map(|v| ["--set".to_owned(), v])
+        .collect();
+    if let Err(e) = c.helm_install(RELEASE, NS, &sets) {
+        panic!("{e}");
     }
     assert!(
         c.dir().join("cni/bin/emu-sriov-cni").exists(),
@@ -366,17 +313,7 @@ spec:
 
     // The agent pod restarts under the pods: it finds the TAPs inside their namespaces again.
     let t = Instant::now();
-    let old_agent = c.jsonpath(
-        &[
-            "-n",
-            NS,
-            "get",
-            "pods",
-            "-l",
-            "app.kubernetes.io/component=agent",
-        ],
-        "{.items[0].metadata.name}",
-    );
+    let old_agent = agent_pods(&c, "{.items[0].metadata.name}");
     c.kubectl(&["-n", NS, "delete", "pod", &old_agent])
         .expect("delete the agent pod");
     c.wait_for(
@@ -384,17 +321,7 @@ spec:
         Duration::from_secs(90),
         Duration::from_millis(200),
         || {
-            let names = c.jsonpath(
-                &[
-                    "-n",
-                    NS,
-                    "get",
-                    "pods",
-                    "-l",
-                    "app.kubernetes.io/component=agent",
-                ],
-                "{.items[*].metadata.name} {.items[*].status.phase}",
-            );
+            let names = agent_pods(&c, "{.items[*].metadata.name} {.items[*].status.phase}");
             (!names.contains(&old_agent)
                 && names.ends_with(" Running")
                 && agent_vfs_try(&c, &agent).is_some_and(|v| v.len() == 2))
