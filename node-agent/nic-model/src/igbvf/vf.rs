@@ -2,6 +2,7 @@
 //! [`Effects`] value that says which MSI-X vectors to fire and what the PF must handle.
 
 use crate::pci::{ConfigLayout, ConfigSpace, MsixLayout};
+use crate::ring::IdleProbe;
 use crate::shared::SharedWords;
 use emu_nic_defs::igbvf as r;
 use emu_nic_defs::pci as p;
@@ -284,6 +285,25 @@ impl IgbVf {
                 head,
             );
         }
+    }
+
+    /// Where the poll loop reads, without the model's lock, whether TX queue 0 is idle and
+    /// whether the guest stored an interrupt request on the interrupt page: the same words
+    /// [`tx_doorbell_in`](Self::tx_doorbell_in) and
+    /// [`irq_page_quiet_in`](Self::irq_page_quiet_in) read.
+    pub fn idle_probe(&self) -> IdleProbe {
+        let q0 = r::TDBAL0;
+        IdleProbe::none()
+            .with_tx(
+                self.queues.clone(),
+                (Self::qword(q0 + Q_DCTL), r::XDCTL_ENABLE),
+                (Self::qword(q0 + Q_HEAD), Self::qword(q0 + Q_TAIL)),
+                0xFFFF,
+            )
+            .with_irq(
+                self.irq.clone(),
+                [r::EIMC, r::EIMS, r::EICR, r::EICS].map(Self::iword),
+            )
     }
 
     /// The shared words behind the queue pages.

@@ -5,8 +5,8 @@
 //! the first data descriptor: IIPT = IPv4 with checksum (IPv4 header checksum), L4T with
 //! MACLEN/IPLEN/L4LEN (TCP/UDP checksum from the seeded field, SCTP CRC32c), IL2TAG1 (802.1Q
 //! insertion of L2TAG1), and a context descriptor with CMD TSO (segmentation by MSS). The
-//! checksum and segmentation code is igbvf's (`igbvf::rings::offload`): the fields mean the
-//! same, only the units differ.
+//! checksum and segmentation code is the models' shared one (`ring::offload`): the fields
+//! mean the same as igbvf's, only the units differ.
 //!
 //! Completion: qword1 of every descriptor of the packet whose CMD has RS is overwritten with
 //! DTYPE = DESC_DONE (iavf sets RS on the EOP descriptor and checks it there). Head
@@ -20,11 +20,9 @@ use emu_nic_defs::avf::tx as d;
 
 use super::Ring;
 use crate::avf::state::TxQueueCfg;
-use crate::igbvf::rings::offload::{self, L4Type, Offloads, TxContext, ETH_HLEN, HEADROOM};
-pub use crate::igbvf::rings::{TxOutcome, TxScratch, TxStats, MAX_TX_FRAME, MAX_TX_PACKET};
 use crate::mem::GuestMemory;
-
-pub use crate::igbvf::rings::offload::MIN_TSO_MSS;
+use crate::ring::offload::{self, L4Type, Offloads, TxContext, ETH_HLEN, HEADROOM};
+pub use crate::ring::{TxOutcome, TxScratch, TxStats, MAX_TX_FRAME, MAX_TX_PACKET, MIN_TSO_MSS};
 
 /// Per-TX-queue state kept by the dataplane: running totals.
 #[derive(Debug, Default, Clone)]

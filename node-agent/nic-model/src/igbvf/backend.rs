@@ -1,0 +1,163 @@
+//! The igbvf VF as the dataplane drives it ([`VfBackend`]): the register model, the TX
+//! queue's assembly state, one TX and one RX queue (queue 0, as the Linux `igbvf` driver
+//! uses), head write-back into the mapped queue pages, EITR moderation.
+
+use super::rings::{RingRegs, RxBurst, RxDrop, RxLayout, RxMeta, TxQueue};
+use super::vf::{IgbVf, IrqSource};
+use crate::mem::GuestMemory;
+use crate::ring::{
+    FrameKind, IdleProbe, IrqOut, RxRun, RxTally, TxFrames, TxPoll, TxScratch, VfBackend,
+};
+use std::time::Duration;
+
+/// The mutable device state of an igbvf VF: the register model and the TX queue's assembly
+/// state.
+#[derive(Debug, Default)]
+pub struct IgbvfBackend {
+    pub vf: IgbVf,
+    pub txq: TxQueue,
+    /// TXDCTL.EN as last seen: a re-enabled queue starts with fresh context slots.
+    pub tx_was_enabled: bool,
+}
+
+impl IgbvfBackend {
+    pub fn new(vf: IgbVf) -> Self {
+        IgbvfBackend {
+            vf,
+            txq: TxQueue::new(),
+            tx_was_enabled: false,
+        }
+    }
+
+    fn ring(q: &super::vf::QueueRegs) -> RingRegs {
+        RingRegs {
+            bal: q.bal,
+            bah: q.bah,
+            len: q.len,
+            head: q.head,
+            tail: q.tail,
+        }
+    }
+
+    fn rx_meta(vlan: Option<u16>) -> RxMeta {
+        RxMeta {
+            vlan,
+            rss_hash: None,
+        }
+    }
+}
+
+impl VfBackend for IgbvfBackend {
+    #[inline]
+    fn bus_master(&self) -> bool {
+        self.vf.bus_master()
+    }
+
+    fn idle_probe(&self) -> IdleProbe {
+        self.vf.idle_probe()
+    }
+
+    /// Interrupt re-arms (EIMS), kicks (EICS) and masks the guest stored on the mapped
+    /// interrupt page: four loads when there are none.
+    #[inline]
+    fn poll_irqs(&mut self) -> IrqOut {
+        IrqOut::vectors(self.vf.poll_irq_page().fire)
+    }
+
+    #[inline]
+    fn tx_ready(&mut self) -> bool {
+        // Three loads decide whether there is anything to do.
+        let (enabled, head, tail) = self.vf.tx_doorbell(0);
+        if !enabled {
+            self.tx_was_enabled = false;
+            return false;
+        }
+        if !self.tx_was_enabled {
+            self.txq.reset();
+            self.tx_was_enabled = true;
+        }
+        head != tail && self.vf.bus_master()
+    }
+
+    #[inline]
+    fn poll_tx<M: GuestMemory>(
+        &mut self,
+        mem: &M,
+        scratch: &mut TxScratch,
+        budget: usize,
+        frames: &mut TxFrames,
+    ) -> TxPoll {
+        let mut ring = Self::ring(&self.vf.txq(0));
+        let outcome = self.txq.process(&mut ring, mem, scratch, budget, frames);
+        self.vf.set_tx_head(0, ring.head);
+        let irq = if outcome.write_backs > 0 {
+            IrqOut::vectors(self.vf.raise(IrqSource::Tx(0)).fire)
+        } else {
+            IrqOut::default()
+        };
+        TxPoll {
+            stats: outcome.stats,
+            irq,
+        }
+    }
+
+    #[inline]
+    fn rx_ready(&self) -> bool {
+        self.vf.rxq(0).enabled()
+    }
+
+    #[inline]
+    fn deliver<'a, M: GuestMemory, I: Iterator<Item = RxRun<'a>>>(
+        &mut self,
+        mem: &M,
+        expected: usize,
+        batch: I,
+        t: &mut RxTally,
+    ) -> IrqOut {
+        let q = self.vf.rxq(0);
+        let mut ring = Self::ring(&q);
+        let layout = RxLayout::from_srrctl(q.ctl);
+        let mut burst = RxBurst::new(&mut ring, layout, mem, expected);
+        let push = |t: &mut RxTally, burst: &mut RxBurst<'_, M>, frame, vlan| match burst
+            .push(frame, Self::rx_meta(vlan))
+        {
+            Ok(_) => t.delivered(frame),
+            Err(RxDrop::NoBuffers) => t.no_buf += 1,
+            Err(_) => t.bad += 1,
+        };
+        for item in batch {
+            match item {
+                RxRun::One(frame, vlan) => push(t, &mut burst, frame, vlan),
+                RxRun::Plain(run) => {
+                    // A run of plain frames: the block path without per-frame bookkeeping; a
+                    // frame it cannot take goes through push, then the run resumes.
+                    let mut run = run.peekable();
+                    let kind = run.peek().map_or(FrameKind::Unicast, |f| FrameKind::of(f));
+                    loop {
+                        let (n, bytes) = burst.push_plain(&mut run);
+                        t.delivered_many(kind, n, bytes);
+                        let Some(frame) = run.next() else { break };
+                        push(t, &mut burst, frame, None);
+                    }
+                }
+            }
+        }
+        let loss = burst.finish();
+        t.lost(loss.frames, loss.bytes);
+        self.vf.set_rx_head(0, ring.head);
+        if t.ok > 0 {
+            IrqOut::vectors(self.vf.raise(IrqSource::Rx(0)).fire)
+        } else {
+            IrqOut::default()
+        }
+    }
+
+    #[inline]
+    fn moderation_gap(&self, vector: usize) -> Duration {
+        self.vf.moderation_gap(vector)
+    }
+
+    fn reset_tx(&mut self) {
+        self.txq.reset();
+    }
+}
