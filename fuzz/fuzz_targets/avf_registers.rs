@@ -7,6 +7,7 @@
 
 use emu_nic_defs::avf as r;
 use emu_nic_defs::avf_virtchnl::VIRTCHNL_OP_EVENT;
+use emu_nic_model::pci::PciFunction;
 use emu_nic_model::avf::adminq::{post_arq, process_atq, AqScratch};
 use emu_nic_model::avf::pf::{AvfPf, VfStats};
 use emu_nic_model::avf::rings::{rx_write, AvfTxQueue, RxMeta, TxScratch};

@@ -6,6 +6,7 @@
 #![no_main]
 
 use emu_nic_defs::igbvf as r;
+use emu_nic_model::pci::PciFunction;
 use emu_nic_model::igb_pf::IgbPf;
 use emu_nic_model::igbvf::rings::{rx_write, RingRegs, RxLayout, RxMeta, TxQueue, TxScratch};
 use emu_nic_model::igbvf::vf::{Effects, HwCounters, IgbVf, IrqSource, QueueRegs};

@@ -1014,6 +1014,7 @@ fn deliver_to<'a, B: VfBackend>(
 pub fn idle_pass_cost(vfs: usize, passes: u32) -> f64 {
     use crate::port::IrqSink;
     use emu_nic_model::igbvf::vf::IgbVf;
+    use emu_nic_model::pci::PciFunction;
     struct NoIrq;
     impl IrqSink for NoIrq {
         fn fire(&self, _: u32) -> bool {

@@ -8,6 +8,7 @@ use emu_nic_model::avf::backend::AvfBackend;
 use emu_nic_model::avf::vf::AvfVf;
 use emu_nic_model::igbvf::backend::IgbvfBackend;
 use emu_nic_model::igbvf::vf::{HwCounters, IgbVf};
+use emu_nic_model::pci::PciFunction;
 use emu_nic_model::ring::{IdleProbe, IrqOut, VfBackend};
 use emu_nic_model::shared::SharedWords;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
@@ -72,6 +73,15 @@ impl PortState {
             PortState::Avf(s) => s.bus_master(),
             // A TAP has no bus to master: its fd is its memory.
             PortState::Tap(_) => true,
+        }
+    }
+
+    /// The model's PCI function (config space), if the port has a device model.
+    pub fn pci(&mut self) -> Option<&mut dyn PciFunction> {
+        match self {
+            PortState::Igbvf(s) => Some(&mut s.vf),
+            PortState::Avf(s) => Some(&mut s.vf),
+            PortState::Tap(_) => None,
         }
     }
 

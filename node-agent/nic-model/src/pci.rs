@@ -53,6 +53,26 @@ pub struct MsixLayout {
     pub pba_offset: u32,
 }
 
+/// A PCI function's config space as its model holds it: what every model's VF exposes the
+/// same way (the vfio-user CONFIG region, bus mastering for the dataplane).
+pub trait PciFunction {
+    fn config(&self) -> &ConfigSpace;
+    fn config_mut(&mut self) -> &mut ConfigSpace;
+
+    fn config_read(&self, offset: u64, buf: &mut [u8]) {
+        self.config().read(offset, buf);
+    }
+
+    fn config_write(&mut self, offset: u64, data: &[u8]) {
+        self.config_mut().write(offset, data);
+    }
+
+    /// Whether the guest has enabled bus mastering (the device may DMA).
+    fn bus_master(&self) -> bool {
+        self.config().bus_master()
+    }
+}
+
 impl ConfigSpace {
     /// Builds the power-on configuration space for `layout`.
     pub fn new(layout: &ConfigLayout) -> Self {

@@ -5,7 +5,6 @@
 
 use super::regions::vf_spec;
 use super::{words, AdminSettings, VfCore, VfModel};
-use emu_dataplane::PortState;
 use emu_guest_mem::DmaTable;
 use emu_nic_defs::avf as r;
 use emu_nic_defs::avf_virtchnl::VIRTCHNL_OP_EVENT;
@@ -165,18 +164,6 @@ impl VfModel for AvfModel {
             r::BAR3_SIZE,
             u32::from(self.vectors),
         )
-    }
-
-    fn config_read(&self, st: &mut PortState, offset: u64, data: &mut [u8]) {
-        if let Some(st) = st.avf() {
-            st.vf.config_read(offset, data);
-        }
-    }
-
-    fn config_write(&self, st: &mut PortState, offset: u64, data: &[u8]) {
-        if let Some(st) = st.avf() {
-            st.vf.config_write(offset, data);
-        }
     }
 
     fn bar0_read(&self, core: &VfCore, offset: u64, data: &mut [u8]) {

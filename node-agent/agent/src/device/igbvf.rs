@@ -4,7 +4,6 @@
 
 use super::regions::vf_spec;
 use super::{words, AdminSettings, VfCore, VfModel};
-use emu_dataplane::PortState;
 use emu_nic_defs::igbvf as r;
 use emu_nic_model::igb_pf::IgbPf;
 use emu_nic_model::igbvf::backend::IgbvfBackend;
@@ -117,18 +116,6 @@ impl VfModel for IgbvfModel {
             r::BAR3_SIZE,
             u32::from(r::MSIX_VECTORS),
         )
-    }
-
-    fn config_read(&self, st: &mut PortState, offset: u64, data: &mut [u8]) {
-        if let Some(st) = st.igb() {
-            st.vf.config_read(offset, data);
-        }
-    }
-
-    fn config_write(&self, st: &mut PortState, offset: u64, data: &[u8]) {
-        if let Some(st) = st.igb() {
-            st.vf.config_write(offset, data);
-        }
     }
 
     fn bar0_read(&self, core: &VfCore, offset: u64, data: &mut [u8]) {

@@ -9,7 +9,7 @@ pub mod igbvf;
 pub mod regions;
 
 use emu_dataplane::engine::DataplaneControl;
-use emu_dataplane::{PortState, VfPort};
+use emu_dataplane::VfPort;
 use emu_vfio_server::{region, AccessError, DeviceSpec, LogBudget, VfioDevice};
 use regions::{check, check_registers, no_region, CONFIG_SIZE};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -89,8 +89,6 @@ pub trait VfModel: Send + Sync + 'static {
     const BAR3_SIZE: u64;
     /// The vfio-user regions and interrupts of the VF.
     fn spec(&self) -> DeviceSpec;
-    fn config_read(&self, st: &mut PortState, offset: u64, data: &mut [u8]);
-    fn config_write(&self, st: &mut PortState, offset: u64, data: &[u8]);
     fn bar0_read(&self, core: &VfCore, offset: u64, data: &mut [u8]);
     fn bar0_write(&self, core: &VfCore, offset: u64, data: &[u8]);
     /// Back to the power-on state (DEVICE_RESET, scrub): registers, TX state and the PF's
@@ -153,8 +151,9 @@ impl<M: VfModel> VfioDevice for VfDevice<M> {
         match region {
             region::CONFIG => {
                 check(region, offset, data.len(), CONFIG_SIZE)?;
-                self.model
-                    .config_read(&mut self.core.port.lock(), offset, data);
+                if let Some(f) = self.core.port.lock().pci() {
+                    f.config_read(offset, data);
+                }
                 Ok(())
             }
             region::BAR0 => {
@@ -177,8 +176,9 @@ impl<M: VfModel> VfioDevice for VfDevice<M> {
         match region {
             region::CONFIG => {
                 check(region, offset, data.len(), CONFIG_SIZE)?;
-                self.model
-                    .config_write(&mut self.core.port.lock(), offset, data);
+                if let Some(f) = self.core.port.lock().pci() {
+                    f.config_write(offset, data);
+                }
                 // Bus mastering may just have been enabled.
                 self.core.dataplane.kick();
                 Ok(())

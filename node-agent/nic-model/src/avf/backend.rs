@@ -7,6 +7,7 @@ use super::rss::rss_queue;
 use super::state::MAX_QUEUE_PAIRS;
 use super::vf::AvfVf;
 use crate::mem::GuestMemory;
+use crate::pci::PciFunction;
 use crate::ring::{IdleProbe, IrqOut, RxRun, RxTally, TxFrames, TxPoll, TxScratch, VfBackend};
 use crate::shared::SharedWords;
 use emu_nic_defs::avf as r;

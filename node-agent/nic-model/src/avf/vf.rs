@@ -18,7 +18,7 @@
 //! `queues_changed`: their pages will be mapped into the guest and polled (devices.md §5).
 
 use super::state::{AqRegs, VsiState, MAX_QUEUE_PAIRS, MAX_VECTORS, RSS_KEY_SIZE, RSS_LUT_SIZE};
-use crate::pci::{ConfigLayout, ConfigSpace, MsixLayout};
+use crate::pci::{ConfigLayout, ConfigSpace, MsixLayout, PciFunction};
 use emu_nic_defs::avf as r;
 use emu_nic_defs::pci as p;
 
@@ -115,6 +115,15 @@ pub struct AvfVf {
     pending: u32,
 }
 
+impl PciFunction for AvfVf {
+    fn config(&self) -> &ConfigSpace {
+        &self.config
+    }
+    fn config_mut(&mut self) -> &mut ConfigSpace {
+        &mut self.config
+    }
+}
+
 impl AvfVf {
     /// A VF with `queue_pairs` queue pairs (clamped to 1..=16) and `queue_pairs + 1` MSI-X
     /// vectors.
@@ -148,23 +157,6 @@ impl AvfVf {
     /// MSI-X vectors the function exposes (queue pairs + 1).
     pub fn num_vectors(&self) -> u16 {
         self.vectors
-    }
-
-    pub fn config(&self) -> &ConfigSpace {
-        &self.config
-    }
-
-    pub fn config_read(&self, offset: u64, buf: &mut [u8]) {
-        self.config.read(offset, buf);
-    }
-
-    pub fn config_write(&mut self, offset: u64, data: &[u8]) {
-        self.config.write(offset, data);
-    }
-
-    /// Whether the guest has enabled bus mastering (the dataplane and AdminQ may DMA).
-    pub fn bus_master(&self) -> bool {
-        self.config.bus_master()
     }
 
     /// VFGEN_RSTAT.VFR_STATE.

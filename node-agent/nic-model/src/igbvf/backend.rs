@@ -5,8 +5,10 @@
 use super::rings::{RingRegs, RxBurst, RxDrop, RxLayout, RxMeta, TxQueue};
 use super::vf::{IgbVf, IrqSource};
 use crate::mem::GuestMemory;
+use crate::pci::PciFunction;
 use crate::ring::{
-    FrameKind, IdleProbe, IrqOut, RxRun, RxTally, TxFrames, TxPoll, TxScratch, VfBackend,
+    FrameKind, FrameSource, IdleProbe, IrqOut, RxRun, RxTally, TxFrames, TxPoll, TxScratch,
+    VfBackend,
 };
 use std::time::Duration;
 
@@ -39,10 +41,22 @@ impl IgbvfBackend {
         }
     }
 
-    fn rx_meta(vlan: Option<u16>) -> RxMeta {
-        RxMeta {
+    /// One frame through the burst's checked path, tallied.
+    #[inline(always)]
+    fn push<M: GuestMemory>(
+        t: &mut RxTally,
+        burst: &mut RxBurst<'_, M>,
+        frame: &[u8],
+        vlan: Option<u16>,
+    ) {
+        let meta = RxMeta {
             vlan,
             rss_hash: None,
+        };
+        match burst.push(frame, meta) {
+            Ok(_) => t.delivered(frame),
+            Err(RxDrop::NoBuffers) => t.no_buf += 1,
+            Err(_) => t.bad += 1,
         }
     }
 }
@@ -103,7 +117,7 @@ impl VfBackend for IgbvfBackend {
 
     #[inline]
     fn rx_ready(&self) -> bool {
-        self.vf.rxq(0).enabled()
+        self.vf.rx_enabled(0)
     }
 
     #[inline]
@@ -118,26 +132,18 @@ impl VfBackend for IgbvfBackend {
         let mut ring = Self::ring(&q);
         let layout = RxLayout::from_srrctl(q.ctl);
         let mut burst = RxBurst::new(&mut ring, layout, mem, expected);
-        let push = |t: &mut RxTally, burst: &mut RxBurst<'_, M>, frame, vlan| match burst
-            .push(frame, Self::rx_meta(vlan))
-        {
-            Ok(_) => t.delivered(frame),
-            Err(RxDrop::NoBuffers) => t.no_buf += 1,
-            Err(_) => t.bad += 1,
-        };
         for item in batch {
             match item {
-                RxRun::One(frame, vlan) => push(t, &mut burst, frame, vlan),
-                RxRun::Plain(run) => {
+                RxRun::One(frame, vlan) => Self::push(t, &mut burst, frame, vlan),
+                RxRun::Plain(mut run) => {
                     // A run of plain frames: the block path without per-frame bookkeeping; a
                     // frame it cannot take goes through push, then the run resumes.
-                    let mut run = run.peekable();
-                    let kind = run.peek().map_or(FrameKind::Unicast, |f| FrameKind::of(f));
+                    let kind = run.peek_frame().map_or(FrameKind::Unicast, FrameKind::of);
                     loop {
                         let (n, bytes) = burst.push_plain(&mut run);
                         t.delivered_many(kind, n, bytes);
                         let Some(frame) = run.next() else { break };
-                        push(t, &mut burst, frame, None);
+                        Self::push(t, &mut burst, frame, None);
                     }
                 }
             }

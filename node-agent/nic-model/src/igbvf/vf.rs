@@ -1,7 +1,7 @@
 //! The igbvf register model. Every method is pure: it updates state and returns an
 //! [`Effects`] value that says which MSI-X vectors to fire and what the PF must handle.
 
-use crate::pci::{ConfigLayout, ConfigSpace, MsixLayout};
+use crate::pci::{ConfigLayout, ConfigSpace, MsixLayout, PciFunction};
 use crate::ring::IdleProbe;
 use crate::shared::SharedWords;
 use emu_nic_defs::igbvf as r;
@@ -161,6 +161,15 @@ impl Default for IgbVf {
     }
 }
 
+impl PciFunction for IgbVf {
+    fn config(&self) -> &ConfigSpace {
+        &self.config
+    }
+    fn config_mut(&mut self) -> &mut ConfigSpace {
+        &mut self.config
+    }
+}
+
 impl IgbVf {
     /// A VF at power-on: the PF is still in reset (RSTI) until [`IgbVf::pf_reset_done`].
     pub fn new() -> Self {
@@ -259,6 +268,17 @@ impl IgbVf {
         self.queue_regs(r::RDBAL0, q, Q_SRRCTL)
     }
 
+    /// RXDCTL.ENABLE of RX queue `q` (one load; [`rxq`](Self::rxq) reads them all).
+    #[inline]
+    pub fn rx_enabled(&self, q: usize) -> bool {
+        q < r::QUEUES
+            && self
+                .queues
+                .load(Self::qword(r::RDBAL0 + r::QUEUE_STRIDE * q as u32 + Q_DCTL))
+                & r::XDCTL_ENABLE
+                != 0
+    }
+
     /// TX queue `q`'s registers.
     pub fn txq(&self, q: usize) -> QueueRegs {
         if q >= r::QUEUES {
@@ -329,23 +349,6 @@ impl IgbVf {
                 .is_none_or(|w| w.load(std::sync::atomic::Ordering::Relaxed) == 0)
         };
         quiet(r::EIMC) && quiet(r::EIMS) && quiet(r::EICR) && quiet(r::EICS)
-    }
-
-    pub fn config(&self) -> &ConfigSpace {
-        &self.config
-    }
-
-    pub fn config_read(&self, offset: u64, buf: &mut [u8]) {
-        self.config.read(offset, buf);
-    }
-
-    pub fn config_write(&mut self, offset: u64, data: &[u8]) {
-        self.config.write(offset, data);
-    }
-
-    /// Whether the guest has enabled bus mastering (the dataplane may DMA).
-    pub fn bus_master(&self) -> bool {
-        self.config.bus_master()
     }
 
     /// Link state as the PF reports it in STATUS.LU.

@@ -89,6 +89,40 @@ impl<'a> PlainRun<'a> {
     }
 }
 
+/// Frames handed to an RX block path, each looked at before it is taken (see
+/// `igbvf::rings::RxBurst::push_plain`).
+pub trait FrameSource<'f> {
+    /// The next frame, not taken.
+    fn peek_frame(&mut self) -> Option<&'f [u8]>;
+    /// Takes the frame [`peek_frame`](Self::peek_frame) returned.
+    fn advance(&mut self);
+}
+
+impl<'f, I: Iterator<Item = &'f [u8]>> FrameSource<'f> for std::iter::Peekable<I> {
+    #[inline]
+    fn peek_frame(&mut self) -> Option<&'f [u8]> {
+        self.peek().copied()
+    }
+    #[inline]
+    fn advance(&mut self) {
+        self.next();
+    }
+}
+
+impl<'f> FrameSource<'f> for PlainRun<'f> {
+    #[inline]
+    fn peek_frame(&mut self) -> Option<&'f [u8]> {
+        let end = *self.ends.as_slice().first()?;
+        Some(self.bytes.get(self.start..end).unwrap_or(&[]))
+    }
+    #[inline]
+    fn advance(&mut self) {
+        if let Some(&end) = self.ends.next() {
+            self.start = end;
+        }
+    }
+}
+
 impl<'a> Iterator for PlainRun<'a> {
     type Item = &'a [u8];
 

@@ -9,13 +9,15 @@
 pub mod backend;
 mod frames;
 pub(crate) mod offload;
+pub(crate) mod walk;
 pub(crate) mod wire;
 
 #[cfg(test)]
 pub(crate) mod testutil;
 
 pub use backend::{
-    FrameKind, IdleProbe, IrqOut, PlainRun, RxRun, RxRunFrames, RxTally, TxPoll, VfBackend,
+    FrameKind, FrameSource, IdleProbe, IrqOut, PlainRun, RxRun, RxRunFrames, RxTally, TxPoll,
+    VfBackend,
 };
 pub use frames::{TxFrames, TxOutcome, TxScratch, TxSink, TxStats, MAX_TX_FRAME, MAX_TX_PACKET};
 pub use offload::MIN_TSO_MSS;

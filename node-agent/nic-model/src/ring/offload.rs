@@ -12,6 +12,7 @@
 //! Buffers carry [`HEADROOM`] spare bytes in front of the frame so that an 802.1Q tag can be
 //! inserted by moving only the 12 MAC address bytes.
 
+use super::frames::{TxScratch, TxSink, TxStats, MAX_TX_FRAME};
 use super::wire::{
     ETHERTYPE_VLAN, IPV4_MIN_HLEN, IPV6_HLEN, TCP_FLAG_CWR, TCP_FLAG_FIN, TCP_FLAG_PSH,
     TCP_MIN_HLEN,
@@ -297,6 +298,58 @@ pub(crate) fn emit_frame(buf: &mut [u8], len: usize, vlan: Option<u16>) -> Optio
         Some(v) => tag_frame(buf, len, v),
         None => buf.get(HEADROOM..HEADROOM + len),
     }
+}
+
+/// Applies the offloads `off` asks for to the `len`-byte packet assembled in `scratch.frame`
+/// and hands the resulting frame(s) to `sink`, counting them in `stats`. False when the
+/// request does not fit the packet (a runt, a frame over [`MAX_TX_FRAME`] without TSO, headers
+/// outside the frame, an MSS below [`MIN_TSO_MSS`]): the caller drops it.
+pub(crate) fn send(
+    ctx: &TxContext,
+    off: Offloads,
+    len: usize,
+    scratch: &mut TxScratch,
+    stats: &mut TxStats,
+    sink: &mut impl TxSink,
+) -> bool {
+    if len < ETH_HLEN {
+        return false;
+    }
+    if off.tse {
+        let Some(pkt) = scratch.frame.get(HEADROOM..HEADROOM + len) else {
+            return false;
+        };
+        return match segment(pkt, ctx, off, &mut scratch.seg, &mut |f: &[u8]| {
+            sink.emit(f)
+        }) {
+            Ok(r) => {
+                stats.packets += r.segments;
+                stats.tso_segments += r.segments;
+                stats.bytes += r.bytes;
+                true
+            }
+            Err(_) => false,
+        };
+    }
+    if len > MAX_TX_FRAME {
+        return false;
+    }
+    let Some(frame) = scratch.frame.get_mut(HEADROOM..HEADROOM + len) else {
+        return false;
+    };
+    if off.ixsm && insert_ipv4_checksum(frame, ctx).is_err() {
+        return false;
+    }
+    if off.txsm && insert_l4_checksum(frame, ctx).is_err() {
+        return false;
+    }
+    let Some(wire) = emit_frame(&mut scratch.frame, len, off.vle.then_some(ctx.vlan)) else {
+        return false;
+    };
+    stats.packets += 1;
+    stats.bytes += wire.len() as u64;
+    sink.emit(wire);
+    true
 }
 
 #[cfg(test)]

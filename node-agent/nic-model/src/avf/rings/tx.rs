@@ -21,22 +21,14 @@ use emu_nic_defs::avf::tx as d;
 use super::Ring;
 use crate::avf::state::TxQueueCfg;
 use crate::mem::GuestMemory;
-use crate::ring::offload::{self, L4Type, Offloads, TxContext, ETH_HLEN, HEADROOM};
+use crate::ring::offload::{self, L4Type, Offloads, TxContext};
+use crate::ring::walk::{append_buffer, read_desc16, Walk};
 pub use crate::ring::{TxOutcome, TxScratch, TxStats, MAX_TX_FRAME, MAX_TX_PACKET, MIN_TSO_MSS};
 
 /// Per-TX-queue state kept by the dataplane: running totals.
 #[derive(Debug, Default, Clone)]
 pub struct AvfTxQueue {
     totals: TxStats,
-}
-
-/// How walking one packet ended.
-enum Walk {
-    Consumed,
-    /// EOP is not before tail yet; nothing was consumed.
-    Incomplete,
-    /// A descriptor of the ring could not be read or written.
-    RingFault,
 }
 
 /// One 16-byte descriptor as two little-endian qwords.
@@ -48,13 +40,7 @@ struct RawDesc {
 
 impl RawDesc {
     fn read(mem: &impl GuestMemory, addr: u64) -> Option<Self> {
-        let mut b = [0u8; 16];
-        mem.read(addr, &mut b).ok()?;
-        let (lo, hi) = b.split_at(8);
-        Some(RawDesc {
-            qw0: u64::from_le_bytes(lo.try_into().ok()?),
-            qw1: u64::from_le_bytes(hi.try_into().ok()?),
-        })
+        read_desc16(mem, addr).map(|(qw0, qw1)| RawDesc { qw0, qw1 })
     }
     fn dtype(&self) -> u64 {
         self.qw1 & d::DTYPE_MASK
@@ -226,7 +212,7 @@ fn walk_packet(
     match first {
         Some(desc) if bad_descs == 0 => {
             let (tx_ctx, off) = offloads(&desc, ctx);
-            if !send(tx_ctx, off, pos, scratch, stats, emit) {
+            if !offload::send(&tx_ctx, off, pos, scratch, stats, &mut |f: &[u8]| emit(f)) {
                 stats.bad_descriptors += 1;
                 stats.dropped_packets += 1;
             }
@@ -259,72 +245,7 @@ fn walk_packet(
     Walk::Consumed
 }
 
-/// Applies the offloads of the packet assembled in `scratch.frame` and emits it.
-/// Returns false when the offload request does not fit the packet.
-fn send(
-    ctx: TxContext,
-    off: Offloads,
-    len: usize,
-    scratch: &mut TxScratch,
-    stats: &mut TxStats,
-    emit: &mut dyn FnMut(&[u8]),
-) -> bool {
-    if len < ETH_HLEN {
-        return false;
-    }
-    if off.tse {
-        if ctx.mss < MIN_TSO_MSS {
-            return false;
-        }
-        let Some(pkt) = scratch.frame.get(HEADROOM..HEADROOM + len) else {
-            return false;
-        };
-        return match offload::segment(pkt, &ctx, off, &mut scratch.seg, emit) {
-            Ok(r) => {
-                stats.packets += r.segments;
-                stats.tso_segments += r.segments;
-                stats.bytes += r.bytes;
-                true
-            }
-            Err(_) => false,
-        };
-    }
-    if len > MAX_TX_FRAME {
-        return false;
-    }
-    let Some(frame) = scratch.frame.get_mut(HEADROOM..HEADROOM + len) else {
-        return false;
-    };
-    if off.ixsm && offload::insert_ipv4_checksum(frame, &ctx).is_err() {
-        return false;
-    }
-    if off.txsm && offload::insert_l4_checksum(frame, &ctx).is_err() {
-        return false;
-    }
-    let Some(wire) = offload::emit_frame(&mut scratch.frame, len, off.vle.then_some(ctx.vlan))
-    else {
-        return false;
-    };
-    stats.packets += 1;
-    stats.bytes += wire.len() as u64;
-    emit(wire);
-    true
-}
-
 /// Appends the buffer of data descriptor `desc` to the packet at `*pos`.
-/// False for a zero size, a packet over [`MAX_TX_PACKET`] or an unreadable buffer.
 fn copy_buffer(mem: &impl GuestMemory, desc: &RawDesc, frame: &mut [u8], pos: &mut usize) -> bool {
-    let len = desc.buf_size();
-    let end = *pos + len;
-    if len == 0 || end > MAX_TX_PACKET {
-        return false;
-    }
-    let Some(dst) = frame.get_mut(HEADROOM + *pos..HEADROOM + end) else {
-        return false;
-    };
-    if mem.read(desc.qw0, dst).is_err() {
-        return false;
-    }
-    *pos = end;
-    true
+    append_buffer(mem, desc.qw0, desc.buf_size(), frame, pos)
 }

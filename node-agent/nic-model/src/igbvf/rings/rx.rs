@@ -26,6 +26,7 @@ use emu_nic_defs::igb_desc::rx as d;
 
 use super::{next_idx, RingRegs};
 use crate::mem::GuestMemory;
+use crate::ring::FrameSource;
 
 /// Largest frame [`rx_write`] accepts (no FCS): 16 KiB, beyond any MTU the driver accepts.
 pub const MAX_RX_FRAME: usize = 16 * 1024;
@@ -472,16 +473,13 @@ impl<'a, M: GuestMemory> RxBurst<'a, M> {
     /// [`push`](Self::push), which gives it the result and error `push` always gives. Each
     /// frame written is exactly what `push` with [`RxMeta::default`] writes (tests compare).
     #[inline]
-    pub fn push_plain<'f, I: Iterator<Item = &'f [u8]>>(
-        &mut self,
-        frames: &mut std::iter::Peekable<I>,
-    ) -> (u64, u64) {
+    pub fn push_plain<'f, S: FrameSource<'f>>(&mut self, frames: &mut S) -> (u64, u64) {
         let (mut n, mut bytes) = (0u64, 0u64);
         let max = (self.layout.pkt_buf_len as usize).min(MAX_RX_FRAME);
         if self.count == 0 {
             return (0, 0);
         }
-        while let Some(&frame) = frames.peek() {
+        while let Some(frame) = frames.peek_frame() {
             let k = self.used as usize;
             if frame.is_empty() || frame.len() > max || k >= self.fetched as usize {
                 break;
@@ -499,7 +497,7 @@ impl<'a, M: GuestMemory> RxBurst<'a, M> {
             self.used += 1;
             n += 1;
             bytes += frame.len() as u64;
-            frames.next();
+            frames.advance();
         }
         (n, bytes)
     }

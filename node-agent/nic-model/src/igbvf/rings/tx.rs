@@ -11,7 +11,8 @@ use emu_nic_defs::igb_desc::tx as d;
 use super::{next_idx, RingRegs};
 use crate::mem::GuestMemory;
 use crate::ring::offload::{self, L4Type, Offloads, TxContext, ETH_HLEN, HEADROOM};
-use crate::ring::{TxOutcome, TxScratch, TxSink, TxStats, MAX_TX_FRAME, MAX_TX_PACKET};
+use crate::ring::walk::{append_buffer, desc16, read_desc16, Walk};
+use crate::ring::{TxOutcome, TxScratch, TxSink, TxStats, MAX_TX_FRAME};
 
 impl TxContext {
     /// Decodes the three meaningful dwords of a context descriptor. Every field is masked to
@@ -42,16 +43,6 @@ pub struct TxQueue {
     ctx: [TxContext; d::CONTEXT_SLOTS],
 }
 
-/// How walking one packet ended.
-enum Walk {
-    /// A packet (good or dropped) was consumed.
-    Consumed,
-    /// EOP is not before tail yet; nothing was consumed.
-    Incomplete,
-    /// A descriptor of the ring itself could not be read or written.
-    RingFault,
-}
-
 /// One 16-byte descriptor as two little-endian qwords.
 #[derive(Clone, Copy)]
 struct RawDesc {
@@ -61,18 +52,12 @@ struct RawDesc {
 
 impl RawDesc {
     fn read(mem: &impl GuestMemory, addr: u64) -> Option<Self> {
-        let mut b = [0u8; 16];
-        mem.read(addr, &mut b).ok()?;
-        Self::from_bytes(&b)
+        read_desc16(mem, addr).map(|(lo, hi)| RawDesc { lo, hi })
     }
     /// The descriptor in 16 little-endian bytes; `None` for any other length.
+    #[inline]
     fn from_bytes(b: &[u8]) -> Option<Self> {
-        let (lo, hi) = b.split_first_chunk::<8>()?;
-        let hi: &[u8; 8] = hi.try_into().ok()?;
-        Some(RawDesc {
-            lo: u64::from_le_bytes(*lo),
-            hi: u64::from_le_bytes(*hi),
-        })
+        desc16(b).map(|(lo, hi)| RawDesc { lo, hi })
     }
     /// `cmd_type_len` / `type_tucmd_mlhl`: the dword at offset 8.
     fn cmd(&self) -> u32 {
@@ -419,59 +404,19 @@ impl TxQueue {
             vle: cmd & d::DCMD_VLE != 0,
         };
         let slot = ((olinfo >> d::OLINFO_IDX_SHIFT) & d::IDX_MASK) as usize % d::CONTEXT_SLOTS;
-        let ctx = &self.ctx[slot];
-        if len < ETH_HLEN {
-            return false;
-        }
-        if off.tse {
-            let (pkt, seg) = (&scratch.frame[HEADROOM..HEADROOM + len], &mut scratch.seg);
-            return match offload::segment(pkt, ctx, off, seg, &mut |f: &[u8]| sink.emit(f)) {
-                Ok(r) => {
-                    stats.packets += r.segments;
-                    stats.tso_segments += r.segments;
-                    stats.bytes += r.bytes;
-                    true
-                }
-                Err(_) => false,
-            };
-        }
-        if len > MAX_TX_FRAME {
-            return false;
-        }
-        let frame = &mut scratch.frame[HEADROOM..HEADROOM + len];
-        if off.ixsm && offload::insert_ipv4_checksum(frame, ctx).is_err() {
-            return false;
-        }
-        if off.txsm && offload::insert_l4_checksum(frame, ctx).is_err() {
-            return false;
-        }
-        let Some(wire) = offload::emit_frame(&mut scratch.frame, len, off.vle.then_some(ctx.vlan))
-        else {
-            return false;
-        };
-        stats.packets += 1;
-        stats.bytes += wire.len() as u64;
-        sink.emit(wire);
-        true
+        offload::send(&self.ctx[slot], off, len, scratch, stats, sink)
     }
 }
 
 /// Appends the buffer of data descriptor `desc` to the packet at `*pos`.
-/// False for a zero length, a packet over [`MAX_TX_PACKET`] or an unreadable buffer.
 fn copy_buffer(mem: &impl GuestMemory, desc: &RawDesc, frame: &mut [u8], pos: &mut usize) -> bool {
-    let len = (desc.cmd() & d::LEN_MASK) as usize;
-    let end = *pos + len;
-    if len == 0 || end > MAX_TX_PACKET {
-        return false;
-    }
-    let Some(dst) = frame.get_mut(HEADROOM + *pos..HEADROOM + end) else {
-        return false;
-    };
-    if mem.read(desc.lo, dst).is_err() {
-        return false;
-    }
-    *pos = end;
-    true
+    append_buffer(
+        mem,
+        desc.lo,
+        (desc.cmd() & d::LEN_MASK) as usize,
+        frame,
+        pos,
+    )
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@ use super::*;
 use crate::mem::VecMemory;
 use crate::ring::offload::{self, L4Type, TxContext, MIN_TSO_MSS};
 use crate::ring::testutil::*;
+use crate::ring::MAX_TX_PACKET;
 
 const DATA: u32 = d::DTYP_DATA | d::DCMD_DEXT | d::DCMD_IFCS;
 const LAST: u32 = d::DCMD_EOP | d::DCMD_RS;
