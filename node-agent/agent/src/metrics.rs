@@ -33,7 +33,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::oneshot;
 
 use crate::node::Node;
-use crate::status::VfState;
+use crate::status::ClientState;
 
 /// `Content-Type` of `/metrics`.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -77,7 +77,7 @@ impl Sample {
                 let c = counters.remove(&vf.id)?;
                 Some(VfSample {
                     healthy: node.healthy(&vf.id),
-                    attached: vf.state == VfState::Attached,
+                    attached: vf.state == ClientState::Attached,
                     traps: vf.counters.traps,
                     counters: c,
                     id: vf.id,

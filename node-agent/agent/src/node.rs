@@ -22,7 +22,7 @@ use crate::device::{
 use crate::naming;
 use crate::netdev::proto::{NetdevAnswer, NetdevRequest};
 use crate::netdev::{NetdevError, NetdevVf};
-use crate::status::{AgentStatus, UplinkStatus, VfCounters, VfState, VfStatus};
+use crate::status::{AgentStatus, ClientState, UplinkStatus, VfStatus, VfStatusCounters};
 use emu_dataplane::engine::DataplaneControl;
 use emu_dataplane::engine::Mode;
 use emu_dataplane::{
@@ -339,11 +339,11 @@ impl Node {
                         socket: e.socket.clone(),
                         netdev: e.netdev.as_ref().map(|n| n.host_name.clone()),
                         state: if e.device.attached() {
-                            VfState::Attached
+                            ClientState::Attached
                         } else {
-                            VfState::Free
+                            ClientState::Free
                         },
-                        counters: VfCounters {
+                        counters: VfStatusCounters {
                             tx_packets: c.tx_packets,
                             tx_bytes: c.tx_bytes,
                             rx_packets: c.rx_packets,

@@ -9,6 +9,7 @@
 pub mod backend;
 mod frames;
 pub(crate) mod offload;
+mod rx;
 pub(crate) mod walk;
 pub(crate) mod wire;
 
@@ -21,3 +22,4 @@ pub use backend::{
 };
 pub use frames::{TxFrames, TxOutcome, TxScratch, TxSink, TxStats, MAX_TX_FRAME, MAX_TX_PACKET};
 pub use offload::MIN_TSO_MSS;
+pub use rx::{RxDrop, RxWritten};

@@ -27,6 +27,7 @@ use emu_nic_defs::igb_desc::rx as d;
 use super::{next_idx, RingRegs};
 use crate::mem::GuestMemory;
 use crate::ring::FrameSource;
+pub use crate::ring::{RxDrop, RxWritten};
 
 /// Largest frame [`rx_write`] accepts (no FCS): 16 KiB, beyond any MTU the driver accepts.
 pub const MAX_RX_FRAME: usize = 16 * 1024;
@@ -94,38 +95,6 @@ pub struct RxMeta {
     pub vlan: Option<u16>,
     /// RSS hash to report in the high dword.
     pub rss_hash: Option<u32>,
-}
-
-/// What [`rx_write`] wrote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RxWritten {
-    /// Descriptors completed (head advanced by this many).
-    pub descriptors: u32,
-    /// Frame bytes written.
-    pub bytes: usize,
-}
-
-/// Why a frame was not written. Nothing was completed and head did not move.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum RxDrop {
-    /// Fewer free descriptors than the frame needs (head == tail: none at all).
-    #[error("not enough RX descriptors owned by the device")]
-    NoBuffers,
-    /// RDLEN/RDH/RDT invalid, or a descriptor of the ring unreadable or unwritable.
-    #[error("RX ring registers or descriptors are invalid")]
-    BadRing,
-    /// A buffer address given in a descriptor is not writable guest memory.
-    #[error("RX buffer address is not writable guest memory")]
-    BadAddress,
-    /// Larger than [`MAX_RX_FRAME`] or than the whole ring could ever hold.
-    #[error("frame too big for the RX ring")]
-    TooBig,
-    /// Zero-length frame.
-    #[error("empty frame")]
-    Empty,
-    /// SRRCTL selects legacy or a reserved descriptor type.
-    #[error("unsupported RX descriptor type")]
-    UnsupportedLayout,
 }
 
 /// Where the frame goes: bytes `[0, hdr)` to the first header buffer, the rest to packet
