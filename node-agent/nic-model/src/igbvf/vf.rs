@@ -1,7 +1,7 @@
 //! The igbvf register model. Every method is pure: it updates state and returns an
 //! [`Effects`] value that says which MSI-X vectors to fire and what the PF must handle.
 
-use crate::pci::{ConfigLayout, ConfigSpace, MsixLayout, PciFunction};
+use crate::pci::{ConfigLayout, ConfigSpace, PciFunction};
 use crate::ring::IdleProbe;
 use crate::shared::SharedWords;
 use emu_nic_defs::igbvf as r;
@@ -128,31 +128,12 @@ const Q_DCTL: u32 = 0x28;
 
 /// The PCI identity and capabilities of an igbvf function (as QEMU's `igbvf.c`).
 pub fn config_layout() -> ConfigLayout {
-    ConfigLayout {
-        vendor: p::VENDOR_INTEL,
-        device: p::DEVICE_IGBVF,
-        revision: 1,
-        class: p::CLASS_ETHERNET,
-        subsystem_vendor: p::VENDOR_INTEL,
-        subsystem: 0,
-        bars: vec![
-            (0, r::BAR0_SIZE, p::BAR_MEM64 | p::BAR_PREFETCH),
-            (3, r::BAR3_SIZE, p::BAR_MEM64 | p::BAR_PREFETCH),
-        ],
-        msix: Some(MsixLayout {
-            cap_offset: 0x70,
-            vectors: r::MSIX_VECTORS,
-            table_bir: 3,
-            table_offset: r::MSIX_TABLE_OFFSET,
-            pba_bir: 3,
-            pba_offset: r::MSIX_PBA_OFFSET,
-        }),
-        pcie_cap: Some(0xA0),
-        ext_caps: vec![
-            (0x100, p::EXT_CAP_ID_AER, 2, 0x48),
-            (0x150, p::EXT_CAP_ID_ARI, 1, 8),
-        ],
-    }
+    crate::pci::intel_vf_layout(
+        p::DEVICE_IGBVF,
+        (r::BAR0_SIZE, r::BAR3_SIZE),
+        r::MSIX_VECTORS,
+        (r::MSIX_TABLE_OFFSET, r::MSIX_PBA_OFFSET),
+    )
 }
 
 impl Default for IgbVf {

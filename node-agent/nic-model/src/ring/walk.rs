@@ -2,7 +2,7 @@
 //! walk over one packet ended, 16-byte descriptors as two little-endian qwords, and copying
 //! a data buffer into the packet being assembled.
 
-use super::frames::MAX_TX_PACKET;
+use super::frames::{TxStats, MAX_TX_PACKET};
 use super::offload::HEADROOM;
 use crate::mem::GuestMemory;
 
@@ -54,4 +54,40 @@ pub(crate) fn append_buffer(
     }
     *pos = end;
     true
+}
+
+/// Accounts a packet whose descriptors were walked: `used` of them, `eop` whether its EOP
+/// descriptor was found before tail, `ring_full` whether the device owns every descriptor
+/// but one (so a missing EOP can never come), `assembled` whether a first data descriptor
+/// was seen and `bad_descs` the faults met. `None`: wait for a later tail (nothing counted).
+/// `Some(true)`: send it; `Some(false)`: it is dropped (counted here). Either way the
+/// caller completes its descriptors.
+pub(crate) fn account_packet(
+    stats: &mut TxStats,
+    (eop, ring_full): (bool, bool),
+    used: u32,
+    assembled: bool,
+    mut bad_descs: u64,
+) -> Option<bool> {
+    if !eop {
+        if !ring_full {
+            // The guest may still be filling the packet in.
+            return None;
+        }
+        // The ring is full and holds no EOP: it can never complete. Drop it all.
+        bad_descs += 1;
+    }
+    stats.descriptors += u64::from(used);
+    if assembled && bad_descs == 0 {
+        return Some(true);
+    }
+    stats.bad_descriptors += bad_descs.max(1);
+    stats.dropped_packets += 1;
+    Some(false)
+}
+
+/// Counts a packet dropped because its offload request did not fit it.
+pub(crate) fn count_bad_offload(stats: &mut TxStats) {
+    stats.bad_descriptors += 1;
+    stats.dropped_packets += 1;
 }

@@ -22,7 +22,7 @@ use super::Ring;
 use crate::avf::state::TxQueueCfg;
 use crate::mem::GuestMemory;
 use crate::ring::offload::{self, L4Type, Offloads, TxContext};
-use crate::ring::walk::{append_buffer, read_desc16, Walk};
+use crate::ring::walk::{account_packet, append_buffer, count_bad_offload, read_desc16, Walk};
 pub use crate::ring::{TxOutcome, TxScratch, TxStats, MAX_TX_FRAME, MAX_TX_PACKET, MIN_TSO_MSS};
 
 /// Per-TX-queue state kept by the dataplane: running totals.
@@ -198,28 +198,16 @@ fn walk_packet(
         }
     }
 
-    if !eop {
-        if pending < ring.count - 1 {
-            // The guest may still be filling the packet in: wait for a later tail.
-            return Walk::Incomplete;
-        }
-        // The ring is full and holds no EOP: it can never complete. Drop it all.
-        bad_descs += 1;
-    }
-
     let stats = &mut out.stats;
-    stats.descriptors += u64::from(used);
-    match first {
-        Some(desc) if bad_descs == 0 => {
-            let (tx_ctx, off) = offloads(&desc, ctx);
-            if !offload::send(&tx_ctx, off, pos, scratch, stats, &mut |f: &[u8]| emit(f)) {
-                stats.bad_descriptors += 1;
-                stats.dropped_packets += 1;
-            }
-        }
-        _ => {
-            stats.bad_descriptors += bad_descs.max(1);
-            stats.dropped_packets += 1;
+    let ring_full = pending >= ring.count - 1;
+    let Some(send) = account_packet(stats, (eop, ring_full), used, first.is_some(), bad_descs)
+    else {
+        return Walk::Incomplete;
+    };
+    if let (true, Some(desc)) = (send, first) {
+        let (tx_ctx, off) = offloads(&desc, ctx);
+        if !offload::send(&tx_ctx, off, pos, scratch, stats, &mut |f: &[u8]| emit(f)) {
+            count_bad_offload(stats);
         }
     }
 

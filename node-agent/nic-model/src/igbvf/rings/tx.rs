@@ -11,7 +11,9 @@ use emu_nic_defs::igb_desc::tx as d;
 use super::{next_idx, RingRegs};
 use crate::mem::GuestMemory;
 use crate::ring::offload::{self, L4Type, Offloads, TxContext, ETH_HLEN, HEADROOM};
-use crate::ring::walk::{append_buffer, desc16, read_desc16, Walk};
+use crate::ring::walk::{
+    account_packet, append_buffer, count_bad_offload, desc16, read_desc16, Walk,
+};
 use crate::ring::{TxOutcome, TxScratch, TxSink, TxStats, MAX_TX_FRAME};
 
 impl TxContext {
@@ -269,27 +271,15 @@ impl TxQueue {
             }
         }
 
-        if !eop {
-            if pending < count - 1 {
-                // The guest may still be filling the packet in: wait for a later tail.
-                return Walk::Incomplete;
-            }
-            // The ring is full and holds no EOP: it can never complete. Drop it all.
-            bad_descs += 1;
-        }
-
         let stats = &mut out.stats;
-        stats.descriptors += u64::from(used);
-        match first {
-            Some(desc) if bad_descs == 0 => {
-                if !self.send(&desc, pos, scratch, stats, sink) {
-                    stats.bad_descriptors += 1;
-                    stats.dropped_packets += 1;
-                }
-            }
-            _ => {
-                stats.bad_descriptors += bad_descs.max(1);
-                stats.dropped_packets += 1;
+        let ring_full = pending >= count - 1;
+        let Some(send) = account_packet(stats, (eop, ring_full), used, first.is_some(), bad_descs)
+        else {
+            return Walk::Incomplete;
+        };
+        if let (true, Some(desc)) = (send, first) {
+            if !self.send(&desc, pos, scratch, stats, sink) {
+                count_bad_offload(stats);
             }
         }
 
