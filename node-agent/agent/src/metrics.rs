@@ -401,6 +401,15 @@ impl MetricsServer {
         Self::start(addr, Arc::new(move || Sample::collect(&node)))
     }
 
+    /// [`for_node`](Self::for_node) on `runtime` (the control plane's).
+    pub fn for_node_on(
+        runtime: &tokio::runtime::Handle,
+        addr: SocketAddr,
+        node: Arc<Node>,
+    ) -> Result<MetricsServer, MetricsError> {
+        Self::start_on(runtime, addr, Arc::new(move || Sample::collect(&node)))
+    }
+
     /// The address actually bound (the port is filled in when `addr` asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
