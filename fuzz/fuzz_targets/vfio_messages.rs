@@ -11,7 +11,7 @@ use emu_nic_defs::igbvf as r;
 use emu_nic_model::igb_pf::IgbPf;
 use emu_nic_model::igbvf::vf::IgbVf;
 use emu_nic_model::vmdq::SwitchTable;
-use emu_sriov_agent::device::{IgbVfDevice, IgbvfModel, PfShared, VfCore};
+use emu_sriov_agent::device::{IgbVfDevice, IgbvfGlue, PfShared, VfCore};
 use emu_sriov_fuzz::igb_admins;
 use emu_vfio_server::{DmaTable, IrqSet, Server, ServerHandle};
 use libfuzzer_sys::fuzz_target;
@@ -66,7 +66,7 @@ fn fixture() -> &'static Fixture {
         });
         let device = Arc::new(IgbVfDevice::new(
             VfCore::new(port, 0, dataplane.control()),
-            IgbvfModel::new(pf, None),
+            IgbvfGlue::new(pf, None),
         ));
         let mut server =
             Server::bind(&path, device.clone(), dma, irqs).expect("cannot bind the server");

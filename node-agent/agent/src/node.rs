@@ -16,8 +16,8 @@ use crate::config::{
     AgentConfig, DataplaneMode, DeviceType, NicModel, PfConfig, SocketOwner, UplinkConfig, VfConfig,
 };
 use crate::device::{
-    AdminSettings, AvfModel, AvfPfShared, AvfVfDevice, IgbVfDevice, IgbvfModel, NodeDevice,
-    PfShared, VfCore,
+    AdminSettings, AvfGlue, AvfPfShared, AvfVfDevice, IgbVfDevice, IgbvfGlue, NodeDevice, PfShared,
+    VfCore,
 };
 use crate::naming;
 use crate::netdev::proto::{NetdevAnswer, NetdevRequest};
@@ -737,7 +737,7 @@ fn build_igb(
             make: Box::new(move |control: &DataplaneControl| {
                 let device = Arc::new(IgbVfDevice::new(
                     VfCore::new(port, i, control.clone()),
-                    IgbvfModel::new(pf.clone(), Some(pages.fd())),
+                    IgbvfGlue::new(pf.clone(), Some(pages.fd())),
                 ));
                 // The pool starts closed; publish it so the switch knows the port exists.
                 let filter = pf
@@ -846,7 +846,7 @@ fn build_avf(
             make: Box::new(move |control: &DataplaneControl| {
                 let device = Arc::new(AvfVfDevice::new(
                     VfCore::new(port, i, control.clone()),
-                    AvfModel::new(pf.clone(), dma2, (words, pages.fd()), vectors),
+                    AvfGlue::new(pf.clone(), dma2, (words, pages.fd()), vectors),
                 ));
                 let filter = {
                     let mut g = device.core.port.lock();

@@ -4,7 +4,7 @@
 //! ([`r::MAPPED_PAGES`]) are a sparse-mmap memfd the dataplane polls.
 
 use super::regions::vf_spec;
-use super::{words, AdminSettings, VfCore, VfModel};
+use super::{words, AdminSettings, ModelGlue, VfCore};
 use emu_guest_mem::DmaTable;
 use emu_nic_defs::avf as r;
 use emu_nic_defs::avf_virtchnl::VIRTCHNL_OP_EVENT;
@@ -35,7 +35,7 @@ impl AvfPfShared {
 }
 
 /// What an AVF VF adds to the common glue.
-pub struct AvfModel {
+pub struct AvfGlue {
     pub pf: Arc<AvfPfShared>,
     /// The client's DMA regions (the AdminQ rings and buffers live there).
     pub dma: Arc<DmaTable>,
@@ -52,14 +52,14 @@ fn mapped(offset: u64) -> bool {
         .any(|&(o, len)| (o..o + len).contains(&offset))
 }
 
-impl AvfModel {
+impl AvfGlue {
     pub fn new(
         pf: Arc<AvfPfShared>,
         dma: Arc<DmaTable>,
         (bar0, bar0_fd): (SharedWords, Arc<OwnedFd>),
         vectors: u16,
     ) -> Self {
-        AvfModel {
+        AvfGlue {
             pf,
             dma,
             bar0,
@@ -152,7 +152,7 @@ impl AvfModel {
     }
 }
 
-impl VfModel for AvfModel {
+impl ModelGlue for AvfGlue {
     const BAR0_SIZE: u64 = r::BAR0_SIZE;
     const BAR3_SIZE: u64 = r::BAR3_SIZE;
 

@@ -3,7 +3,7 @@
 //! layout (the interrupt page and the queue pages offered as sparse-mmap areas).
 
 use super::regions::vf_spec;
-use super::{words, AdminSettings, VfCore, VfModel};
+use super::{words, AdminSettings, ModelGlue, VfCore};
 use emu_nic_defs::igbvf as r;
 use emu_nic_model::igb_pf::IgbPf;
 use emu_nic_model::igbvf::backend::IgbvfBackend;
@@ -31,7 +31,7 @@ impl PfShared {
 }
 
 /// What an igbvf VF adds to the common glue.
-pub struct IgbvfModel {
+pub struct IgbvfGlue {
     pub pf: Arc<PfShared>,
     /// Mailbox requests the PF refused (NACK), for the logs and `list`.
     pub mailbox_nacks: AtomicU64,
@@ -41,9 +41,9 @@ pub struct IgbvfModel {
     pub bar0_pages: Option<Arc<OwnedFd>>,
 }
 
-impl IgbvfModel {
+impl IgbvfGlue {
     pub fn new(pf: Arc<PfShared>, bar0_pages: Option<Arc<OwnedFd>>) -> Self {
-        IgbvfModel {
+        IgbvfGlue {
             pf,
             mailbox_nacks: AtomicU64::new(0),
             bar0_pages,
@@ -101,7 +101,7 @@ impl IgbvfModel {
     }
 }
 
-impl VfModel for IgbvfModel {
+impl ModelGlue for IgbvfGlue {
     const BAR0_SIZE: u64 = r::BAR0_SIZE;
     const BAR3_SIZE: u64 = r::BAR3_SIZE;
 

@@ -1,7 +1,7 @@
-//! Glue between the vfio-user server, the device models and the dataplane: one [`VfDevice`]
+//! Glue between the vfio-user server, the device models and the dataplane: one [`ServedVf`]
 //! per VF. What every VF does alike lives here once (bounds and width checks, config space,
 //! BAR3, DEVICE_RESET, attach and detach); what a model does differently (its BAR0 registers,
-//! its control channel to the PF model, its region layout) is its [`VfModel`], one file per
+//! its control channel to the PF model, its region layout) is its [`ModelGlue`], one file per
 //! model: [`igbvf`] (mailbox to the igb PF model), [`avf`] (AdminQ and virtchnl).
 
 pub mod avf;
@@ -15,13 +15,13 @@ use regions::{check, check_registers, no_region, CONFIG_SIZE};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-pub use avf::{AvfModel, AvfPfShared};
-pub use igbvf::{IgbvfModel, PfShared};
+pub use avf::{AvfGlue, AvfPfShared};
+pub use igbvf::{IgbvfGlue, PfShared};
 
 /// An igbvf VF served over vfio-user.
-pub type IgbVfDevice = VfDevice<IgbvfModel>;
+pub type IgbVfDevice = ServedVf<IgbvfGlue>;
 /// An AVF VF served over vfio-user.
-pub type AvfVfDevice = VfDevice<AvfModel>;
+pub type AvfVfDevice = ServedVf<AvfGlue>;
 
 /// What the node needs from any VF device besides the vfio-user callbacks.
 pub trait NodeDevice: VfioDevice {
@@ -84,7 +84,7 @@ impl VfCore {
 
 /// What a VF model adds to the common glue. Register accesses arrive checked (in bounds of
 /// [`BAR0_SIZE`](Self::BAR0_SIZE), aligned 32 or 64 bits).
-pub trait VfModel: Send + Sync + 'static {
+pub trait ModelGlue: Send + Sync + 'static {
     const BAR0_SIZE: u64;
     const BAR3_SIZE: u64;
     /// The vfio-user regions and interrupts of the VF.
@@ -102,14 +102,14 @@ pub trait VfModel: Send + Sync + 'static {
 }
 
 /// One VF served over vfio-user: the common glue around its model.
-pub struct VfDevice<M> {
+pub struct ServedVf<M> {
     pub core: VfCore,
     pub model: M,
 }
 
-impl<M: VfModel> VfDevice<M> {
+impl<M: ModelGlue> ServedVf<M> {
     pub fn new(core: VfCore, model: M) -> Self {
-        VfDevice { core, model }
+        ServedVf { core, model }
     }
 
     /// Returns the VF to its just-created state for its next user: registers at power-on,
@@ -122,7 +122,7 @@ impl<M: VfModel> VfDevice<M> {
     }
 }
 
-impl<M: VfModel> NodeDevice for VfDevice<M> {
+impl<M: ModelGlue> NodeDevice for ServedVf<M> {
     fn port(&self) -> &Arc<VfPort> {
         &self.core.port
     }
@@ -130,7 +130,7 @@ impl<M: VfModel> NodeDevice for VfDevice<M> {
         self.core.attached.load(Ordering::Acquire)
     }
     fn scrub(&self) {
-        VfDevice::scrub(self);
+        ServedVf::scrub(self);
     }
     fn tick(&self) {
         if self.attached() {
@@ -142,7 +142,7 @@ impl<M: VfModel> NodeDevice for VfDevice<M> {
     }
 }
 
-impl<M: VfModel> VfioDevice for VfDevice<M> {
+impl<M: ModelGlue> VfioDevice for ServedVf<M> {
     fn spec(&self) -> DeviceSpec {
         self.model.spec()
     }
