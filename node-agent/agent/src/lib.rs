@@ -7,7 +7,6 @@
 
 pub mod access;
 pub mod banner;
-pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod control;

@@ -1010,7 +1010,7 @@ fn deliver_to<'a, B: VfBackend>(
 }
 
 /// Nanoseconds one idle VF (attached, TX enabled, nothing queued) adds to a poll pass,
-/// measured over `passes` passes of `vfs` idle VFs. For `emu-sriov-agent bench`.
+/// measured over `passes` passes of `vfs` idle VFs. For `emu-sriov-bench`.
 pub fn idle_pass_cost(vfs: usize, passes: u32) -> f64 {
     use crate::port::IrqSink;
     use emu_nic_model::igbvf::vf::IgbVf;
