@@ -7,12 +7,12 @@
 
 use emu_nic_defs::avf as r;
 use emu_nic_defs::avf_virtchnl::VIRTCHNL_OP_EVENT;
-use emu_nic_model::pci::PciFunction;
 use emu_nic_model::avf::adminq::{post_arq, process_atq, AqScratch};
 use emu_nic_model::avf::pf::{AvfPf, VfStats};
 use emu_nic_model::avf::rings::{rx_write, AvfTxQueue, RxMeta, TxScratch};
 use emu_nic_model::avf::vf::{AvfVf, Effects};
 use emu_nic_model::mem::VecMemory;
+use emu_nic_model::pci::PciFunction;
 use emu_sriov_fuzz::{avf_admins, guest_memory, Input};
 use libfuzzer_sys::fuzz_target;
 

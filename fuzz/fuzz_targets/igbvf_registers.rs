@@ -6,10 +6,10 @@
 #![no_main]
 
 use emu_nic_defs::igbvf as r;
-use emu_nic_model::pci::PciFunction;
 use emu_nic_model::igb_pf::IgbPf;
 use emu_nic_model::igbvf::rings::{rx_write, RingRegs, RxLayout, RxMeta, TxQueue, TxScratch};
 use emu_nic_model::igbvf::vf::{Effects, HwCounters, IgbVf, IrqSource, QueueRegs};
+use emu_nic_model::pci::PciFunction;
 use emu_sriov_fuzz::{guest_memory, igb_admins, Input};
 use libfuzzer_sys::fuzz_target;
 
