@@ -34,13 +34,7 @@ fn apply(vf: &mut IgbVf, pf: &mut IgbPf, txq: &mut TxQueue, fx: Effects) {
 }
 
 fn ring(q: QueueRegs) -> RingRegs {
-    RingRegs {
-        bal: q.bal,
-        bah: q.bah,
-        len: q.len,
-        head: q.head,
-        tail: q.tail,
-    }
+    q.ring()
 }
 
 fuzz_target!(|data: &[u8]| {

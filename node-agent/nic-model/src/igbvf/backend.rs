@@ -2,7 +2,7 @@
 //! queue's assembly state, one TX and one RX queue (queue 0, as the Linux `igbvf` driver
 //! uses), head write-back into the mapped queue pages, EITR moderation.
 
-use super::rings::{RingRegs, RxBurst, RxDrop, RxLayout, RxMeta, TxQueue};
+use super::rings::{RxBurst, RxDrop, RxLayout, RxMeta, TxQueue};
 use super::vf::{IgbVf, IrqSource};
 use crate::mem::GuestMemory;
 use crate::pci::PciFunction;
@@ -28,16 +28,6 @@ impl IgbvfBackend {
             vf,
             txq: TxQueue::new(),
             tx_was_enabled: false,
-        }
-    }
-
-    fn ring(q: &super::vf::QueueRegs) -> RingRegs {
-        RingRegs {
-            bal: q.bal,
-            bah: q.bah,
-            len: q.len,
-            head: q.head,
-            tail: q.tail,
         }
     }
 
@@ -101,7 +91,7 @@ impl VfBackend for IgbvfBackend {
         budget: usize,
         frames: &mut TxFrames,
     ) -> TxPoll {
-        let mut ring = Self::ring(&self.vf.txq(0));
+        let mut ring = self.vf.txq(0).ring();
         let outcome = self.txq.process(&mut ring, mem, scratch, budget, frames);
         self.vf.set_tx_head(0, ring.head);
         let irq = if outcome.write_backs > 0 {
@@ -129,7 +119,7 @@ impl VfBackend for IgbvfBackend {
         t: &mut RxTally,
     ) -> IrqOut {
         let q = self.vf.rxq(0);
-        let mut ring = Self::ring(&q);
+        let mut ring = q.ring();
         let layout = RxLayout::from_srrctl(q.ctl);
         let mut burst = RxBurst::new(&mut ring, layout, mem, expected);
         for item in batch {

@@ -1,6 +1,7 @@
 //! The igbvf register model. Every method is pure: it updates state and returns an
 //! [`Effects`] value that says which MSI-X vectors to fire and what the PF must handle.
 
+use super::rings::RingRegs;
 use crate::pci::{ConfigLayout, ConfigSpace, PciFunction};
 use crate::ring::IdleProbe;
 use crate::shared::SharedWords;
@@ -63,6 +64,18 @@ pub struct QueueRegs {
 impl QueueRegs {
     pub fn enabled(&self) -> bool {
         self.dctl & r::XDCTL_ENABLE != 0
+    }
+
+    /// The ring the walks take: base, length, head and tail.
+    #[inline]
+    pub fn ring(&self) -> RingRegs {
+        RingRegs {
+            bal: self.bal,
+            bah: self.bah,
+            len: self.len,
+            head: self.head,
+            tail: self.tail,
+        }
     }
 }
 
