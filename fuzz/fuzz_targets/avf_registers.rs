@@ -12,6 +12,7 @@ use emu_nic_model::avf::pf::{AvfPf, VfStats};
 use emu_nic_model::avf::rings::{rx_write, AvfTxQueue, RxMeta, TxScratch};
 use emu_nic_model::avf::vf::{AvfVf, Effects};
 use emu_nic_model::mem::VecMemory;
+use emu_nic_model::pci::PciFunction;
 use emu_sriov_fuzz::{avf_admins, guest_memory, Input};
 use libfuzzer_sys::fuzz_target;
 

@@ -9,6 +9,7 @@ use emu_nic_defs::igbvf as r;
 use emu_nic_model::igb_pf::IgbPf;
 use emu_nic_model::igbvf::rings::{rx_write, RingRegs, RxLayout, RxMeta, TxQueue, TxScratch};
 use emu_nic_model::igbvf::vf::{Effects, HwCounters, IgbVf, IrqSource, QueueRegs};
+use emu_nic_model::pci::PciFunction;
 use emu_sriov_fuzz::{guest_memory, igb_admins, Input};
 use libfuzzer_sys::fuzz_target;
 
@@ -33,13 +34,7 @@ fn apply(vf: &mut IgbVf, pf: &mut IgbPf, txq: &mut TxQueue, fx: Effects) {
 }
 
 fn ring(q: QueueRegs) -> RingRegs {
-    RingRegs {
-        bal: q.bal,
-        bah: q.bah,
-        len: q.len,
-        head: q.head,
-        tail: q.tail,
-    }
+    q.ring()
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -11,14 +11,13 @@ use emu_nic_defs::igbvf as r;
 use emu_nic_model::igb_pf::IgbPf;
 use emu_nic_model::igbvf::vf::IgbVf;
 use emu_nic_model::vmdq::SwitchTable;
-use emu_sriov_agent::device::{IgbVfDevice, IrqAdapter, PfShared};
+use emu_sriov_agent::device::{IgbVfDevice, IgbvfGlue, PfShared, VfCore};
 use emu_sriov_fuzz::igb_admins;
-use emu_vfio_server::{DmaTable, IrqSet, LogBudget, Server, ServerHandle};
+use emu_vfio_server::{DmaTable, IrqSet, Server, ServerHandle};
 use libfuzzer_sys::fuzz_target;
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -52,7 +51,7 @@ fn fixture() -> &'static Fixture {
             "igb0-vf0".into(),
             vf,
             dma.clone(),
-            Box::new(IrqAdapter(irqs.clone())),
+            Box::new(irqs.clone()),
         ));
         let config = DataplaneConfig {
             mode: Mode::Stepped,
@@ -65,16 +64,10 @@ fn fixture() -> &'static Fixture {
             model: Mutex::new(IgbPf::new(&igb_admins()[..1])),
             ports: vec![0],
         });
-        let device = Arc::new(IgbVfDevice {
-            port,
-            vf_index: 0,
-            pf,
-            dataplane: dataplane.control(),
-            attached: AtomicBool::new(false),
-            mailbox_nacks: AtomicU64::new(0),
-            bar0_pages: None,
-            log: LogBudget::new(),
-        });
+        let device = Arc::new(IgbVfDevice::new(
+            VfCore::new(port, 0, dataplane.control()),
+            IgbvfGlue::new(pf, None),
+        ));
         let mut server =
             Server::bind(&path, device.clone(), dma, irqs).expect("cannot bind the server");
         // A truncated message is followed by EOF at once; keep stalls cheap anyway.

@@ -89,6 +89,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start and matched once: the size gap between `run`'s many flags and the
+// others costs nothing worth a Box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the agent: standalone from a local config (no cluster needed), or with --cluster
@@ -110,50 +113,6 @@ pub enum Command {
     /// Print the QEMU `-device` argument (JSON) that attaches one VF of the running agent.
     #[command(after_help = QEMU_ARGS_AFTER_HELP)]
     QemuArgs(QemuArgsArgs),
-    /// Measure the dataplane with synthetic guests and print a table (or JSON).
-    ///
-    /// Each scenario starts its own node in a temporary directory and attaches one userspace
-    /// igbvf driver per VF over vfio-user (queue pages mapped, DMA memory shared), VF 2k
-    /// sending to VF 2k+1. Also measured in the same run: a copy-only reference loop (the
-    /// "VS REF" column), one-way latency at 10% load, and the cost of an idle VF per poll
-    /// pass. Build with --release; figures vary with machine load, compare within one run.
-    #[command(after_help = BENCH_AFTER_HELP)]
-    Bench(BenchArgs),
-}
-
-const BENCH_AFTER_HELP: &str = "Examples:
-  cargo run --release -p emu-sriov-agent -- bench
-  emu-sriov-agent bench --vfs 2 --sizes 64 --runs 5 --output json";
-
-#[derive(Debug, Clone, Args)]
-pub struct BenchArgs {
-    /// VF counts to measure (comma-separated; pairs send to each other).
-    #[arg(long, value_delimiter = ',', default_values_t = vec![2usize, 8, 64])]
-    pub vfs: Vec<usize>,
-    /// Frame sizes in bytes (comma-separated, 60..=2048).
-    #[arg(long, value_delimiter = ',', default_values_t = vec![64usize, 1500])]
-    pub sizes: Vec<usize>,
-    /// Repetitions per scenario; the table shows the median.
-    #[arg(long, default_value_t = 5)]
-    pub runs: usize,
-    /// Length of each repetition in milliseconds.
-    #[arg(long, default_value_t = 500)]
-    pub duration_ms: u64,
-    /// Output format.
-    #[arg(long, short = 'o', value_enum, default_value_t = OutputFormat::Table)]
-    pub output: OutputFormat,
-    /// Also count the dataplane's instructions per packet with `valgrind --tool=callgrind`
-    /// (the stable figure to track over time; adds about a minute per scenario). Needs
-    /// valgrind, and a build without AVX-512 (the default target; not target-cpu=native).
-    #[arg(long)]
-    pub instructions: bool,
-    /// Frames the --instructions probe moves per scenario (the count is per frame, so more
-    /// frames only average longer).
-    #[arg(long, default_value_t = 100_000, value_name = "N")]
-    pub instruction_frames: u64,
-    /// Internal: the single-threaded run that --instructions measures (VFS:SIZE:PACKETS).
-    #[arg(long, hide = true, value_name = "VFS:SIZE:PACKETS")]
-    pub probe: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -6,9 +6,7 @@
 //! [`status`] and [`control`] to read an agent.
 
 pub mod access;
-pub mod avf_device;
 pub mod banner;
-pub mod bench;
 pub mod cluster;
 pub mod config;
 pub mod control;
@@ -19,7 +17,6 @@ pub mod naming;
 pub mod netdev;
 pub mod node;
 pub mod plugin;
-pub mod regions;
 pub mod state;
 pub mod status;
 pub mod sys;

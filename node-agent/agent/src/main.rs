@@ -16,12 +16,7 @@ use emu_sriov_agent::{banner, control, status};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The bench starts and stops many nodes; their lifecycle logs would drown its progress.
-    let default_level = match cli.command {
-        Command::Bench(_) => "warn",
-        _ => "info",
-    };
-    init_logging(cli.log_level.as_deref(), default_level);
+    init_logging(cli.log_level.as_deref(), "info");
     match dispatch(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -74,42 +69,6 @@ fn dispatch(command: Command) -> anyhow::Result<()> {
                         serde_json::to_string(&status).context("encoding the status")?
                     )
                 }
-            }
-            Ok(())
-        }
-        Command::Bench(args) => {
-            if let Some(spec) = &args.probe {
-                let parts: Vec<u64> = spec.split(':').filter_map(|x| x.parse().ok()).collect();
-                let [vfs, size, packets] = parts[..] else {
-                    anyhow::bail!("--probe takes VFS:SIZE:PACKETS, e.g. 2:64:200000");
-                };
-                let got =
-                    emu_sriov_agent::bench::stepped_probe(vfs as usize, size as usize, packets)?;
-                println!("probe-packets {got}");
-                return Ok(());
-            }
-            if args.vfs.iter().any(|&n| n < 2 || n % 2 != 0) {
-                anyhow::bail!("--vfs takes even counts of at least 2 (VFs send in pairs)");
-            }
-            if args.sizes.iter().any(|&s| !(60..=2048).contains(&s)) {
-                anyhow::bail!("--sizes takes frame sizes from 60 to 2048 bytes");
-            }
-            let plan = emu_sriov_agent::bench::BenchPlan {
-                vf_counts: args.vfs,
-                frame_sizes: args.sizes,
-                runs: args.runs.max(1),
-                duration: std::time::Duration::from_millis(args.duration_ms.max(10)),
-                instructions: args.instructions,
-                probe_packets: args.instruction_frames.max(1),
-                ..Default::default()
-            };
-            let report = emu_sriov_agent::bench::run(&plan)?;
-            match args.output {
-                OutputFormat::Table => print!("{}", emu_sriov_agent::bench::render(&report)),
-                OutputFormat::Json => println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).context("encoding the report")?
-                ),
             }
             Ok(())
         }

@@ -33,7 +33,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::oneshot;
 
 use crate::node::Node;
-use crate::status::VfState;
+use crate::status::ClientState;
 
 /// `Content-Type` of `/metrics`.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -77,7 +77,7 @@ impl Sample {
                 let c = counters.remove(&vf.id)?;
                 Some(VfSample {
                     healthy: node.healthy(&vf.id),
-                    attached: vf.state == VfState::Attached,
+                    attached: vf.state == ClientState::Attached,
                     traps: vf.counters.traps,
                     counters: c,
                     id: vf.id,
@@ -399,6 +399,15 @@ impl MetricsServer {
     /// A server whose `/metrics` reports [`Sample::collect`] of `node`.
     pub fn for_node(addr: SocketAddr, node: Arc<Node>) -> Result<MetricsServer, MetricsError> {
         Self::start(addr, Arc::new(move || Sample::collect(&node)))
+    }
+
+    /// [`for_node`](Self::for_node) on `runtime` (the control plane's).
+    pub fn for_node_on(
+        runtime: &tokio::runtime::Handle,
+        addr: SocketAddr,
+        node: Arc<Node>,
+    ) -> Result<MetricsServer, MetricsError> {
+        Self::start_on(runtime, addr, Arc::new(move || Sample::collect(&node)))
     }
 
     /// The address actually bound (the port is filled in when `addr` asked for port 0).

@@ -12,15 +12,17 @@
 //! one atomic load per pass (its port is inactive).
 
 use crate::access::{self, AccessError};
-use crate::avf_device::{AvfPfShared, AvfVfDevice};
 use crate::config::{
     AgentConfig, DataplaneMode, DeviceType, NicModel, PfConfig, SocketOwner, UplinkConfig, VfConfig,
 };
-use crate::device::{AdminSettings, IgbVfDevice, IrqAdapter, NodeDevice, PfShared};
+use crate::device::{
+    AdminSettings, AvfGlue, AvfPfShared, AvfVfDevice, IgbVfDevice, IgbvfGlue, NodeDevice, PfShared,
+    VfCore,
+};
 use crate::naming;
 use crate::netdev::proto::{NetdevAnswer, NetdevRequest};
 use crate::netdev::{NetdevError, NetdevVf};
-use crate::status::{AgentStatus, UplinkStatus, VfCounters, VfState, VfStatus};
+use crate::status::{AgentStatus, ClientState, UplinkStatus, VfStatus, VfStatusCounters};
 use emu_dataplane::engine::DataplaneControl;
 use emu_dataplane::engine::Mode;
 use emu_dataplane::{
@@ -36,9 +38,9 @@ use emu_nic_model::igbvf::vf::{
 };
 use emu_nic_model::shared::SharedWords;
 use emu_nic_model::vmdq::SwitchTable;
-use emu_vfio_server::{IrqSet, LogBudget, Server, ServerError, ServerHandle};
+use emu_vfio_server::{IrqSet, Server, ServerError, ServerHandle};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -337,11 +339,11 @@ impl Node {
                         socket: e.socket.clone(),
                         netdev: e.netdev.as_ref().map(|n| n.host_name.clone()),
                         state: if e.device.attached() {
-                            VfState::Attached
+                            ClientState::Attached
                         } else {
-                            VfState::Free
+                            ClientState::Free
                         },
-                        counters: VfCounters {
+                        counters: VfStatusCounters {
                             tx_packets: c.tx_packets,
                             tx_bytes: c.tx_bytes,
                             rx_packets: c.rx_packets,
@@ -738,7 +740,7 @@ fn build_igb(
             id.clone(),
             vf,
             dma.clone(),
-            Box::new(IrqAdapter(irqs.clone())),
+            Box::new(irqs.clone()),
         ));
         if let Some(mbps) = served.as_ref().and_then(|v| v.rate_mbps) {
             port.set_rate_limit(u64::from(mbps) * 1_000_000);
@@ -755,16 +757,10 @@ fn build_igb(
             dma,
             irqs,
             make: Box::new(move |control: &DataplaneControl| {
-                let device = Arc::new(IgbVfDevice {
-                    port,
-                    vf_index: i,
-                    pf: pf.clone(),
-                    dataplane: control.clone(),
-                    attached: AtomicBool::new(false),
-                    mailbox_nacks: AtomicU64::new(0),
-                    bar0_pages: Some(pages.fd()),
-                    log: LogBudget::new(),
-                });
+                let device = Arc::new(IgbVfDevice::new(
+                    VfCore::new(port, i, control.clone()),
+                    IgbvfGlue::new(pf.clone(), Some(pages.fd())),
+                ));
                 // The pool starts closed; publish it so the switch knows the port exists.
                 let filter = pf
                     .model
@@ -852,7 +848,7 @@ fn build_avf(
             vf,
             Some(words.clone()),
             dma.clone(),
-            Box::new(IrqAdapter(irqs.clone())),
+            Box::new(irqs.clone()),
         ));
         if let Some(mbps) = served.as_ref().and_then(|v| v.rate_mbps) {
             port.set_rate_limit(u64::from(mbps) * 1_000_000);
@@ -871,16 +867,11 @@ fn build_avf(
             irqs,
             make: Box::new(move |control: &DataplaneControl| {
                 let device = Arc::new(AvfVfDevice::new(
-                    port,
-                    i,
-                    pf.clone(),
-                    control.clone(),
-                    dma2,
-                    (words, pages.fd()),
-                    vectors,
+                    VfCore::new(port, i, control.clone()),
+                    AvfGlue::new(pf.clone(), dma2, (words, pages.fd()), vectors),
                 ));
                 let filter = {
-                    let mut g = device.port.lock();
+                    let mut g = device.core.port.lock();
                     let pfm = pf.model.lock().unwrap_or_else(|p| p.into_inner());
                     g.avf().and_then(|st| pfm.pool_filter(i, &st.vf.vsi))
                 };

@@ -1,6 +1,9 @@
 //! `emu-sriov-agent run`: restore the state kept in the run dir, start the node, the control
 //! socket and (with `--metrics-addr`) the metrics endpoint, print where the VFs are, wait for SIGINT/SIGTERM, shut down and log the
 //! final counters.
+//!
+//! The control plane (metrics endpoint, device plugin) shares one tokio runtime, as in cluster
+//! mode; the dataplane keeps its own std threads and the control socket its std thread.
 
 use anyhow::Context;
 use emu_sriov_agent::config::AgentConfig;
@@ -32,6 +35,17 @@ pub fn run(
     // Before any socket is served: the MACs guests will see are on disk.
     state::restore(&mut config)?;
     let node = Node::start(&config)?;
+    // One runtime for the whole control plane; none when nothing asks for one.
+    let runtime = (metrics_addr.is_some() || plugin.is_some())
+        .then(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("control-plane")
+                .enable_all()
+                .build()
+        })
+        .transpose()
+        .context("cannot start the control-plane runtime")?;
     let n = node.clone();
     let status: control::StatusFn = Arc::new(move || n.status());
     let n = node.clone();
@@ -39,7 +53,8 @@ pub fn run(
     let control_server = control::ControlServer::start_with(&control_path, status, Some(netdev))
         .with_context(|| format!("cannot open the control socket {}", control_path.display()))?;
     let metrics = match metrics_addr
-        .map(|addr| MetricsServer::for_node(addr, node.clone()))
+        .zip(runtime.as_ref())
+        .map(|(addr, rt)| MetricsServer::for_node_on(rt.handle(), addr, node.clone()))
         .transpose()
     {
         Ok(metrics) => metrics,
@@ -56,15 +71,16 @@ pub fn run(
     tracing::info!(vfs = ready.vfs.len(), run_dir = %config.run_dir.display(), "agent ready");
 
     // After the node is up: a VF is never advertised before its server is.
-    let plugins = match plugin {
-        Some(paths) => {
+    let plugins = match (plugin, runtime.as_ref()) {
+        (Some(paths), Some(rt)) => {
             let inventory = Arc::new(NodeInventory::new(node.clone(), &config));
-            Some(
-                emu_device_plugin::DevicePlugins::start(plugin_config(&config, paths), inventory)
-                    .context("cannot start the device plugin")?,
-            )
+            Some(emu_device_plugin::DevicePlugins::start_on(
+                rt.handle(),
+                plugin_config(&config, paths),
+                inventory,
+            ))
         }
-        None => None,
+        _ => None,
     };
 
     let sig = sys::wait_termination_signal();
@@ -76,6 +92,9 @@ pub fn run(
     }
     if let Some(m) = metrics {
         m.shutdown();
+    }
+    if let Some(rt) = runtime {
+        rt.shutdown_timeout(std::time::Duration::from_secs(5));
     }
     control_server.shutdown();
     let summary = node.shutdown();

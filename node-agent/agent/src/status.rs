@@ -60,14 +60,14 @@ pub struct VfStatus {
     /// A netdev-mode VF: its TAP's name in the agent's namespace (`igb0v0`); no socket then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub netdev: Option<String>,
-    pub state: VfState,
-    pub counters: VfCounters,
+    pub state: ClientState,
+    pub counters: VfStatusCounters,
 }
 
 /// Whether a vfio-user client (a VM) is connected to the VF.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum VfState {
+pub enum ClientState {
     #[default]
     Free,
     Attached,
@@ -75,7 +75,7 @@ pub enum VfState {
 
 /// The VF's dataplane and control counters since it was created (or last scrubbed).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VfCounters {
+pub struct VfStatusCounters {
     pub tx_packets: u64,
     pub tx_bytes: u64,
     pub rx_packets: u64,
@@ -110,8 +110,8 @@ impl VfStatus {
             mac: mac::format_mac(&vf.mac),
             netdev: (pf.device_type == crate::config::DeviceType::Netdev)
                 .then(|| crate::netdev::host_ifname(&pf.name, vf.index)),
-            state: VfState::Free,
-            counters: VfCounters::default(),
+            state: ClientState::Free,
+            counters: VfStatusCounters::default(),
         }
     }
 
@@ -135,11 +135,11 @@ impl AgentStatus {
     }
 }
 
-impl VfState {
+impl ClientState {
     pub fn as_str(self) -> &'static str {
         match self {
-            VfState::Free => "free",
-            VfState::Attached => "attached",
+            ClientState::Free => "free",
+            ClientState::Attached => "attached",
         }
     }
 }
@@ -235,13 +235,13 @@ pub(crate) mod tests {
                     mac: "02:00:00:00:00:10".into(),
                     socket: "/run/emu-sriov/vfs/igb0-vf0/vf.sock".into(),
                     netdev: None,
-                    state: VfState::Attached,
-                    counters: VfCounters {
+                    state: ClientState::Attached,
+                    counters: VfStatusCounters {
                         tx_packets: 12345,
                         rx_packets: 7,
                         tx_drops: 1,
                         rx_drops: 2,
-                        ..VfCounters::default()
+                        ..VfStatusCounters::default()
                     },
                 },
                 VfStatus {
@@ -249,8 +249,8 @@ pub(crate) mod tests {
                     index: 1,
                     mac: "02:00:00:00:00:11".into(),
                     socket: "/run/emu-sriov/vfs/igb0-vf1/vf.sock".into(),
-                    state: VfState::Free,
-                    counters: VfCounters::default(),
+                    state: ClientState::Free,
+                    counters: VfStatusCounters::default(),
                     ..sample_vf0()
                 },
             ],
@@ -268,8 +268,8 @@ pub(crate) mod tests {
             mac: String::new(),
             socket: PathBuf::new(),
             netdev: None,
-            state: VfState::Free,
-            counters: VfCounters::default(),
+            state: ClientState::Free,
+            counters: VfStatusCounters::default(),
         }
     }
 
@@ -343,7 +343,7 @@ pub(crate) mod tests {
         );
         assert_eq!(vf.pci_id(), "8086:10ca");
         assert_eq!(vf.model, "igbvf");
-        assert_eq!(vf.state, VfState::Free);
+        assert_eq!(vf.state, ClientState::Free);
     }
 
     #[test]

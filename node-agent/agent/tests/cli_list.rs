@@ -8,7 +8,7 @@ use std::sync::Arc;
 use emu_sriov_agent::config::{ConfigFile, HostDefaults};
 use emu_sriov_agent::control::ControlServer;
 use emu_sriov_agent::naming;
-use emu_sriov_agent::status::{AgentStatus, VfState};
+use emu_sriov_agent::status::{AgentStatus, ClientState};
 
 fn agent(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_emu-sriov-agent"))
@@ -32,7 +32,7 @@ fn status_for(dir: &Path) -> AgentStatus {
         })
         .unwrap();
     let mut status = AgentStatus::configured(&config);
-    status.vfs[1].state = VfState::Attached;
+    status.vfs[1].state = ClientState::Attached;
     status.vfs[1].counters.rx_packets = 42;
     status
 }

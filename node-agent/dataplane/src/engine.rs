@@ -4,8 +4,13 @@
 //! lock is held only while its ring is processed), switch them, and write each into the
 //! destination VFs' RX rings (one destination lock at a time, so no lock is ever nested).
 //! Interrupts raised during the pass are coalesced and written to the eventfds at its end.
-//! Each pass also takes the igbvf interrupt re-arms (EIMS) the guests stored on their mapped
-//! interrupt pages, so an interrupt costs no trap.
+//! Each pass also takes the interrupt requests the guests stored on mapped pages (igbvf's
+//! EIMS re-arms), so an interrupt costs no trap.
+//!
+//! The engine knows no device: every model is driven through
+//! [`emu_nic_model::ring::VfBackend`] (poll TX into the worker's frame arena, deliver a batch
+//! into RX, collect interrupts); [`PortState`] lists the backends a port can hold. What the
+//! engine does itself is scheduling (budgets, rate limits, threads), switching and counting.
 //!
 //! Mode `adaptive` sleeps when a pass found no work and wakes on a doorbell kick (the trapped
 //! TDT write) or after [`IDLE_WAIT`], or sooner when an interrupt held back by moderation
@@ -14,22 +19,14 @@
 
 use crate::counters::bump;
 use crate::flowcache::LastDecision;
-use crate::port::{AvfState, IgbState, VfPort, VfState};
+use crate::port::{PortState, VfPort};
 use crate::ratelimit::TokenBucket;
 use crate::tap_port::TapState;
 use crate::uplink::{Uplink, UplinkCounters, UPLINK_MAX_FRAME};
-use emu_nic_model::avf::rings::{
-    rx_write as avf_rx_write, RxDrop as AvfRxDrop, RxMeta as AvfRxMeta, TxScratch as AvfTxScratch,
-};
-use emu_nic_model::avf::rss::rss_queue;
-use emu_nic_model::avf::state::MAX_QUEUE_PAIRS;
-use emu_nic_model::igbvf::rings::{
-    RingRegs, RxBurst, RxBurstLoss, RxDrop, RxLayout, RxMeta, TxFrames, TxScratch, TxStats,
-};
-use emu_nic_model::igbvf::vf::IrqSource;
+use emu_nic_model::ring::{PlainRun, RxRun, RxTally, TxFrames, TxScratch, TxStats, VfBackend};
 use emu_nic_model::vmdq::{
     rx_targets, rx_targets_header, rx_vlan_action, tx_check, tx_check_header, write_vlan_stripped,
-    write_vlan_tagged, DropReason, L2Header, RxTargets, SwitchTable, BROADCAST,
+    write_vlan_tagged, DropReason, L2Header, RxTargets, SwitchTable,
 };
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
@@ -388,68 +385,29 @@ impl Delivery {
         (self.frames as usize).max(1)
     }
 
-    /// Each frame with the VLAN tag to report, in order.
+    /// The frames as the backends take them: one frame with the VLAN tag to report, or a
+    /// run of unchanged burst frames.
     #[inline]
-    fn frames<'a>(&self, burst: &'a TxFrames, extra: &'a [u8]) -> DeliveryFrames<'a> {
+    fn run<'a>(&self, burst: &'a TxFrames, extra: &'a [u8]) -> RxRun<'a> {
         if self.frames == 0 {
             let arena = if self.extra { extra } else { burst.bytes() };
-            return DeliveryFrames {
-                one: Some(
-                    arena
-                        .get(self.start as usize..self.end as usize)
-                        .unwrap_or(&[]),
-                ),
-                vlan: self.vlan,
-                bytes: &[],
-                ends: [].iter(),
-                start: 0,
-            };
+            let frame = arena
+                .get(self.start as usize..self.end as usize)
+                .unwrap_or(&[]);
+            return RxRun::One(frame, self.vlan);
         }
-        let first = self.first as usize;
-        DeliveryFrames {
-            one: None,
-            vlan: None,
-            bytes: burst.bytes(),
-            ends: burst
-                .ends()
-                .get(first..first + self.frames as usize)
-                .unwrap_or(&[])
-                .iter(),
-            start: self.start as usize,
-        }
-    }
-}
-
-/// The frames of one [`Delivery`] (see [`Delivery::frames`]).
-struct DeliveryFrames<'a> {
-    /// A single frame, taken first.
-    one: Option<&'a [u8]>,
-    vlan: Option<u16>,
-    /// A run: the burst arena, the ends of the run's frames, the start of the next one.
-    bytes: &'a [u8],
-    ends: std::slice::Iter<'a, usize>,
-    start: usize,
-}
-
-impl<'a> Iterator for DeliveryFrames<'a> {
-    type Item = (&'a [u8], Option<u16>);
-
-    #[inline]
-    fn next(&mut self) -> Option<Self::Item> {
-        if let Some(f) = self.one.take() {
-            return Some((f, self.vlan));
-        }
-        let end = *self.ends.next()?;
-        let f = self.bytes.get(self.start..end).unwrap_or(&[]);
-        self.start = end;
-        Some((f, None))
+        RxRun::Plain(PlainRun::of(
+            burst,
+            self.first as usize,
+            self.frames as usize,
+            self.start as usize,
+        ))
     }
 }
 
 /// Per-thread reusable buffers: nothing is allocated per packet once they have grown.
 struct Worker {
     scratch: TxScratch,
-    avf_scratch: AvfTxScratch,
     /// Frames taken from one TX ring in this pass, back to back.
     frames: TxFrames,
     /// Frames rewritten by the switch (port VLAN inserted or stripped).
@@ -484,7 +442,6 @@ impl Worker {
             me,
             threads: threads.max(1),
             scratch: TxScratch::new(),
-            avf_scratch: AvfTxScratch::new(),
             frames: TxFrames::with_capacity(TX_BUDGET * 8, TX_BUDGET * 2048),
             extra_bytes: Vec::with_capacity(TX_BUDGET * 2048),
             deliveries: Vec::with_capacity(TX_BUDGET * 4),
@@ -609,24 +566,28 @@ impl Worker {
         }
         let mut guard = port.lock();
         match &mut *guard {
-            VfState::Igbvf(st) => {
-                // Interrupt re-arms (EIMS), kicks (EICS) and masks the guest stored on the
-                // mapped interrupt page, rate limit or not: four loads when there are none.
-                let fx = st.vf.poll_irq_page();
-                if fx.fire != 0 {
-                    port.defer_fire_igb(&st.vf, fx.fire);
-                }
-                if admitted {
-                    self.take_tx_igb(port, st)
-                } else {
-                    0
-                }
-            }
-            VfState::Avf(st) if admitted => self.take_tx_avf(port, st),
-            VfState::Avf(_) => 0,
-            VfState::Tap(st) if admitted => self.take_tx_tap(port, st),
-            VfState::Tap(_) => 0,
+            PortState::Igbvf(b) => self.take_tx_from(port, b, admitted),
+            PortState::Avf(b) => self.take_tx_from(port, b, admitted),
+            PortState::Tap(st) if admitted => self.take_tx_tap(port, st),
+            PortState::Tap(_) => 0,
         }
+    }
+
+    /// Takes a model's TX work: the interrupt requests its guest stored without trapping
+    /// (rate limit or not), then, if `admitted`, up to [`TX_BUDGET`] packets into `frames`.
+    #[inline]
+    fn take_tx_from<B: VfBackend>(&mut self, port: &VfPort, b: &mut B, admitted: bool) -> usize {
+        port.defer_fire_moderated(b.poll_irqs(), b);
+        if !admitted || !b.tx_ready() {
+            return 0;
+        }
+        let poll = {
+            let mem = port.mem.lock();
+            b.poll_tx(&mem, &mut self.scratch, TX_BUDGET, &mut self.frames)
+        };
+        count_tx(port, &poll.stats);
+        port.defer_fire_moderated(poll.irq, b);
+        self.frames.len()
     }
 
     /// Reads up to [`TX_BUDGET`] frames the netdev sent from a TAP port (its "TX ring").
@@ -658,84 +619,6 @@ impl Worker {
             bump(&port.counters.tx_bytes, bytes);
         }
         n
-    }
-
-    fn take_tx_igb(&mut self, port: &VfPort, st: &mut IgbState) -> usize {
-        // Three loads decide whether there is anything to do.
-        let (enabled, head, tail) = st.vf.tx_doorbell(0);
-        if !enabled {
-            st.tx_was_enabled = false;
-            return 0;
-        }
-        if !st.tx_was_enabled {
-            st.txq.reset();
-            st.tx_was_enabled = true;
-        }
-        if head == tail || !st.vf.bus_master() {
-            return 0;
-        }
-        let q = st.vf.txq(0);
-        let mut ring = RingRegs {
-            bal: q.bal,
-            bah: q.bah,
-            len: q.len,
-            head: q.head,
-            tail: q.tail,
-        };
-        let outcome = {
-            let mem = port.mem.lock();
-            st.txq.process(
-                &mut ring,
-                &mem,
-                &mut self.scratch,
-                TX_BUDGET,
-                &mut self.frames,
-            )
-        };
-        st.vf.set_tx_head(0, ring.head);
-        count_tx(port, &outcome.stats);
-        if outcome.write_backs > 0 {
-            let fx = st.vf.raise(IrqSource::Tx(0));
-            port.defer_fire_igb(&st.vf, fx.fire);
-        }
-        self.frames.len()
-    }
-
-    fn take_tx_avf(&mut self, port: &VfPort, st: &mut AvfState) -> usize {
-        if !st.vf.bus_master() {
-            return 0;
-        }
-        st.sync_tails();
-        let pairs = usize::from(st.vf.vsi.num_pairs).min(MAX_QUEUE_PAIRS);
-        // Interrupt moderation as the guest programmed ITR (queue vectors are 1..=pairs).
-        for v in 1..=pairs {
-            port.set_moderation(v, st.itr_gap(v));
-        }
-        let mut fire = 0;
-        for q in 0..pairs {
-            let cfg = &st.vf.vsi.tx[q];
-            if !cfg.enabled || cfg.head == cfg.tail {
-                continue;
-            }
-            let frames = &mut self.frames;
-            let (txq, cfg) = (&mut st.txqs[q], &mut st.vf.vsi.tx[q]);
-            let o = {
-                let mem = port.mem.lock();
-                txq.process(
-                    cfg,
-                    &mem,
-                    &mut self.avf_scratch,
-                    TX_BUDGET,
-                    &mut |f: &[u8]| frames.push(f),
-                )
-            };
-            count_tx(port, &o.stats);
-            if o.write_backs > 0 {
-                fire |= st.vf.raise_tx(q).fire;
-            }
-        }
-        port.defer_fire(fire);
-        self.frames.len()
     }
 
     /// Decides where burst frame `frames.bytes()[start..end]` from `src` goes and queues
@@ -1049,74 +932,22 @@ fn count_tx(port: &VfPort, stats: &TxStats) {
     }
 }
 
-/// Per-burst RX tallies, bumped into the counters once.
-#[derive(Default)]
-struct RxTally {
-    ok: u64,
-    bytes: u64,
-    bcast: u64,
-    mcast: u64,
-    no_buf: u64,
-    bad: u64,
-}
-
-/// How the RX counters classify a frame by its destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FrameKind {
-    Unicast,
-    Broadcast,
-    Multicast,
-}
-
-impl FrameKind {
-    fn of(frame: &[u8]) -> Self {
-        match frame.get(..6) {
-            Some(d) if d == BROADCAST => FrameKind::Broadcast,
-            Some(d) if d[0] & 1 != 0 => FrameKind::Multicast,
-            _ => FrameKind::Unicast,
+/// Adds a burst's RX tallies to `c`.
+fn commit_rx(t: &RxTally, c: &crate::counters::VfCounters) {
+    if t.ok > 0 {
+        bump(&c.rx_packets, t.ok);
+        bump(&c.rx_bytes, t.bytes);
+        if t.bcast > 0 {
+            bump(&c.rx_broadcast, t.bcast);
+        }
+        if t.mcast > 0 {
+            bump(&c.rx_multicast, t.mcast);
         }
     }
-}
-
-impl RxTally {
-    fn delivered(&mut self, frame: &[u8]) {
-        self.delivered_many(FrameKind::of(frame), 1, frame.len() as u64);
-    }
-
-    /// `n` frames of `bytes` bytes in all, all of one kind (a run shares its header).
-    fn delivered_many(&mut self, kind: FrameKind, n: u64, bytes: u64) {
-        self.ok += n;
-        self.bytes += bytes;
-        match kind {
-            FrameKind::Unicast => {}
-            FrameKind::Broadcast => self.bcast += n,
-            FrameKind::Multicast => self.mcast += n,
-        }
-    }
-
-    /// Frames counted as delivered whose completion could not be written after all.
-    fn lost(&mut self, l: RxBurstLoss) {
-        self.ok -= l.frames.min(self.ok);
-        self.bytes -= l.bytes.min(self.bytes);
-        self.bad += l.frames;
-    }
-
-    fn commit(&self, c: &crate::counters::VfCounters) {
-        if self.ok > 0 {
-            bump(&c.rx_packets, self.ok);
-            bump(&c.rx_bytes, self.bytes);
-            if self.bcast > 0 {
-                bump(&c.rx_broadcast, self.bcast);
-            }
-            if self.mcast > 0 {
-                bump(&c.rx_multicast, self.mcast);
-            }
-        }
-        if self.no_buf + self.bad > 0 {
-            bump(&c.rx_drops, self.no_buf + self.bad);
-            bump(&c.rx_no_buffers, self.no_buf);
-            bump(&c.rx_bad_ring, self.bad);
-        }
+    if t.no_buf + t.bad > 0 {
+        bump(&c.rx_drops, t.no_buf + t.bad);
+        bump(&c.rx_no_buffers, t.no_buf);
+        bump(&c.rx_bad_ring, t.bad);
     }
 }
 
@@ -1125,8 +956,8 @@ fn deliver_batch<'a>(
     port: &VfPort,
     items: impl Iterator<Item = &'a Delivery>,
     expected: usize,
-    frames: &TxFrames,
-    extra: &[u8],
+    frames: &'a TxFrames,
+    extra: &'a [u8],
 ) {
     let c = &port.counters;
     let mut guard = port.lock();
@@ -1138,97 +969,10 @@ fn deliver_batch<'a>(
         return;
     }
     match &mut *guard {
-        VfState::Igbvf(st) => {
-            let q = st.vf.rxq(0);
-            if !q.enabled() {
-                for _ in 0..expected {
-                    c.drop(DropReason::RxDisabled, true);
-                }
-                return;
-            }
-            let mut ring = RingRegs {
-                bal: q.bal,
-                bah: q.bah,
-                len: q.len,
-                head: q.head,
-                tail: q.tail,
-            };
-            let layout = RxLayout::from_srrctl(q.ctl);
-            let mem = port.mem.lock();
-            let mut burst = RxBurst::new(&mut ring, layout, &mem, expected);
-            let push = |t: &mut RxTally, burst: &mut RxBurst<'_, _>, frame, vlan| {
-                let meta = RxMeta {
-                    vlan,
-                    rss_hash: None,
-                };
-                match burst.push(frame, meta) {
-                    Ok(_) => t.delivered(frame),
-                    Err(RxDrop::NoBuffers) => t.no_buf += 1,
-                    Err(_) => t.bad += 1,
-                }
-            };
-            for d in items {
-                if d.frames == 0 {
-                    for (frame, vlan) in d.frames(frames, extra) {
-                        push(&mut t, &mut burst, frame, vlan);
-                    }
-                    continue;
-                }
-                // A run of plain frames: the block path without per-frame bookkeeping; a
-                // frame it cannot take goes through push, then the run resumes.
-                let mut run = d.frames(frames, extra).map(|(f, _)| f).peekable();
-                let kind = run.peek().map_or(FrameKind::Unicast, |f| FrameKind::of(f));
-                loop {
-                    let (n, bytes) = burst.push_plain(&mut run);
-                    t.delivered_many(kind, n, bytes);
-                    let Some(frame) = run.next() else { break };
-                    push(&mut t, &mut burst, frame, None);
-                }
-            }
-            t.lost(burst.finish());
-            drop(mem);
-            st.vf.set_rx_head(0, ring.head);
-            if t.ok > 0 {
-                let fx = st.vf.raise(IrqSource::Rx(0));
-                port.defer_fire_igb(&st.vf, fx.fire);
-            }
-        }
-        VfState::Avf(st) => {
-            st.sync_tails();
-            let pairs = usize::from(st.vf.vsi.num_pairs).clamp(1, MAX_QUEUE_PAIRS);
-            let mut raised = 0u32;
-            let vsi = &mut st.vf.vsi;
-            {
-                let mem = port.mem.lock();
-                for (frame, vlan) in items.flat_map(|d| d.frames(frames, extra)) {
-                    // RSS picks the queue (devices.md §3: Toeplitz over the enabled fields).
-                    let (q, hash, ptype) = rss_queue(&vsi.rss, pairs, frame);
-                    let q = q.min(MAX_QUEUE_PAIRS - 1);
-                    let meta = AvfRxMeta {
-                        vlan,
-                        rss_hash: hash,
-                        ptype,
-                    };
-                    match avf_rx_write(&mut vsi.rx[q], &mem, frame, meta) {
-                        Ok(_) => {
-                            t.delivered(frame);
-                            raised |= 1 << q;
-                        }
-                        Err(AvfRxDrop::NoBuffers) | Err(AvfRxDrop::Disabled) => t.no_buf += 1,
-                        Err(_) => t.bad += 1,
-                    }
-                }
-            }
-            let mut fire = 0;
-            while raised != 0 {
-                let q = raised.trailing_zeros() as usize;
-                raised &= raised - 1;
-                fire |= st.vf.raise_rx(q).fire;
-            }
-            port.defer_fire(fire);
-        }
-        VfState::Tap(st) => {
-            for (frame, vlan) in items.flat_map(|d| d.frames(frames, extra)) {
+        PortState::Igbvf(b) => deliver_to(port, b, items, expected, frames, extra, &mut t),
+        PortState::Avf(b) => deliver_to(port, b, items, expected, frames, extra, &mut t),
+        PortState::Tap(st) => {
+            for (frame, vlan) in items.flat_map(|d| d.run(frames, extra).frames()) {
                 match st.send(frame, vlan) {
                     Ok(()) => t.delivered(frame),
                     // The netdev's queue is full or it is down: like a ring without buffers.
@@ -1237,14 +981,40 @@ fn deliver_batch<'a>(
             }
         }
     }
-    t.commit(c);
+    commit_rx(&t, c);
+}
+
+/// Hands a burst to a model's RX side (guest memory locked once) and queues the interrupts it
+/// raises.
+#[inline]
+fn deliver_to<'a, B: VfBackend>(
+    port: &VfPort,
+    b: &mut B,
+    items: impl Iterator<Item = &'a Delivery>,
+    expected: usize,
+    frames: &'a TxFrames,
+    extra: &'a [u8],
+    t: &mut RxTally,
+) {
+    if !b.rx_ready() {
+        for _ in 0..expected {
+            port.counters.drop(DropReason::RxDisabled, true);
+        }
+        return;
+    }
+    let irq = {
+        let mem = port.mem.lock();
+        b.deliver(&mem, expected, items.map(|d| d.run(frames, extra)), t)
+    };
+    port.defer_fire_moderated(irq, b);
 }
 
 /// Nanoseconds one idle VF (attached, TX enabled, nothing queued) adds to a poll pass,
-/// measured over `passes` passes of `vfs` idle VFs. For `emu-sriov-agent bench`.
+/// measured over `passes` passes of `vfs` idle VFs. For `emu-sriov-bench`.
 pub fn idle_pass_cost(vfs: usize, passes: u32) -> f64 {
     use crate::port::IrqSink;
     use emu_nic_model::igbvf::vf::IgbVf;
+    use emu_nic_model::pci::PciFunction;
     struct NoIrq;
     impl IrqSink for NoIrq {
         fn fire(&self, _: u32) -> bool {

@@ -19,7 +19,7 @@ pub mod uplink;
 
 pub use counters::{CounterSnapshot, VfCounters};
 pub use engine::{Dataplane, DataplaneConfig, Mode, UplinkInfo};
-pub use port::{AvfState, IgbState, IrqSink, VfPort, VfState};
+pub use port::{IrqSink, PortState, VfPort};
 pub use tap_port::TapState;
 pub use uplink::{PacketUplink, TapUplink, Uplink, UplinkCounters, UplinkSnapshot};
 

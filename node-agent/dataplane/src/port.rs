@@ -4,11 +4,12 @@
 use crate::counters::VfCounters;
 use crate::tap_port::TapState;
 use emu_guest_mem::DmaTable;
-use emu_nic_model::avf::rings::AvfTxQueue;
-use emu_nic_model::avf::state::MAX_QUEUE_PAIRS;
+use emu_nic_model::avf::backend::AvfBackend;
 use emu_nic_model::avf::vf::AvfVf;
-use emu_nic_model::igbvf::rings::TxQueue;
+use emu_nic_model::igbvf::backend::IgbvfBackend;
 use emu_nic_model::igbvf::vf::{HwCounters, IgbVf};
+use emu_nic_model::pci::PciFunction;
+use emu_nic_model::ring::{IdleProbe, IrqOut, VfBackend};
 use emu_nic_model::shared::SharedWords;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -19,101 +20,76 @@ pub trait IrqSink: Send + Sync {
     fn fire(&self, vector: u32) -> bool;
 }
 
-/// The mutable device state of an igbvf VF: the register model and the TX queue's
-/// assembly state.
-#[derive(Debug, Default)]
-pub struct IgbState {
-    pub vf: IgbVf,
-    pub txq: TxQueue,
-    /// TXDCTL.EN as last seen: a re-enabled queue starts with fresh context slots.
-    pub tx_was_enabled: bool,
-}
-
-/// The mutable device state of an AVF VF: the register model (with the virtchnl-configured
-/// VSI), per-queue TX state and the tail pages the client writes without trapping.
-#[derive(Debug)]
-pub struct AvfState {
-    pub vf: AvfVf,
-    pub txqs: Vec<AvfTxQueue>,
-    /// BAR0 as shared words (at least the QTX_TAIL1 and QRX_TAIL1 pages); `None`: tails
-    /// trap and live in the model only.
-    pub bar0_words: Option<SharedWords>,
-}
-
-impl AvfState {
-    /// Refreshes the model's tails from the mapped pages (the guest's plain stores).
-    pub fn sync_tails(&mut self) {
-        if let Some(w) = &self.bar0_words {
-            let pairs = usize::from(self.vf.vsi.num_pairs).min(MAX_QUEUE_PAIRS);
-            for q in 0..pairs {
-                self.vf.vsi.tx[q].tail = w.load(TX_TAIL_WORD + q);
-                self.vf.vsi.rx[q].tail = w.load(RX_TAIL_WORD + q);
-            }
-        }
+/// The eventfds a vfio-user client bound with SET_IRQS: the dataplane writes them directly.
+impl IrqSink for emu_guest_mem::IrqSet {
+    #[inline]
+    fn fire(&self, vector: u32) -> bool {
+        emu_guest_mem::IrqSet::fire(self, vector)
     }
 }
 
-impl AvfState {
-    /// The minimum interrupt gap of MSI-X vector `v` (≥ 1, a queue vector) as the guest
-    /// programmed VFINT_ITRN1 for the vector's RX ITR index: the interval field (bits 0–11)
-    /// counts 2 µs. The register sits on the mapped 0x2000 page, so it is read from there.
-    pub fn itr_gap(&self, v: usize) -> std::time::Duration {
-        let (Some(w), Some(idx)) = (&self.bar0_words, self.vf.vsi.irq.rx_itr_idx.get(v)) else {
-            return std::time::Duration::ZERO;
-        };
-        if v == 0 || *idx > 2 {
-            return std::time::Duration::ZERO;
-        }
-        let word = (ITRN1_OFFSET + 64 * usize::from(*idx) + 4 * (v - 1)) / 4;
-        let interval = w.load(word) & 0xFFF;
-        std::time::Duration::from_micros(2 * u64::from(interval))
+impl<T: IrqSink + ?Sized> IrqSink for Arc<T> {
+    #[inline]
+    fn fire(&self, vector: u32) -> bool {
+        T::fire(self, vector)
     }
 }
 
-/// BAR0 offset of VFINT_ITRN1(0, 0).
-const ITRN1_OFFSET: usize = 0x2800;
-
-/// Word index of QTX_TAIL1(0) and QRX_TAIL1(0) in BAR0.
-pub const TX_TAIL_WORD: usize = 0;
-pub const RX_TAIL_WORD: usize = 0x2000 / 4;
-
-/// The device state behind one VF port.
+/// What sits behind one VF port: a device model's backend (the models, each in its own
+/// folder of `emu-nic-model`, implement [`VfBackend`]), or a kernel TAP.
 // One value per VF, behind its mutex for the VF's lifetime: the size gap between models
 // costs a few KiB per VF and no copies, so boxing would only add an indirection.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
-pub enum VfState {
-    Igbvf(IgbState),
-    Avf(AvfState),
+pub enum PortState {
+    Igbvf(IgbvfBackend),
+    Avf(AvfBackend),
     /// A netdev-mode VF: a kernel TAP instead of rings ([`crate::tap_port`]).
     Tap(TapState),
 }
 
-impl VfState {
-    pub fn igb(&mut self) -> Option<&mut IgbState> {
+impl PortState {
+    pub fn igb(&mut self) -> Option<&mut IgbvfBackend> {
         match self {
-            VfState::Igbvf(s) => Some(s),
+            PortState::Igbvf(s) => Some(s),
             _ => None,
         }
     }
-    pub fn avf(&mut self) -> Option<&mut AvfState> {
+    pub fn avf(&mut self) -> Option<&mut AvfBackend> {
         match self {
-            VfState::Avf(s) => Some(s),
+            PortState::Avf(s) => Some(s),
             _ => None,
         }
     }
     pub fn tap(&mut self) -> Option<&mut TapState> {
         match self {
-            VfState::Tap(s) => Some(s),
+            PortState::Tap(s) => Some(s),
             _ => None,
         }
     }
     pub fn bus_master(&self) -> bool {
         match self {
-            VfState::Igbvf(s) => s.vf.bus_master(),
-            VfState::Avf(s) => s.vf.bus_master(),
+            PortState::Igbvf(s) => s.bus_master(),
+            PortState::Avf(s) => s.bus_master(),
             // A TAP has no bus to master: its fd is its memory.
-            VfState::Tap(_) => true,
+            PortState::Tap(_) => true,
+        }
+    }
+
+    /// The model's PCI function (config space), if the port has a device model.
+    pub fn pci(&mut self) -> Option<&mut dyn PciFunction> {
+        match self {
+            PortState::Igbvf(s) => Some(&mut s.vf),
+            PortState::Avf(s) => Some(&mut s.vf),
+            PortState::Tap(_) => None,
+        }
+    }
+
+    fn idle_probe(&self) -> IdleProbe {
+        match self {
+            PortState::Igbvf(s) => s.idle_probe(),
+            PortState::Avf(s) => s.idle_probe(),
+            PortState::Tap(_) => IdleProbe::none(),
         }
     }
 }
@@ -122,16 +98,15 @@ impl VfState {
 /// port list.
 pub struct VfPort {
     pub id: String,
-    state: Mutex<VfState>,
+    state: Mutex<PortState>,
     /// The client's DMA regions (empty when no client is attached: every access fails).
     /// The dataplane read-locks it once per ring pass.
     pub mem: Arc<DmaTable>,
     pub irqs: Box<dyn IrqSink>,
     pub counters: VfCounters,
-    /// An igbvf VF's queue pages and interrupt page (the same words its model reads), for
-    /// the lock-free idle check of the poll loop.
-    queue_pages: Option<SharedWords>,
-    irq_page: Option<SharedWords>,
+    /// Where the poll loop looks, without the lock, whether the VF has work (the same
+    /// shared words its model reads; built by the model).
+    probe: IdleProbe,
     /// Vectors to fire at the end of the current pass (coalescing).
     pending_fire: AtomicU32,
     /// A client is attached: its memory and interrupts are live.
@@ -157,39 +132,7 @@ impl std::fmt::Debug for VfPort {
 impl VfPort {
     /// An igbvf VF port.
     pub fn new(id: String, vf: IgbVf, mem: Arc<DmaTable>, irqs: Box<dyn IrqSink>) -> Self {
-        let pages = vf.queue_pages().clone();
-        let irq_page = vf.irq_page().clone();
-        let mut port = Self::with_state(
-            id,
-            VfState::Igbvf(IgbState {
-                vf,
-                txq: TxQueue::new(),
-                tx_was_enabled: false,
-            }),
-            mem,
-            irqs,
-        );
-        port.queue_pages = Some(pages);
-        port.irq_page = Some(irq_page);
-        port
-    }
-
-    /// Whether the poll loop may skip reading this VF's interrupt page: an igbvf VF on whose
-    /// page the guest stored no mask, unmask or cause since the last read (AVF VFs have no
-    /// such page).
-    #[inline]
-    pub fn irq_page_quiet(&self) -> bool {
-        self.irq_page.as_ref().is_none_or(IgbVf::irq_page_quiet_in)
-    }
-
-    /// Whether the VF is an igbvf VF whose TX queue is enabled and empty (TDH == TDT): then a
-    /// poll pass has nothing to do there and skips it without taking the state lock.
-    #[inline]
-    pub fn tx_idle(&self) -> bool {
-        self.queue_pages.as_ref().is_some_and(|w| {
-            let (enabled, head, tail) = IgbVf::tx_doorbell_in(w, 0);
-            enabled && head == tail
-        })
+        Self::with_state(id, PortState::Igbvf(IgbvfBackend::new(vf)), mem, irqs)
     }
 
     /// An AVF VF port; `bar0_words` are the mapped tail pages, if any.
@@ -202,14 +145,24 @@ impl VfPort {
     ) -> Self {
         Self::with_state(
             id,
-            VfState::Avf(AvfState {
-                vf,
-                txqs: (0..MAX_QUEUE_PAIRS).map(|_| AvfTxQueue::new()).collect(),
-                bar0_words,
-            }),
+            PortState::Avf(AvfBackend::new(vf, bar0_words)),
             mem,
             irqs,
         )
+    }
+
+    /// Whether the poll loop may skip reading this VF's interrupt requests: the guest stored
+    /// none on its mapped interrupt page since the last read (always, for models without one).
+    #[inline]
+    pub fn irq_page_quiet(&self) -> bool {
+        self.probe.irq_quiet()
+    }
+
+    /// Whether the VF's TX queue is known, without the lock, to be enabled and empty: then a
+    /// poll pass has nothing to do there and skips it without taking the state lock.
+    #[inline]
+    pub fn tx_idle(&self) -> bool {
+        self.probe.tx_idle()
     }
 
     /// A netdev-mode VF port: frames come from and go to a TAP attached later
@@ -223,21 +176,25 @@ impl VfPort {
         }
         Self::with_state(
             id,
-            VfState::Tap(TapState::default()),
+            PortState::Tap(TapState::default()),
             Arc::new(DmaTable::new()),
             Box::new(NoIrqs),
         )
     }
 
-    fn with_state(id: String, state: VfState, mem: Arc<DmaTable>, irqs: Box<dyn IrqSink>) -> Self {
+    fn with_state(
+        id: String,
+        state: PortState,
+        mem: Arc<DmaTable>,
+        irqs: Box<dyn IrqSink>,
+    ) -> Self {
         VfPort {
             id,
+            probe: state.idle_probe(),
             state: Mutex::new(state),
             mem,
             irqs,
             counters: VfCounters::default(),
-            queue_pages: None,
-            irq_page: None,
             pending_fire: AtomicU32::new(0),
             active: AtomicBool::new(false),
             rate_bps: std::sync::atomic::AtomicU64::new(0),
@@ -269,7 +226,7 @@ impl VfPort {
 
     /// Locks the device state. A poisoned lock (a panic elsewhere while holding it) is
     /// recovered: the state is plain data and every method keeps it consistent.
-    pub fn lock(&self) -> MutexGuard<'_, VfState> {
+    pub fn lock(&self) -> MutexGuard<'_, PortState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -292,16 +249,20 @@ impl VfPort {
         }
     }
 
-    /// Queues igbvf `vectors` to fire at the end of the pass, each moderated as its EITR
-    /// (read from the interrupt page, which the guest may write without trapping) asks.
-    pub(crate) fn defer_fire_igb(&self, vf: &IgbVf, vectors: u32) {
-        let mut v = vectors;
+    /// Queues the vectors a backend asked for to fire at the end of the pass, each moderated
+    /// as the backend's throttle register (which the guest may write without trapping) asks.
+    #[inline]
+    pub(crate) fn defer_fire_moderated(&self, irq: IrqOut, backend: &impl VfBackend) {
+        if irq.fire == 0 {
+            return;
+        }
+        let mut v = irq.fire;
         while v != 0 {
             let n = v.trailing_zeros() as usize;
             v &= v - 1;
-            self.set_moderation(n, vf.moderation_gap(n));
+            self.set_moderation(n, backend.moderation_gap(n));
         }
-        self.defer_fire(vectors);
+        self.defer_fire(irq.fire);
     }
 
     /// Sets vector `v`'s minimum interrupt gap (the guest wrote its throttle register).
@@ -453,31 +414,5 @@ mod tests {
             Box::new(Count(Arc::new(AtomicU64::new(0)))),
         );
         assert!(!avf.tx_idle(), "AVF ports always take the locked path");
-    }
-
-    #[test]
-    fn avf_itr_gap_comes_from_the_mapped_itrn_register() {
-        let words = SharedWords::owned(0x4000);
-        let mut vf = AvfVf::new(4);
-        vf.vsi.irq.rx_itr_idx[2] = 1;
-        let st = AvfState {
-            vf,
-            txqs: Vec::new(),
-            bar0_words: Some(words.clone()),
-        };
-        // VFINT_ITRN1(1, 1) (ITR index 1, vector 2): 25 × 2 µs.
-        words.store((0x2800 + 64 + 4) / 4, 25);
-        assert_eq!(st.itr_gap(2), Duration::from_micros(50));
-        assert_eq!(
-            st.itr_gap(1),
-            Duration::ZERO,
-            "vector 1 uses index 0, unset"
-        );
-        assert_eq!(
-            st.itr_gap(0),
-            Duration::ZERO,
-            "vector 0 is not a queue vector"
-        );
-        assert_eq!(st.itr_gap(999), Duration::ZERO);
     }
 }

@@ -590,11 +590,16 @@ async fn serve(
     Ok(())
 }
 
-/// The plugins on a dedicated runtime thread, for the plain-threads agent. Dropping it stops
-/// them (sockets removed).
+/// The plugins running on a tokio runtime: the caller's (standalone `run`: the agent's one
+/// control-plane runtime, [`DevicePlugins::start_on`]) or a dedicated runtime thread
+/// ([`DevicePlugins::start`]). Dropping it stops them (sockets removed).
 pub struct DevicePlugins {
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<Result<(), PluginError>>>,
+    task: Option<(
+        tokio::runtime::Handle,
+        tokio::task::JoinHandle<Result<(), PluginError>>,
+    )>,
 }
 
 impl DevicePlugins {
@@ -621,12 +626,32 @@ impl DevicePlugins {
         Ok(DevicePlugins {
             stop: Some(tx),
             thread: Some(thread),
+            task: None,
         })
+    }
+
+    /// Starts the plugins as a task on `runtime` (call from outside it: shutting down waits
+    /// for the task with [`Handle::block_on`](tokio::runtime::Handle::block_on)).
+    pub fn start_on(
+        runtime: &tokio::runtime::Handle,
+        config: DevicePluginConfig,
+        inventory: Arc<dyn VfInventory>,
+    ) -> DevicePlugins {
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = runtime.spawn(run(config, inventory, async {
+            let _ = rx.await;
+        }));
+        DevicePlugins {
+            stop: Some(tx),
+            thread: None,
+            task: Some((runtime.clone(), task)),
+        }
     }
 
     /// Whether the plugins are still running (false after a fatal error).
     pub fn is_running(&self) -> bool {
         self.thread.as_ref().is_some_and(|t| !t.is_finished())
+            || self.task.as_ref().is_some_and(|(_, t)| !t.is_finished())
     }
 
     /// Stops the plugins and waits; returns how they ended.
@@ -637,6 +662,10 @@ impl DevicePlugins {
     fn stop_and_join(&mut self) -> Result<(), PluginError> {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
+        }
+        if let Some((runtime, task)) = self.task.take() {
+            // A task the runtime cancelled (it shut down first) has nothing left to report.
+            return runtime.block_on(task).unwrap_or(Ok(()));
         }
         match self.thread.take() {
             Some(t) => t.join().unwrap_or(Ok(())),

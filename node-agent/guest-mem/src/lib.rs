@@ -10,6 +10,7 @@
 //! - [`SharedPages`]: register pages we offer to the client (doorbells), seen by the device
 //!   as atomic words through [`WordBacking`].
 //! - [`fd`]: memfds, seals, eventfds and the checks on fds a client hands over.
+//! - [`IrqSet`]: the interrupt eventfds a client bound, which the dataplane fires directly.
 //!
 //! Layering: this crate knows nothing of vfio-user messages, sockets or devices. Without the
 //! default `mmap` feature it is only the traits and [`VecMemory`] (no libc, no `unsafe`),
@@ -26,6 +27,8 @@ pub use words::WordBacking;
 #[cfg(feature = "mmap")]
 mod dma;
 #[cfg(feature = "mmap")]
+mod irq;
+#[cfg(feature = "mmap")]
 mod shared;
 #[cfg(feature = "mmap")]
 #[allow(unsafe_code)]
@@ -36,6 +39,8 @@ pub use dma::{
     DmaError, DmaGuard, DmaProt, DmaTable, DMA_MAP_FLAG_READ, DMA_MAP_FLAG_WRITE, MAX_DMA_MAPS,
     MAX_FILE_MAPS,
 };
+#[cfg(feature = "mmap")]
+pub use irq::IrqSet;
 #[cfg(feature = "mmap")]
 pub use shared::SharedPages;
 #[cfg(feature = "mmap")]

@@ -27,6 +27,9 @@ pub const QRX_TAIL1: u32 = 0x2000;
 /// `IAVF_VFINT_ITRN1(i, v)` = `VFINT_ITRN1 + 64i + 4v`, i < 3, v < 16.
 pub const VFINT_ITRN1: u32 = 0x2800;
 pub const VFINT_ITRN1_STRIDE: u32 = 64;
+/// The BAR0 pages the client maps and the device polls instead of trapping, as (offset,
+/// size): the TX tail page (QTX_TAIL1) and the RX tail page (QRX_TAIL1, with VFINT_ITRN1).
+pub const MAPPED_PAGES: [(u64, u64); 2] = [(QTX_TAIL1 as u64, 0x1000), (QRX_TAIL1 as u64, 0x1000)];
 
 // --- Interrupt control (trapped) ---
 /// `IAVF_VFINT_DYN_CTLN1(v)` = `VFINT_DYN_CTLN1 + 4v` controls MSI-X vector v + 1.

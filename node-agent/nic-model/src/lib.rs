@@ -11,5 +11,6 @@ pub mod igb_pf;
 pub mod igbvf;
 pub mod mem;
 pub mod pci;
+pub mod ring;
 pub mod shared;
 pub mod vmdq;

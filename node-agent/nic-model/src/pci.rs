@@ -53,6 +53,62 @@ pub struct MsixLayout {
     pub pba_offset: u32,
 }
 
+/// The layout both Intel VFs share (QEMU's `igbvf.c`, the X710 VF): 64-bit prefetchable
+/// BAR0 (registers) and BAR3 (MSI-X table and PBA), MSI-X capability at 0x70, PCIe at 0xA0,
+/// AER at 0x100, ARI at 0x150.
+pub fn intel_vf_layout(
+    device: u16,
+    (bar0_size, bar3_size): (u64, u64),
+    vectors: u16,
+    (table_offset, pba_offset): (u32, u32),
+) -> ConfigLayout {
+    ConfigLayout {
+        vendor: d::VENDOR_INTEL,
+        device,
+        revision: 1,
+        class: d::CLASS_ETHERNET,
+        subsystem_vendor: d::VENDOR_INTEL,
+        subsystem: 0,
+        bars: vec![
+            (0, bar0_size, d::BAR_MEM64 | d::BAR_PREFETCH),
+            (3, bar3_size, d::BAR_MEM64 | d::BAR_PREFETCH),
+        ],
+        msix: Some(MsixLayout {
+            cap_offset: 0x70,
+            vectors,
+            table_bir: 3,
+            table_offset,
+            pba_bir: 3,
+            pba_offset,
+        }),
+        pcie_cap: Some(0xA0),
+        ext_caps: vec![
+            (0x100, d::EXT_CAP_ID_AER, 2, 0x48),
+            (0x150, d::EXT_CAP_ID_ARI, 1, 8),
+        ],
+    }
+}
+
+/// A PCI function's config space as its model holds it: what every model's VF exposes the
+/// same way (the vfio-user CONFIG region, bus mastering for the dataplane).
+pub trait PciFunction {
+    fn config(&self) -> &ConfigSpace;
+    fn config_mut(&mut self) -> &mut ConfigSpace;
+
+    fn config_read(&self, offset: u64, buf: &mut [u8]) {
+        self.config().read(offset, buf);
+    }
+
+    fn config_write(&mut self, offset: u64, data: &[u8]) {
+        self.config_mut().write(offset, data);
+    }
+
+    /// Whether the guest has enabled bus mastering (the device may DMA).
+    fn bus_master(&self) -> bool {
+        self.config().bus_master()
+    }
+}
+
 impl ConfigSpace {
     /// Builds the power-on configuration space for `layout`.
     pub fn new(layout: &ConfigLayout) -> Self {

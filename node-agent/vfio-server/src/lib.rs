@@ -19,15 +19,14 @@
 
 #![deny(unsafe_code)]
 
-mod irq;
 pub mod logbudget;
 mod server;
 #[allow(unsafe_code)]
 mod sys;
 pub mod wire;
 
+pub use emu_guest_mem::IrqSet;
 pub use emu_guest_mem::{DmaError, DmaTable};
-pub use irq::IrqSet;
 pub use logbudget::LogBudget;
 pub use server::{
     Server, ServerError, ServerHandle, ServerStats, StatsSnapshot, DEFAULT_MESSAGE_TIMEOUT,

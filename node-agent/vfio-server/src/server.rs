@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use emu_guest_mem::{fd, DmaError, DmaTable};
 
-use crate::irq::IrqSet;
 use crate::sys;
 use crate::wire::{self, cmd, flags, vfio, Header, WireError, HEADER_SIZE};
 use crate::{irq_index, region, AccessError, DeviceSpec, LogBudget, VfioDevice};
+use emu_guest_mem::IrqSet;
 
 /// Most requests one client may make per second (trapped register accesses, mailbox and
 /// AdminQ doorbells, DMA maps). Each costs this VF's server thread CPU time that the node's

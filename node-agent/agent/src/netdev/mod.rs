@@ -38,9 +38,9 @@ pub mod claims;
 pub mod proto;
 
 use crate::config::VfConfig;
+use crate::device::regions::no_region;
 use crate::device::{AdminSettings, NodeDevice, PfShared};
 use crate::mac;
-use crate::regions::no_region;
 use claims::Claim;
 use emu_dataplane::engine::DataplaneControl;
 use emu_dataplane::tap_port;

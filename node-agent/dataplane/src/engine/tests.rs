@@ -9,6 +9,7 @@ use emu_nic_defs::igb_desc::tx as txd;
 use emu_nic_defs::igbvf as r;
 use emu_nic_model::igbvf::vf::IgbVf;
 use emu_nic_model::mem::GuestMemory;
+use emu_nic_model::pci::PciFunction;
 use emu_nic_model::vmdq::PoolFilter;
 
 struct NoIrq;

@@ -6,8 +6,11 @@
 //! - `adminq`: ATQ/ARQ descriptor rings in guest memory.
 //! - `pf`: the PF side of virtchnl (what a real PF driver answers).
 //! - `rings`: TX/RX descriptor processing; `rss`: Toeplitz hashing.
+//! - `backend`: the VF as the dataplane drives it (TX over every enabled queue pair, RSS on
+//!   receive, tails and ITR read from the mapped pages) behind [`crate::ring::VfBackend`].
 
 pub mod adminq;
+pub mod backend;
 pub mod pf;
 pub mod rings;
 pub mod rss;

@@ -11,25 +11,16 @@
 //! No allocation: the hash input lives in a fixed array inside [`RssInput`].
 
 use super::state::{RssCfg, MAX_QUEUE_PAIRS, RSS_LUT_SIZE};
+use crate::ring::wire::{
+    ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN, IPPROTO_ICMP,
+    IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP, IPV6_DSTOPTS, IPV6_FRAGMENT,
+    IPV6_HOPOPTS, IPV6_ROUTING,
+};
 use emu_nic_defs::avf::{pctype, ptype};
 
 /// Largest hash input: two IPv6 addresses and two ports.
 pub const HASH_INPUT_MAX: usize = 36;
 
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86DD;
-const ETHERTYPE_ARP: u16 = 0x0806;
-const ETHERTYPE_VLAN: u16 = 0x8100;
-const ETHERTYPE_QINQ: u16 = 0x88A8;
-const IPPROTO_ICMP: u8 = 1;
-const IPPROTO_TCP: u8 = 6;
-const IPPROTO_UDP: u8 = 17;
-const IPPROTO_SCTP: u8 = 132;
-const IPPROTO_ICMPV6: u8 = 58;
-const IPV6_HOPOPTS: u8 = 0;
-const IPV6_ROUTING: u8 = 43;
-const IPV6_FRAGMENT: u8 = 44;
-const IPV6_DSTOPTS: u8 = 60;
 /// Extension headers walked before giving up (reported as "other").
 const IPV6_MAX_EXT: usize = 4;
 

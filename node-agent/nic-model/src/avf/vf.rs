@@ -18,9 +18,8 @@
 //! `queues_changed`: their pages will be mapped into the guest and polled (devices.md §5).
 
 use super::state::{AqRegs, VsiState, MAX_QUEUE_PAIRS, MAX_VECTORS, RSS_KEY_SIZE, RSS_LUT_SIZE};
-use crate::pci::{ConfigLayout, ConfigSpace, MsixLayout};
+use crate::pci::{ConfigLayout, ConfigSpace, PciFunction};
 use emu_nic_defs::avf as r;
-use emu_nic_defs::pci as p;
 
 const QUEUE_VECTORS: usize = r::MAX_QUEUE_VECTORS as usize;
 const ITR_INDEXES: usize = r::ITR_INDEXES as usize;
@@ -66,31 +65,12 @@ impl Effects {
 
 /// The PCI identity and capabilities of an AVF VF with `vectors` MSI-X vectors.
 pub fn config_layout(vectors: u16) -> ConfigLayout {
-    ConfigLayout {
-        vendor: p::VENDOR_INTEL,
-        device: r::DEVICE_AVF,
-        revision: 1,
-        class: p::CLASS_ETHERNET,
-        subsystem_vendor: p::VENDOR_INTEL,
-        subsystem: 0,
-        bars: vec![
-            (0, r::BAR0_SIZE, p::BAR_MEM64 | p::BAR_PREFETCH),
-            (3, r::BAR3_SIZE, p::BAR_MEM64 | p::BAR_PREFETCH),
-        ],
-        msix: Some(MsixLayout {
-            cap_offset: 0x70,
-            vectors,
-            table_bir: 3,
-            table_offset: r::MSIX_TABLE_OFFSET,
-            pba_bir: 3,
-            pba_offset: r::MSIX_PBA_OFFSET,
-        }),
-        pcie_cap: Some(0xA0),
-        ext_caps: vec![
-            (0x100, p::EXT_CAP_ID_AER, 2, 0x48),
-            (0x150, p::EXT_CAP_ID_ARI, 1, 8),
-        ],
-    }
+    crate::pci::intel_vf_layout(
+        r::DEVICE_AVF,
+        (r::BAR0_SIZE, r::BAR3_SIZE),
+        vectors,
+        (r::MSIX_TABLE_OFFSET, r::MSIX_PBA_OFFSET),
+    )
 }
 
 /// One AVF VF: config space, BAR0 registers, and the per-VF state shared with the AdminQ /
@@ -113,6 +93,15 @@ pub struct AvfVf {
     rstat: u32,
     /// Bit v: a queue event for vector v arrived while it was masked.
     pending: u32,
+}
+
+impl PciFunction for AvfVf {
+    fn config(&self) -> &ConfigSpace {
+        &self.config
+    }
+    fn config_mut(&mut self) -> &mut ConfigSpace {
+        &mut self.config
+    }
 }
 
 impl AvfVf {
@@ -148,23 +137,6 @@ impl AvfVf {
     /// MSI-X vectors the function exposes (queue pairs + 1).
     pub fn num_vectors(&self) -> u16 {
         self.vectors
-    }
-
-    pub fn config(&self) -> &ConfigSpace {
-        &self.config
-    }
-
-    pub fn config_read(&self, offset: u64, buf: &mut [u8]) {
-        self.config.read(offset, buf);
-    }
-
-    pub fn config_write(&mut self, offset: u64, data: &[u8]) {
-        self.config.write(offset, data);
-    }
-
-    /// Whether the guest has enabled bus mastering (the dataplane and AdminQ may DMA).
-    pub fn bus_master(&self) -> bool {
-        self.config.bus_master()
     }
 
     /// VFGEN_RSTAT.VFR_STATE.

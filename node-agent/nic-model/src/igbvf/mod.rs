@@ -4,6 +4,9 @@
 //!   reset), the VF side of the mailbox and the interrupt cause/mask logic.
 //! - [`rings`]: TX/RX descriptor processing over guest memory.
 //! - The PF side of the mailbox lives in [`crate::igb_pf`].
+//! - [`backend::IgbvfBackend`]: the VF as the dataplane drives it (the ring walks, head
+//!   write-back, interrupts and EITR moderation behind [`crate::ring::VfBackend`]).
 
+pub mod backend;
 pub mod rings;
 pub mod vf;

@@ -15,19 +15,17 @@
 
 use emu_nic_defs::igb_desc::{DESC_LEN, RING_BASE_ALIGN_MASK, RING_LEN_ALIGN};
 
-pub(crate) mod offload;
 mod rx;
 mod tx;
-
-#[cfg(test)]
-pub(crate) mod testutil;
 
 pub use rx::{
     rx_write, RxBurst, RxBurstLoss, RxDescType, RxDrop, RxLayout, RxMeta, RxWritten, MAX_RX_FRAME,
     RX_BURST,
 };
-pub use tx::{
-    TxFrames, TxOutcome, TxQueue, TxScratch, TxSink, TxStats, MAX_TX_FRAME, MAX_TX_PACKET,
+pub use tx::TxQueue;
+// The model-neutral TX types, where the igbvf walk's callers have always found them.
+pub use crate::ring::{
+    TxFrames, TxOutcome, TxScratch, TxSink, TxStats, MAX_TX_FRAME, MAX_TX_PACKET,
 };
 
 /// Largest ring we accept: 65536 descriptors (Linux igbvf uses 64–4096). Bounds the work of

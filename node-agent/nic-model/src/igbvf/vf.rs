@@ -1,7 +1,9 @@
 //! The igbvf register model. Every method is pure: it updates state and returns an
 //! [`Effects`] value that says which MSI-X vectors to fire and what the PF must handle.
 
-use crate::pci::{ConfigLayout, ConfigSpace, MsixLayout};
+use super::rings::RingRegs;
+use crate::pci::{ConfigLayout, ConfigSpace, PciFunction};
+use crate::ring::IdleProbe;
 use crate::shared::SharedWords;
 use emu_nic_defs::igbvf as r;
 use emu_nic_defs::pci as p;
@@ -62,6 +64,18 @@ pub struct QueueRegs {
 impl QueueRegs {
     pub fn enabled(&self) -> bool {
         self.dctl & r::XDCTL_ENABLE != 0
+    }
+
+    /// The ring the walks take: base, length, head and tail.
+    #[inline]
+    pub fn ring(&self) -> RingRegs {
+        RingRegs {
+            bal: self.bal,
+            bah: self.bah,
+            len: self.len,
+            head: self.head,
+            tail: self.tail,
+        }
     }
 }
 
@@ -127,36 +141,26 @@ const Q_DCTL: u32 = 0x28;
 
 /// The PCI identity and capabilities of an igbvf function (as QEMU's `igbvf.c`).
 pub fn config_layout() -> ConfigLayout {
-    ConfigLayout {
-        vendor: p::VENDOR_INTEL,
-        device: p::DEVICE_IGBVF,
-        revision: 1,
-        class: p::CLASS_ETHERNET,
-        subsystem_vendor: p::VENDOR_INTEL,
-        subsystem: 0,
-        bars: vec![
-            (0, r::BAR0_SIZE, p::BAR_MEM64 | p::BAR_PREFETCH),
-            (3, r::BAR3_SIZE, p::BAR_MEM64 | p::BAR_PREFETCH),
-        ],
-        msix: Some(MsixLayout {
-            cap_offset: 0x70,
-            vectors: r::MSIX_VECTORS,
-            table_bir: 3,
-            table_offset: r::MSIX_TABLE_OFFSET,
-            pba_bir: 3,
-            pba_offset: r::MSIX_PBA_OFFSET,
-        }),
-        pcie_cap: Some(0xA0),
-        ext_caps: vec![
-            (0x100, p::EXT_CAP_ID_AER, 2, 0x48),
-            (0x150, p::EXT_CAP_ID_ARI, 1, 8),
-        ],
-    }
+    crate::pci::intel_vf_layout(
+        p::DEVICE_IGBVF,
+        (r::BAR0_SIZE, r::BAR3_SIZE),
+        r::MSIX_VECTORS,
+        (r::MSIX_TABLE_OFFSET, r::MSIX_PBA_OFFSET),
+    )
 }
 
 impl Default for IgbVf {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+impl PciFunction for IgbVf {
+    fn config(&self) -> &ConfigSpace {
+        &self.config
+    }
+    fn config_mut(&mut self) -> &mut ConfigSpace {
+        &mut self.config
     }
 }
 
@@ -258,6 +262,17 @@ impl IgbVf {
         self.queue_regs(r::RDBAL0, q, Q_SRRCTL)
     }
 
+    /// RXDCTL.ENABLE of RX queue `q` (one load; [`rxq`](Self::rxq) reads them all).
+    #[inline]
+    pub fn rx_enabled(&self, q: usize) -> bool {
+        q < r::QUEUES
+            && self
+                .queues
+                .load(Self::qword(r::RDBAL0 + r::QUEUE_STRIDE * q as u32 + Q_DCTL))
+                & r::XDCTL_ENABLE
+                != 0
+    }
+
     /// TX queue `q`'s registers.
     pub fn txq(&self, q: usize) -> QueueRegs {
         if q >= r::QUEUES {
@@ -286,6 +301,25 @@ impl IgbVf {
         }
     }
 
+    /// Where the poll loop reads, without the model's lock, whether TX queue 0 is idle and
+    /// whether the guest stored an interrupt request on the interrupt page: the same words
+    /// [`tx_doorbell_in`](Self::tx_doorbell_in) and
+    /// [`irq_page_quiet_in`](Self::irq_page_quiet_in) read.
+    pub fn idle_probe(&self) -> IdleProbe {
+        let q0 = r::TDBAL0;
+        IdleProbe::none()
+            .with_tx(
+                self.queues.clone(),
+                (Self::qword(q0 + Q_DCTL), r::XDCTL_ENABLE),
+                (Self::qword(q0 + Q_HEAD), Self::qword(q0 + Q_TAIL)),
+                0xFFFF,
+            )
+            .with_irq(
+                self.irq.clone(),
+                [r::EIMC, r::EIMS, r::EICR, r::EICS].map(Self::iword),
+            )
+    }
+
     /// The shared words behind the queue pages.
     pub fn queue_pages(&self) -> &SharedWords {
         &self.queues
@@ -309,23 +343,6 @@ impl IgbVf {
                 .is_none_or(|w| w.load(std::sync::atomic::Ordering::Relaxed) == 0)
         };
         quiet(r::EIMC) && quiet(r::EIMS) && quiet(r::EICR) && quiet(r::EICS)
-    }
-
-    pub fn config(&self) -> &ConfigSpace {
-        &self.config
-    }
-
-    pub fn config_read(&self, offset: u64, buf: &mut [u8]) {
-        self.config.read(offset, buf);
-    }
-
-    pub fn config_write(&mut self, offset: u64, data: &[u8]) {
-        self.config.write(offset, data);
-    }
-
-    /// Whether the guest has enabled bus mastering (the dataplane may DMA).
-    pub fn bus_master(&self) -> bool {
-        self.config.bus_master()
     }
 
     /// Link state as the PF reports it in STATUS.LU.

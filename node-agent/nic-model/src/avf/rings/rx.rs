@@ -19,6 +19,8 @@ use emu_nic_defs::avf::rx as d;
 use super::Ring;
 use crate::avf::state::RxQueueCfg;
 use crate::mem::GuestMemory;
+use crate::ring::FrameKind;
+pub use crate::ring::{RxDrop, RxWritten};
 
 /// Largest frame [`rx_write`] accepts (no FCS): beyond the 9000-byte max MTU.
 pub const MAX_RX_FRAME: usize = 16 * 1024;
@@ -36,45 +38,12 @@ pub struct RxMeta {
     pub ptype: u8,
 }
 
-/// What [`rx_write`] wrote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RxWritten {
-    /// Descriptors completed (head advanced by this many).
-    pub descriptors: u32,
-    /// Frame bytes written.
-    pub bytes: usize,
-}
-
-/// Why a frame was not written. Nothing was completed and head did not move.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum RxDrop {
-    /// The queue is not enabled.
-    #[error("RX queue disabled")]
-    Disabled,
-    /// Fewer free descriptors than the frame needs (head == tail: none at all).
-    #[error("not enough RX descriptors owned by the device")]
-    NoBuffers,
-    /// ring_len/head/tail/buf_size invalid, or a descriptor of the ring unreadable or
-    /// unwritable.
-    #[error("RX ring configuration or descriptors are invalid")]
-    BadRing,
-    /// A buffer address given in a descriptor is not writable guest memory.
-    #[error("RX buffer address is not writable guest memory")]
-    BadAddress,
-    /// Larger than max_pkt_size, [`MAX_RX_FRAME`] or what the whole ring could ever hold.
-    #[error("frame too big for the RX queue")]
-    TooBig,
-    /// Zero-length frame.
-    #[error("empty frame")]
-    Empty,
-}
-
 /// UMBCAST: 0 unicast, 1 multicast, 2 broadcast (from the destination MAC).
 fn umbcast(frame: &[u8]) -> u64 {
-    match frame.get(..6) {
-        Some([0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]) => 2,
-        Some(dst) if dst[0] & 1 != 0 => 1,
-        _ => 0,
+    match FrameKind::of(frame) {
+        FrameKind::Unicast => 0,
+        FrameKind::Multicast => 1,
+        FrameKind::Broadcast => 2,
     }
 }
 

@@ -1,8 +1,8 @@
 use super::*;
 use crate::avf::rss;
 use crate::avf::state::{RssCfg, RxQueueCfg, TxQueueCfg};
-use crate::igbvf::rings::testutil::*;
 use crate::mem::{GuestMemory, VecMemory};
+use crate::ring::testutil::*;
 use emu_nic_defs::avf::{pctype, ptype, rx as rd, tx as td};
 
 const RING_LEN: u32 = 64;

@@ -5,8 +5,8 @@
 //! the first data descriptor: IIPT = IPv4 with checksum (IPv4 header checksum), L4T with
 //! MACLEN/IPLEN/L4LEN (TCP/UDP checksum from the seeded field, SCTP CRC32c), IL2TAG1 (802.1Q
 //! insertion of L2TAG1), and a context descriptor with CMD TSO (segmentation by MSS). The
-//! checksum and segmentation code is igbvf's (`igbvf::rings::offload`): the fields mean the
-//! same, only the units differ.
+//! checksum and segmentation code is the models' shared one (`ring::offload`): the fields
+//! mean the same as igbvf's, only the units differ.
 //!
 //! Completion: qword1 of every descriptor of the packet whose CMD has RS is overwritten with
 //! DTYPE = DESC_DONE (iavf sets RS on the EOP descriptor and checks it there). Head
@@ -20,25 +20,15 @@ use emu_nic_defs::avf::tx as d;
 
 use super::Ring;
 use crate::avf::state::TxQueueCfg;
-use crate::igbvf::rings::offload::{self, L4Type, Offloads, TxContext, ETH_HLEN, HEADROOM};
-pub use crate::igbvf::rings::{TxOutcome, TxScratch, TxStats, MAX_TX_FRAME, MAX_TX_PACKET};
 use crate::mem::GuestMemory;
-
-pub use crate::igbvf::rings::offload::MIN_TSO_MSS;
+use crate::ring::offload::{self, L4Type, Offloads, TxContext};
+use crate::ring::walk::{account_packet, append_buffer, count_bad_offload, read_desc16, Walk};
+pub use crate::ring::{TxOutcome, TxScratch, TxStats, MAX_TX_FRAME, MAX_TX_PACKET, MIN_TSO_MSS};
 
 /// Per-TX-queue state kept by the dataplane: running totals.
 #[derive(Debug, Default, Clone)]
 pub struct AvfTxQueue {
     totals: TxStats,
-}
-
-/// How walking one packet ended.
-enum Walk {
-    Consumed,
-    /// EOP is not before tail yet; nothing was consumed.
-    Incomplete,
-    /// A descriptor of the ring could not be read or written.
-    RingFault,
 }
 
 /// One 16-byte descriptor as two little-endian qwords.
@@ -50,13 +40,7 @@ struct RawDesc {
 
 impl RawDesc {
     fn read(mem: &impl GuestMemory, addr: u64) -> Option<Self> {
-        let mut b = [0u8; 16];
-        mem.read(addr, &mut b).ok()?;
-        let (lo, hi) = b.split_at(8);
-        Some(RawDesc {
-            qw0: u64::from_le_bytes(lo.try_into().ok()?),
-            qw1: u64::from_le_bytes(hi.try_into().ok()?),
-        })
+        read_desc16(mem, addr).map(|(qw0, qw1)| RawDesc { qw0, qw1 })
     }
     fn dtype(&self) -> u64 {
         self.qw1 & d::DTYPE_MASK
@@ -214,28 +198,16 @@ fn walk_packet(
         }
     }
 
-    if !eop {
-        if pending < ring.count - 1 {
-            // The guest may still be filling the packet in: wait for a later tail.
-            return Walk::Incomplete;
-        }
-        // The ring is full and holds no EOP: it can never complete. Drop it all.
-        bad_descs += 1;
-    }
-
     let stats = &mut out.stats;
-    stats.descriptors += u64::from(used);
-    match first {
-        Some(desc) if bad_descs == 0 => {
-            let (tx_ctx, off) = offloads(&desc, ctx);
-            if !send(tx_ctx, off, pos, scratch, stats, emit) {
-                stats.bad_descriptors += 1;
-                stats.dropped_packets += 1;
-            }
-        }
-        _ => {
-            stats.bad_descriptors += bad_descs.max(1);
-            stats.dropped_packets += 1;
+    let ring_full = pending >= ring.count - 1;
+    let Some(send) = account_packet(stats, (eop, ring_full), used, first.is_some(), bad_descs)
+    else {
+        return Walk::Incomplete;
+    };
+    if let (true, Some(desc)) = (send, first) {
+        let (tx_ctx, off) = offloads(&desc, ctx);
+        if !offload::send(&tx_ctx, off, pos, scratch, stats, &mut |f: &[u8]| emit(f)) {
+            count_bad_offload(stats);
         }
     }
 
@@ -261,72 +233,7 @@ fn walk_packet(
     Walk::Consumed
 }
 
-/// Applies the offloads of the packet assembled in `scratch.frame` and emits it.
-/// Returns false when the offload request does not fit the packet.
-fn send(
-    ctx: TxContext,
-    off: Offloads,
-    len: usize,
-    scratch: &mut TxScratch,
-    stats: &mut TxStats,
-    emit: &mut dyn FnMut(&[u8]),
-) -> bool {
-    if len < ETH_HLEN {
-        return false;
-    }
-    if off.tse {
-        if ctx.mss < MIN_TSO_MSS {
-            return false;
-        }
-        let Some(pkt) = scratch.frame.get(HEADROOM..HEADROOM + len) else {
-            return false;
-        };
-        return match offload::segment(pkt, &ctx, off, &mut scratch.seg, emit) {
-            Ok(r) => {
-                stats.packets += r.segments;
-                stats.tso_segments += r.segments;
-                stats.bytes += r.bytes;
-                true
-            }
-            Err(_) => false,
-        };
-    }
-    if len > MAX_TX_FRAME {
-        return false;
-    }
-    let Some(frame) = scratch.frame.get_mut(HEADROOM..HEADROOM + len) else {
-        return false;
-    };
-    if off.ixsm && offload::insert_ipv4_checksum(frame, &ctx).is_err() {
-        return false;
-    }
-    if off.txsm && offload::insert_l4_checksum(frame, &ctx).is_err() {
-        return false;
-    }
-    let Some(wire) = offload::emit_frame(&mut scratch.frame, len, off.vle.then_some(ctx.vlan))
-    else {
-        return false;
-    };
-    stats.packets += 1;
-    stats.bytes += wire.len() as u64;
-    emit(wire);
-    true
-}
-
 /// Appends the buffer of data descriptor `desc` to the packet at `*pos`.
-/// False for a zero size, a packet over [`MAX_TX_PACKET`] or an unreadable buffer.
 fn copy_buffer(mem: &impl GuestMemory, desc: &RawDesc, frame: &mut [u8], pos: &mut usize) -> bool {
-    let len = desc.buf_size();
-    let end = *pos + len;
-    if len == 0 || end > MAX_TX_PACKET {
-        return false;
-    }
-    let Some(dst) = frame.get_mut(HEADROOM + *pos..HEADROOM + end) else {
-        return false;
-    };
-    if mem.read(desc.qw0, dst).is_err() {
-        return false;
-    }
-    *pos = end;
-    true
+    append_buffer(mem, desc.qw0, desc.buf_size(), frame, pos)
 }

@@ -26,6 +26,8 @@ use emu_nic_defs::igb_desc::rx as d;
 
 use super::{next_idx, RingRegs};
 use crate::mem::GuestMemory;
+use crate::ring::FrameSource;
+pub use crate::ring::{RxDrop, RxWritten};
 
 /// Largest frame [`rx_write`] accepts (no FCS): 16 KiB, beyond any MTU the driver accepts.
 pub const MAX_RX_FRAME: usize = 16 * 1024;
@@ -93,38 +95,6 @@ pub struct RxMeta {
     pub vlan: Option<u16>,
     /// RSS hash to report in the high dword.
     pub rss_hash: Option<u32>,
-}
-
-/// What [`rx_write`] wrote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RxWritten {
-    /// Descriptors completed (head advanced by this many).
-    pub descriptors: u32,
-    /// Frame bytes written.
-    pub bytes: usize,
-}
-
-/// Why a frame was not written. Nothing was completed and head did not move.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum RxDrop {
-    /// Fewer free descriptors than the frame needs (head == tail: none at all).
-    #[error("not enough RX descriptors owned by the device")]
-    NoBuffers,
-    /// RDLEN/RDH/RDT invalid, or a descriptor of the ring unreadable or unwritable.
-    #[error("RX ring registers or descriptors are invalid")]
-    BadRing,
-    /// A buffer address given in a descriptor is not writable guest memory.
-    #[error("RX buffer address is not writable guest memory")]
-    BadAddress,
-    /// Larger than [`MAX_RX_FRAME`] or than the whole ring could ever hold.
-    #[error("frame too big for the RX ring")]
-    TooBig,
-    /// Zero-length frame.
-    #[error("empty frame")]
-    Empty,
-    /// SRRCTL selects legacy or a reserved descriptor type.
-    #[error("unsupported RX descriptor type")]
-    UnsupportedLayout,
 }
 
 /// Where the frame goes: bytes `[0, hdr)` to the first header buffer, the rest to packet
@@ -472,16 +442,13 @@ impl<'a, M: GuestMemory> RxBurst<'a, M> {
     /// [`push`](Self::push), which gives it the result and error `push` always gives. Each
     /// frame written is exactly what `push` with [`RxMeta::default`] writes (tests compare).
     #[inline]
-    pub fn push_plain<'f, I: Iterator<Item = &'f [u8]>>(
-        &mut self,
-        frames: &mut std::iter::Peekable<I>,
-    ) -> (u64, u64) {
+    pub fn push_plain<'f, S: FrameSource<'f>>(&mut self, frames: &mut S) -> (u64, u64) {
         let (mut n, mut bytes) = (0u64, 0u64);
         let max = (self.layout.pkt_buf_len as usize).min(MAX_RX_FRAME);
         if self.count == 0 {
             return (0, 0);
         }
-        while let Some(&frame) = frames.peek() {
+        while let Some(frame) = frames.peek_frame() {
             let k = self.used as usize;
             if frame.is_empty() || frame.len() > max || k >= self.fetched as usize {
                 break;
@@ -499,7 +466,7 @@ impl<'a, M: GuestMemory> RxBurst<'a, M> {
             self.used += 1;
             n += 1;
             bytes += frame.len() as u64;
-            frames.next();
+            frames.advance();
         }
         (n, bytes)
     }

@@ -8,219 +8,41 @@
 
 use emu_nic_defs::igb_desc::tx as d;
 
-use super::offload::{self, Offloads, TxContext, ETH_HLEN, HEADROOM};
 use super::{next_idx, RingRegs};
 use crate::mem::GuestMemory;
+use crate::ring::offload::{self, L4Type, Offloads, TxContext, ETH_HLEN, HEADROOM};
+use crate::ring::walk::{
+    account_packet, append_buffer, count_bad_offload, desc16, read_desc16, Walk,
+};
+use crate::ring::{TxOutcome, TxScratch, TxSink, TxStats, MAX_TX_FRAME};
 
-/// Largest packet assembled from data descriptors: a 64 KiB GSO packet plus room for headers
-/// (Linux caps GSO at 64 KiB including headers; the extra covers GSO_PARTIAL outer headers).
-pub const MAX_TX_PACKET: usize = 64 * 1024 + 1024;
-/// Largest frame emitted, with or without TSO (before VLAN insertion): 16 KiB, beyond any MTU
-/// the driver accepts (9216).
-pub const MAX_TX_FRAME: usize = 16 * 1024;
-
-/// Where [`TxQueue::process`] puts the frames it emits: any `FnMut(&[u8])`, or a
-/// [`TxFrames`] arena, which takes simple packets straight from guest memory (one copy).
-pub trait TxSink {
-    /// Takes one finished wire frame.
-    fn emit(&mut self, frame: &[u8]);
-    /// Takes the `len` bytes of guest memory at `addr` as one frame (`scratch` is a buffer
-    /// of at least `len` bytes it may use). False, with nothing taken, when they cannot be
-    /// read.
-    fn emit_guest(
-        &mut self,
-        mem: &impl GuestMemory,
-        addr: u64,
-        len: usize,
-        scratch: &mut [u8],
-    ) -> bool;
-}
-
-impl<F: FnMut(&[u8])> TxSink for F {
-    fn emit(&mut self, frame: &[u8]) {
-        self(frame)
-    }
-    fn emit_guest(
-        &mut self,
-        mem: &impl GuestMemory,
-        addr: u64,
-        len: usize,
-        scratch: &mut [u8],
-    ) -> bool {
-        let Some(buf) = scratch.get_mut(..len) else {
-            return false;
+impl TxContext {
+    /// Decodes the three meaningful dwords of a context descriptor. Every field is masked to
+    /// its width, so any guest value decodes; consistency is checked where it is used.
+    pub(crate) fn decode(vlan_macip_lens: u32, type_tucmd_mlhl: u32, mss_l4len_idx: u32) -> Self {
+        let l4 = match type_tucmd_mlhl & d::TUCMD_L4T_MASK {
+            0 => L4Type::Udp,
+            d::TUCMD_L4T_TCP => L4Type::Tcp,
+            d::TUCMD_L4T_SCTP => L4Type::Sctp,
+            _ => L4Type::Reserved,
         };
-        if mem.read(addr, buf).is_err() {
-            return false;
-        }
-        self(buf);
-        true
-    }
-}
-
-/// Frames back to back in one buffer: frame `i` is `bytes()[ends()[i - 1]..ends()[i]]` (from
-/// 0 for the first). Reused across calls: the buffer grows to the largest burst and is never
-/// shrunk or re-zeroed, so appending a frame costs one copy.
-#[derive(Debug, Default)]
-pub struct TxFrames {
-    /// Initialized storage; `buf[..len]` holds the frames.
-    buf: Vec<u8>,
-    len: usize,
-    ends: Vec<usize>,
-}
-
-impl TxFrames {
-    /// Room for `frames` frames of `bytes` bytes in all before it grows.
-    pub fn with_capacity(frames: usize, bytes: usize) -> Self {
-        TxFrames {
-            buf: vec![0; bytes],
-            len: 0,
-            ends: Vec::with_capacity(frames),
+        TxContext {
+            // Truncation intended: the VLAN field is the upper half of the dword.
+            vlan: (vlan_macip_lens >> d::VLAN_SHIFT) as u16,
+            maclen: ((vlan_macip_lens >> d::MACLEN_SHIFT) & d::MACLEN_MASK) as usize,
+            iplen: (vlan_macip_lens & d::IPLEN_MASK) as usize,
+            ipv4: type_tucmd_mlhl & d::TUCMD_IPV4 != 0,
+            l4,
+            l4len: ((mss_l4len_idx >> d::L4LEN_SHIFT) & d::L4LEN_MASK) as usize,
+            mss: (mss_l4len_idx >> d::MSS_SHIFT) as usize,
         }
     }
-
-    /// Forgets every frame (keeps the storage).
-    pub fn clear(&mut self) {
-        self.len = 0;
-        self.ends.clear();
-    }
-
-    /// Number of frames.
-    pub fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-
-    /// All frames, back to back.
-    #[inline]
-    pub fn bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-
-    /// End offset of each frame in [`bytes`](Self::bytes).
-    #[inline]
-    pub fn ends(&self) -> &[usize] {
-        &self.ends
-    }
-
-    /// Room for `n` more bytes at the end: the slice to fill.
-    #[inline]
-    fn tail(&mut self, n: usize) -> &mut [u8] {
-        let end = self.len + n;
-        if end > self.buf.len() {
-            self.buf.resize(end.next_power_of_two(), 0);
-        }
-        &mut self.buf[self.len..end]
-    }
-
-    /// Appends one frame.
-    pub fn push(&mut self, frame: &[u8]) {
-        self.tail(frame.len()).copy_from_slice(frame);
-        self.len += frame.len();
-        self.ends.push(self.len);
-    }
-}
-
-impl TxSink for TxFrames {
-    #[inline]
-    fn emit(&mut self, frame: &[u8]) {
-        self.push(frame);
-    }
-    #[inline]
-    fn emit_guest(&mut self, mem: &impl GuestMemory, addr: u64, len: usize, _: &mut [u8]) -> bool {
-        if mem.read(addr, self.tail(len)).is_err() {
-            return false;
-        }
-        self.len += len;
-        self.ends.push(self.len);
-        true
-    }
-}
-
-/// Reusable buffers for TX processing ([`TxQueue::process`], and the AVF rings too);
-/// allocated once, never per packet.
-pub struct TxScratch {
-    pub(crate) frame: Vec<u8>,
-    pub(crate) seg: Vec<u8>,
-}
-
-impl TxScratch {
-    /// A packet assembly buffer of [`MAX_TX_PACKET`] and a segment buffer of
-    /// [`MAX_TX_FRAME`], each with headroom for a VLAN tag.
-    pub fn new() -> Self {
-        TxScratch {
-            frame: vec![0; HEADROOM + MAX_TX_PACKET],
-            seg: vec![0; HEADROOM + MAX_TX_FRAME],
-        }
-    }
-}
-
-impl Default for TxScratch {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// Counters of one [`TxQueue::process`] call.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct TxStats {
-    /// Frames emitted, after TSO segmentation.
-    pub packets: u64,
-    /// Bytes emitted (wire frames, VLAN tag included, no FCS).
-    pub bytes: u64,
-    /// Descriptors consumed (data and context).
-    pub descriptors: u64,
-    /// Faulty descriptors: buffer unmapped, zero length, packet too long, unknown type;
-    /// also one per packet whose context/offload request is malformed.
-    pub bad_descriptors: u64,
-    /// Packets dropped; every drop also adds at least one to `bad_descriptors` (a runt, a
-    /// ring full of descriptors without EOP and a malformed offload request count one).
-    pub dropped_packets: u64,
-    /// Segments produced by TSO (included in `packets`).
-    pub tso_segments: u64,
-    /// The ring registers were invalid or the ring itself was unreadable.
-    pub bad_ring: u64,
-}
-
-impl TxStats {
-    /// Adds `o` to these totals.
-    pub(crate) fn add(&mut self, o: &TxStats) {
-        self.packets += o.packets;
-        self.bytes += o.bytes;
-        self.descriptors += o.descriptors;
-        self.bad_descriptors += o.bad_descriptors;
-        self.dropped_packets += o.dropped_packets;
-        self.tso_segments += o.tso_segments;
-        self.bad_ring += o.bad_ring;
-    }
-}
-
-/// Result of one [`TxQueue::process`] call.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct TxOutcome {
-    /// Counters.
-    pub stats: TxStats,
-    /// Descriptors whose DD was written back (RS set): raise the TX interrupt if non-zero.
-    pub write_backs: u32,
 }
 
 /// Per-TX-queue state that persists between polls: the context descriptor slots.
 #[derive(Debug, Default, Clone)]
 pub struct TxQueue {
     ctx: [TxContext; d::CONTEXT_SLOTS],
-}
-
-/// How walking one packet ended.
-enum Walk {
-    /// A packet (good or dropped) was consumed.
-    Consumed,
-    /// EOP is not before tail yet; nothing was consumed.
-    Incomplete,
-    /// A descriptor of the ring itself could not be read or written.
-    RingFault,
 }
 
 /// One 16-byte descriptor as two little-endian qwords.
@@ -232,18 +54,12 @@ struct RawDesc {
 
 impl RawDesc {
     fn read(mem: &impl GuestMemory, addr: u64) -> Option<Self> {
-        let mut b = [0u8; 16];
-        mem.read(addr, &mut b).ok()?;
-        Self::from_bytes(&b)
+        read_desc16(mem, addr).map(|(lo, hi)| RawDesc { lo, hi })
     }
     /// The descriptor in 16 little-endian bytes; `None` for any other length.
+    #[inline]
     fn from_bytes(b: &[u8]) -> Option<Self> {
-        let (lo, hi) = b.split_first_chunk::<8>()?;
-        let hi: &[u8; 8] = hi.try_into().ok()?;
-        Some(RawDesc {
-            lo: u64::from_le_bytes(*lo),
-            hi: u64::from_le_bytes(*hi),
-        })
+        desc16(b).map(|(lo, hi)| RawDesc { lo, hi })
     }
     /// `cmd_type_len` / `type_tucmd_mlhl`: the dword at offset 8.
     fn cmd(&self) -> u32 {
@@ -455,27 +271,15 @@ impl TxQueue {
             }
         }
 
-        if !eop {
-            if pending < count - 1 {
-                // The guest may still be filling the packet in: wait for a later tail.
-                return Walk::Incomplete;
-            }
-            // The ring is full and holds no EOP: it can never complete. Drop it all.
-            bad_descs += 1;
-        }
-
         let stats = &mut out.stats;
-        stats.descriptors += u64::from(used);
-        match first {
-            Some(desc) if bad_descs == 0 => {
-                if !self.send(&desc, pos, scratch, stats, sink) {
-                    stats.bad_descriptors += 1;
-                    stats.dropped_packets += 1;
-                }
-            }
-            _ => {
-                stats.bad_descriptors += bad_descs.max(1);
-                stats.dropped_packets += 1;
+        let ring_full = pending >= count - 1;
+        let Some(send) = account_packet(stats, (eop, ring_full), used, first.is_some(), bad_descs)
+        else {
+            return Walk::Incomplete;
+        };
+        if let (true, Some(desc)) = (send, first) {
+            if !self.send(&desc, pos, scratch, stats, sink) {
+                count_bad_offload(stats);
             }
         }
 
@@ -590,59 +394,19 @@ impl TxQueue {
             vle: cmd & d::DCMD_VLE != 0,
         };
         let slot = ((olinfo >> d::OLINFO_IDX_SHIFT) & d::IDX_MASK) as usize % d::CONTEXT_SLOTS;
-        let ctx = &self.ctx[slot];
-        if len < ETH_HLEN {
-            return false;
-        }
-        if off.tse {
-            let (pkt, seg) = (&scratch.frame[HEADROOM..HEADROOM + len], &mut scratch.seg);
-            return match offload::segment(pkt, ctx, off, seg, &mut |f: &[u8]| sink.emit(f)) {
-                Ok(r) => {
-                    stats.packets += r.segments;
-                    stats.tso_segments += r.segments;
-                    stats.bytes += r.bytes;
-                    true
-                }
-                Err(_) => false,
-            };
-        }
-        if len > MAX_TX_FRAME {
-            return false;
-        }
-        let frame = &mut scratch.frame[HEADROOM..HEADROOM + len];
-        if off.ixsm && offload::insert_ipv4_checksum(frame, ctx).is_err() {
-            return false;
-        }
-        if off.txsm && offload::insert_l4_checksum(frame, ctx).is_err() {
-            return false;
-        }
-        let Some(wire) = offload::emit_frame(&mut scratch.frame, len, off.vle.then_some(ctx.vlan))
-        else {
-            return false;
-        };
-        stats.packets += 1;
-        stats.bytes += wire.len() as u64;
-        sink.emit(wire);
-        true
+        offload::send(&self.ctx[slot], off, len, scratch, stats, sink)
     }
 }
 
 /// Appends the buffer of data descriptor `desc` to the packet at `*pos`.
-/// False for a zero length, a packet over [`MAX_TX_PACKET`] or an unreadable buffer.
 fn copy_buffer(mem: &impl GuestMemory, desc: &RawDesc, frame: &mut [u8], pos: &mut usize) -> bool {
-    let len = (desc.cmd() & d::LEN_MASK) as usize;
-    let end = *pos + len;
-    if len == 0 || end > MAX_TX_PACKET {
-        return false;
-    }
-    let Some(dst) = frame.get_mut(HEADROOM + *pos..HEADROOM + end) else {
-        return false;
-    };
-    if mem.read(desc.lo, dst).is_err() {
-        return false;
-    }
-    *pos = end;
-    true
+    append_buffer(
+        mem,
+        desc.lo,
+        (desc.cmd() & d::LEN_MASK) as usize,
+        frame,
+        pos,
+    )
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 use super::*;
-use crate::igbvf::rings::testutil::*;
 use crate::mem::VecMemory;
+use crate::ring::testutil::*;
 
 /// Linux igbvf at MTU 1500: 2 KiB one-buffer (ALIGN(1522, 1024) >> 10 = 2).
 const SRRCTL_ONEBUF_2K: u32 = 0x0200_0002;

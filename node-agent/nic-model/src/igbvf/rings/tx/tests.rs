@@ -1,7 +1,8 @@
 use super::*;
-use crate::igbvf::rings::offload::MIN_TSO_MSS;
-use crate::igbvf::rings::testutil::*;
 use crate::mem::VecMemory;
+use crate::ring::offload::{self, L4Type, TxContext, MIN_TSO_MSS};
+use crate::ring::testutil::*;
+use crate::ring::MAX_TX_PACKET;
 
 const DATA: u32 = d::DTYP_DATA | d::DCMD_DEXT | d::DCMD_IFCS;
 const LAST: u32 = d::DCMD_EOP | d::DCMD_RS;
@@ -164,7 +165,7 @@ fn checksum_offloads_produce_valid_checksums() {
             (132, _) => {
                 let mut z = g[l4..].to_vec();
                 z[8..12].fill(0);
-                let crc = super::offload::crc32c(&z);
+                let crc = offload::crc32c(&z);
                 assert_eq!(g[l4 + 8..l4 + 12], crc.to_le_bytes());
             }
             (_, true) => assert!(l4_v6_ok(g, 14, l4, proto)),
@@ -608,4 +609,21 @@ fn simple_packet_path_matches_the_general_walk() {
         assert_eq!(fast.2, general.2, "round {round}: registers");
         assert!(fast.3 == general.3, "round {round}: memory differs");
     }
+}
+
+#[test]
+fn context_decodes_linux_values() {
+    // MACLEN 14, IPLEN 20, VLAN 0x0123; IPv4 + TCP; MSS 1448, L4LEN 32.
+    let c = TxContext::decode(
+        0x0123_0000 | 14 << 9 | 20,
+        0x2020_0c00,
+        1448 << 16 | 32 << 8,
+    );
+    assert_eq!(c.vlan, 0x0123);
+    assert_eq!((c.maclen, c.iplen, c.l4len, c.mss), (14, 20, 32, 1448));
+    assert!(c.ipv4);
+    assert_eq!(c.l4, L4Type::Tcp);
+    let c = TxContext::decode(u32::MAX, u32::MAX, u32::MAX);
+    assert_eq!((c.maclen, c.iplen, c.l4len, c.mss), (127, 511, 255, 0xffff));
+    assert_eq!(c.l4, L4Type::Reserved);
 }

@@ -1,4 +1,4 @@
-//! `emu-sriov-agent bench`: the dataplane measured with synthetic guests.
+//! `emu-sriov-bench`: the dataplane measured with synthetic guests.
 //!
 //! Each scenario starts a real node (PF models, vfio-user servers, dataplane thread) in a
 //! temporary run dir and attaches one userspace igbvf driver per VF over its socket, exactly
@@ -12,10 +12,10 @@
 //! the same guest-memory layer, with no switching — how close the switch gets to the limit.
 //! Figures are medians over `runs` repetitions; never use them as assertions.
 
-use crate::config::{ConfigFile, HostDefaults, NicModel};
-use crate::node::Node;
 use emu_guest_mem::{fd as fdutil, DmaTable};
 use emu_nic_model::mem::GuestMemory;
+use emu_sriov_agent::config::{ConfigFile, HostDefaults, NicModel};
+use emu_sriov_agent::node::Node;
 use emu_vf_driver::client::{attach, AttachedVf};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -171,7 +171,7 @@ fn rig_with(n: usize, ring: u32, stepped: bool) -> Result<Rig, BenchError> {
         .map_err(|e| BenchError::Config(e.to_string()))?;
     // The production mode: one busy-polling dataplane thread on the last core; the synthetic
     // guests run on this thread.
-    config.dataplane.mode = crate::config::DataplaneMode::Poll;
+    config.dataplane.mode = emu_sriov_agent::config::DataplaneMode::Poll;
     config.dataplane.cores = vec![dataplane_core()];
     let node = if stepped {
         Node::start_stepped(&config)
@@ -501,7 +501,7 @@ pub fn instructions_per_packet(vfs: usize, size: usize, packets: u64) -> Result<
         .arg("--toggle-collect=*Dataplane::step")
         .arg(format!("--callgrind-out-file={}", out.display()))
         .arg(&exe)
-        .args(["--log-level", "warn", "bench", "--probe"])
+        .args(["--log-level", "warn", "--probe"])
         .arg(format!("{vfs}:{size}:{packets}"))
         .stdin(std::process::Stdio::null())
         .output()

@@ -12,7 +12,11 @@
 //! Buffers carry [`HEADROOM`] spare bytes in front of the frame so that an 802.1Q tag can be
 //! inserted by moving only the 12 MAC address bytes.
 
-use emu_nic_defs::igb_desc::tx as d;
+use super::frames::{TxScratch, TxSink, TxStats, MAX_TX_FRAME};
+use super::wire::{
+    ETHERTYPE_VLAN, IPV4_MIN_HLEN, IPV6_HLEN, TCP_FLAG_CWR, TCP_FLAG_FIN, TCP_FLAG_PSH,
+    TCP_MIN_HLEN,
+};
 
 /// Spare bytes before the frame in every TX buffer: room for one 802.1Q tag.
 pub(crate) const HEADROOM: usize = 4;
@@ -24,15 +28,8 @@ pub(crate) const ETH_HLEN: usize = 14;
 /// `iavf_features_check`, and TCP's own floor (`tcp_min_snd_mss`, 48 bytes of payload plus
 /// options) only goes below it on links with an MTU near the IPv4 minimum.
 pub const MIN_TSO_MSS: usize = 64;
-const TPID_8021Q: u16 = 0x8100;
-const IPV4_MIN_HLEN: usize = 20;
-const IPV6_HLEN: usize = 40;
-const TCP_MIN_HLEN: usize = 20;
-const TCP_FLAG_FIN: u8 = 0x01;
-const TCP_FLAG_PSH: u8 = 0x08;
-const TCP_FLAG_CWR: u8 = 0x80;
 
-/// The L4 type of a context descriptor (TUCMD.L4T).
+/// The L4 type a context descriptor asks checksums for (igbvf TUCMD.L4T, AVF CMD.L4T).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) enum L4Type {
     #[default]
@@ -54,7 +51,9 @@ impl L4Type {
     }
 }
 
-/// A decoded advanced TX context descriptor.
+/// A decoded TX context: where the headers lie and what TSO uses, whichever model's
+/// descriptors it came from (igbvf: the advanced context descriptor; AVF: the data
+/// descriptor's offsets and the context descriptor's MSS).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct TxContext {
     pub vlan: u16,
@@ -67,27 +66,6 @@ pub(crate) struct TxContext {
 }
 
 impl TxContext {
-    /// Decodes the three meaningful dwords of a context descriptor. Every field is masked to
-    /// its width, so any guest value decodes; consistency is checked where it is used.
-    pub fn decode(vlan_macip_lens: u32, type_tucmd_mlhl: u32, mss_l4len_idx: u32) -> Self {
-        let l4 = match type_tucmd_mlhl & d::TUCMD_L4T_MASK {
-            0 => L4Type::Udp,
-            d::TUCMD_L4T_TCP => L4Type::Tcp,
-            d::TUCMD_L4T_SCTP => L4Type::Sctp,
-            _ => L4Type::Reserved,
-        };
-        TxContext {
-            // Truncation intended: the VLAN field is the upper half of the dword.
-            vlan: (vlan_macip_lens >> d::VLAN_SHIFT) as u16,
-            maclen: ((vlan_macip_lens >> d::MACLEN_SHIFT) & d::MACLEN_MASK) as usize,
-            iplen: (vlan_macip_lens & d::IPLEN_MASK) as usize,
-            ipv4: type_tucmd_mlhl & d::TUCMD_IPV4 != 0,
-            l4,
-            l4len: ((mss_l4len_idx >> d::L4LEN_SHIFT) & d::L4LEN_MASK) as usize,
-            mss: (mss_l4len_idx >> d::MSS_SHIFT) as usize,
-        }
-    }
-
     /// Offset of the L4 header.
     fn l4_start(&self) -> usize {
         self.maclen + self.iplen
@@ -110,7 +88,7 @@ pub(crate) struct Malformed;
 
 /// Ones-complement sum of `data` as big-endian 16-bit words (odd tail padded with zero),
 /// not yet folded. A u64 cannot overflow for any slice that fits in memory.
-pub(super) fn sum16(data: &[u8]) -> u64 {
+pub(crate) fn sum16(data: &[u8]) -> u64 {
     let mut chunks = data.chunks_exact(2);
     let mut s: u64 = 0;
     for c in &mut chunks {
@@ -123,7 +101,7 @@ pub(super) fn sum16(data: &[u8]) -> u64 {
 }
 
 /// Folds a ones-complement accumulator into 16 bits.
-pub(super) fn fold(mut s: u64) -> u16 {
+pub(crate) fn fold(mut s: u64) -> u16 {
     while s >> 16 != 0 {
         s = (s & 0xffff) + (s >> 16);
     }
@@ -154,7 +132,7 @@ const fn crc32c_table() -> [u32; 256] {
 static CRC32C: [u32; 256] = crc32c_table();
 
 /// CRC32c (Castagnoli) as SCTP uses it: reflected, initial and final XOR all-ones.
-pub(super) fn crc32c(data: &[u8]) -> u32 {
+pub(crate) fn crc32c(data: &[u8]) -> u32 {
     let mut c = !0u32;
     for &b in data {
         c = CRC32C[((c ^ u32::from(b)) & 0xff) as usize] ^ (c >> 8);
@@ -213,12 +191,12 @@ pub(crate) fn insert_l4_checksum(frame: &mut [u8], ctx: &TxContext) -> Result<()
 
 /// Moves the MAC addresses into the headroom and writes an 802.1Q tag after them.
 /// `buf[HEADROOM..HEADROOM + len]` is the frame; returns the tagged frame.
-pub(super) fn tag_frame(buf: &mut [u8], len: usize, vlan: u16) -> Option<&[u8]> {
+pub(crate) fn tag_frame(buf: &mut [u8], len: usize, vlan: u16) -> Option<&[u8]> {
     if len < 12 || buf.len() < HEADROOM + len {
         return None;
     }
     buf.copy_within(HEADROOM..HEADROOM + 12, 0);
-    buf[12..14].copy_from_slice(&TPID_8021Q.to_be_bytes());
+    buf[12..14].copy_from_slice(&ETHERTYPE_VLAN.to_be_bytes());
     buf[14..16].copy_from_slice(&vlan.to_be_bytes());
     buf.get(..HEADROOM + len)
 }
@@ -322,6 +300,58 @@ pub(crate) fn emit_frame(buf: &mut [u8], len: usize, vlan: Option<u16>) -> Optio
     }
 }
 
+/// Applies the offloads `off` asks for to the `len`-byte packet assembled in `scratch.frame`
+/// and hands the resulting frame(s) to `sink`, counting them in `stats`. False when the
+/// request does not fit the packet (a runt, a frame over [`MAX_TX_FRAME`] without TSO, headers
+/// outside the frame, an MSS below [`MIN_TSO_MSS`]): the caller drops it.
+pub(crate) fn send(
+    ctx: &TxContext,
+    off: Offloads,
+    len: usize,
+    scratch: &mut TxScratch,
+    stats: &mut TxStats,
+    sink: &mut impl TxSink,
+) -> bool {
+    if len < ETH_HLEN {
+        return false;
+    }
+    if off.tse {
+        let Some(pkt) = scratch.frame.get(HEADROOM..HEADROOM + len) else {
+            return false;
+        };
+        return match segment(pkt, ctx, off, &mut scratch.seg, &mut |f: &[u8]| {
+            sink.emit(f)
+        }) {
+            Ok(r) => {
+                stats.packets += r.segments;
+                stats.tso_segments += r.segments;
+                stats.bytes += r.bytes;
+                true
+            }
+            Err(_) => false,
+        };
+    }
+    if len > MAX_TX_FRAME {
+        return false;
+    }
+    let Some(frame) = scratch.frame.get_mut(HEADROOM..HEADROOM + len) else {
+        return false;
+    };
+    if off.ixsm && insert_ipv4_checksum(frame, ctx).is_err() {
+        return false;
+    }
+    if off.txsm && insert_l4_checksum(frame, ctx).is_err() {
+        return false;
+    }
+    let Some(wire) = emit_frame(&mut scratch.frame, len, off.vle.then_some(ctx.vlan)) else {
+        return false;
+    };
+    stats.packets += 1;
+    stats.bytes += wire.len() as u64;
+    sink.emit(wire);
+    true
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,23 +367,6 @@ mod tests {
         let data = [0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7];
         assert_eq!(fold(sum16(&data)), 0xddf2);
         assert_eq!(fold(sum16(&[0xff])), 0xff00);
-    }
-
-    #[test]
-    fn context_decodes_linux_values() {
-        // MACLEN 14, IPLEN 20, VLAN 0x0123; IPv4 + TCP; MSS 1448, L4LEN 32.
-        let c = TxContext::decode(
-            0x0123_0000 | 14 << 9 | 20,
-            0x2020_0c00,
-            1448 << 16 | 32 << 8,
-        );
-        assert_eq!(c.vlan, 0x0123);
-        assert_eq!((c.maclen, c.iplen, c.l4len, c.mss), (14, 20, 32, 1448));
-        assert!(c.ipv4);
-        assert_eq!(c.l4, L4Type::Tcp);
-        let c = TxContext::decode(u32::MAX, u32::MAX, u32::MAX);
-        assert_eq!((c.maclen, c.iplen, c.l4len, c.mss), (127, 511, 255, 0xffff));
-        assert_eq!(c.l4, L4Type::Reserved);
     }
 
     #[test]

@@ -1,10 +1,11 @@
-//! MSI-X eventfds bound by SET_IRQS; the dataplane raises vector `i` with [`IrqSet::fire`].
+//! Interrupt eventfds a client hands over (vfio-user SET_IRQS binds them); the dataplane
+//! raises vector `i` with [`IrqSet::fire`], straight from its poll loop.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use emu_guest_mem::fd;
+use crate::fd;
 
 /// Per-vector MSI-X eventfds of one VF. Shared between the server thread (binds) and the
 /// dataplane (fires).
@@ -73,7 +74,7 @@ impl IrqSet {
 
     /// Binds `fds` to vectors `start..start+fds.len()`; `None` entries unbind. The caller
     /// has checked the range; out-of-range entries are dropped (closed).
-    pub(crate) fn bind(&self, start: u32, fds: Vec<Option<OwnedFd>>) {
+    pub fn bind(&self, start: u32, fds: Vec<Option<OwnedFd>>) {
         for fd in fds.iter().flatten() {
             // A blocking eventfd (or a full pipe posing as one) must never stall `fire`.
             // O_NONBLOCK is shared with the client's copy; QEMU's notifiers are already

@@ -1,20 +1,19 @@
-//! `emu-sriov-agent bench` as a user runs it: the JSON report's shape and its instruction
+//! `emu-sriov-bench` as a user runs it: the JSON report's shape and its instruction
 //! counts from callgrind (valgrind is a CI dependency, installed by tests/run-all.sh).
 
 use std::process::Command;
 
-fn agent(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_emu-sriov-agent"))
+fn bench(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_emu-sriov-bench"))
         .args(args)
         .env_remove("RUST_LOG")
         .output()
-        .expect("run emu-sriov-agent")
+        .expect("run emu-sriov-bench")
 }
 
 #[test]
 fn bench_json_has_every_figure_and_callgrind_counts() {
-    let out = agent(&[
-        "bench",
+    let out = bench(&[
         "--vfs",
         "2",
         "--sizes",
@@ -68,7 +67,7 @@ fn bench_json_has_every_figure_and_callgrind_counts() {
 
 #[test]
 fn probe_moves_at_least_the_frames_asked_for() {
-    let out = agent(&["bench", "--probe", "2:64:5000"]);
+    let out = bench(&["--probe", "2:64:5000"]);
     assert!(
         out.status.success(),
         "{}",
@@ -82,7 +81,7 @@ fn probe_moves_at_least_the_frames_asked_for() {
         .unwrap_or_else(|| panic!("no probe-packets line in {text}"));
     // Whole ring batches cross, so a little more than asked.
     assert!((5000..5000 + 1024).contains(&moved), "{moved}");
-    let bad = agent(&["bench", "--probe", "two:64"]);
+    let bad = bench(&["--probe", "two:64"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("VFS:SIZE:PACKETS"));
 }
