@@ -561,7 +561,7 @@ impl Worker {
             return 0;
         }
         // Nothing queued (or not admitted) and no interrupt-page store: skip the lock.
-        if (!admitted || port.tx_idle()) && port.irq_page_quiet() {
+        if port.nothing_to_do(admitted) {
             return 0;
         }
         let mut guard = port.lock();

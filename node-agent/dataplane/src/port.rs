@@ -151,16 +151,20 @@ impl VfPort {
         )
     }
 
+    /// Whether a pass can skip this VF without its lock (see [`IdleProbe::nothing_to_do`]).
+    #[inline]
+    pub fn nothing_to_do(&self, admitted: bool) -> bool {
+        self.probe.nothing_to_do(admitted)
+    }
+
     /// Whether the poll loop may skip reading this VF's interrupt requests: the guest stored
     /// none on its mapped interrupt page since the last read (always, for models without one).
-    #[inline]
     pub fn irq_page_quiet(&self) -> bool {
         self.probe.irq_quiet()
     }
 
     /// Whether the VF's TX queue is known, without the lock, to be enabled and empty: then a
     /// poll pass has nothing to do there and skips it without taking the state lock.
-    #[inline]
     pub fn tx_idle(&self) -> bool {
         self.probe.tx_idle()
     }

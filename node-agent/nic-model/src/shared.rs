@@ -26,6 +26,13 @@ pub struct SharedWords {
     len: usize,
 }
 
+/// No words (every load reads 0).
+impl Default for SharedWords {
+    fn default() -> Self {
+        SharedWords::owned(0)
+    }
+}
+
 impl SharedWords {
     /// `n` zeroed words in ordinary process memory.
     pub fn owned(n: usize) -> Self {
@@ -56,6 +63,33 @@ impl SharedWords {
             .words()
             .get(self.start..self.start + self.len)
             .unwrap_or(&[])
+    }
+
+    /// Words `[start, start + len)` of this window, as a window of its own (clipped).
+    pub fn sub(&self, start: usize, len: usize) -> SharedWords {
+        let start = start.min(self.len);
+        SharedWords {
+            backing: self.backing.clone(),
+            start: self.start + start,
+            len: len.min(self.len - start),
+        }
+    }
+
+    /// One window over `self` and `other` when both view the same memory: the window and
+    /// where `self` and `other` start in it. Lets a reader load words of both with one
+    /// [`words`](Self::words) call (a hot path's lock-free look at two register pages).
+    pub fn span(&self, other: &SharedWords) -> Option<(SharedWords, usize, usize)> {
+        if !Arc::ptr_eq(&self.backing, &other.backing) {
+            return None;
+        }
+        let start = self.start.min(other.start);
+        let end = (self.start + self.len).max(other.start + other.len);
+        let joint = SharedWords {
+            backing: self.backing.clone(),
+            start,
+            len: end - start,
+        };
+        Some((joint, self.start - start, other.start - start))
     }
 
     pub fn len(&self) -> usize {
@@ -128,6 +162,19 @@ mod tests {
         assert_eq!(w.take(0), 0, "taken words read 0");
         assert_eq!(w.take(9), 0, "out of range");
         w.or(9, 1);
+    }
+
+    #[test]
+    fn sub_windows_and_their_span() {
+        let all = SharedWords::owned(8);
+        let (a, b) = (all.sub(1, 2), all.sub(5, 10));
+        assert_eq!((a.len(), b.len()), (2, 3), "clipped to the parent");
+        b.store(0, 9);
+        assert_eq!(all.load(5), 9);
+        let (joint, at_a, at_b) = a.span(&b).expect("same memory");
+        assert_eq!((joint.len(), at_a, at_b), (7, 0, 4));
+        assert_eq!(joint.load(at_b), 9);
+        assert!(a.span(&SharedWords::owned(8)).is_none(), "other memory");
     }
 
     #[test]

@@ -167,6 +167,9 @@ impl PciFunction for IgbVf {
 impl IgbVf {
     /// A VF at power-on: the PF is still in reset (RSTI) until [`IgbVf::pf_reset_done`].
     pub fn new() -> Self {
+        // The interrupt page and the queue pages in one block, as BAR0 lays them out (the
+        // poll loop's idle look reads both with one access).
+        let pages = SharedWords::owned(IRQ_WORDS + QUEUE_WORDS);
         IgbVf {
             config: ConfigSpace::new(&config_layout()),
             link_up: false,
@@ -178,10 +181,10 @@ impl IgbVf {
             eims: 0,
             psrtype: 0,
             pbacl: 0,
-            irq: SharedWords::owned(IRQ_WORDS),
+            irq: pages.sub(0, IRQ_WORDS),
             mapped: false,
             auto_masked: 0,
-            queues: SharedWords::owned(QUEUE_WORDS),
+            queues: pages.sub(IRQ_WORDS, QUEUE_WORDS),
         }
     }
 
@@ -305,19 +308,25 @@ impl IgbVf {
     /// whether the guest stored an interrupt request on the interrupt page: the same words
     /// [`tx_doorbell_in`](Self::tx_doorbell_in) and
     /// [`irq_page_quiet_in`](Self::irq_page_quiet_in) read.
+    /// Both pages are read through one window when they are views of one memory (BAR0's
+    /// pages always are, and so are [`IgbVf::new`]'s); otherwise interrupt stores are only
+    /// seen on the locked path.
     pub fn idle_probe(&self) -> IdleProbe {
-        let q0 = r::TDBAL0;
-        IdleProbe::none()
-            .with_tx(
-                self.queues.clone(),
-                (Self::qword(q0 + Q_DCTL), r::XDCTL_ENABLE),
-                (Self::qword(q0 + Q_HEAD), Self::qword(q0 + Q_TAIL)),
+        let q = |off: u32| Self::qword(r::TDBAL0 + off);
+        let irq = [r::EIMC, r::EIMS, r::EICR, r::EICS].map(Self::iword);
+        let tx = |p: IdleProbe, at: usize| {
+            p.with_tx(
+                (at + q(Q_DCTL), r::XDCTL_ENABLE),
+                (at + q(Q_HEAD), at + q(Q_TAIL)),
                 0xFFFF,
             )
-            .with_irq(
-                self.irq.clone(),
-                [r::EIMC, r::EIMS, r::EICR, r::EICS].map(Self::iword),
-            )
+        };
+        match self.irq.span(&self.queues) {
+            Some((words, at_irq, at_q)) => {
+                tx(IdleProbe::over(words), at_q).with_irq(irq.map(|i| at_irq + i))
+            }
+            None => tx(IdleProbe::over(self.queues.clone()), 0).with_irq_elsewhere(),
+        }
     }
 
     /// The shared words behind the queue pages.

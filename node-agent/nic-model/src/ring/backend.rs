@@ -215,23 +215,37 @@ impl RxTally {
 
 /// Where the poll loop may look, without the VF's lock, whether a VF has anything to do: the
 /// shared register words a guest stores its doorbells and interrupt requests to, and how to
-/// read them. Built by the model (it knows the offsets); read by the engine every pass.
+/// read them. Built by the model (it knows the offsets); read by the engine every pass, for
+/// every VF: both looks read one window of words, so an idle VF costs one access to it.
 #[derive(Debug, Clone, Default)]
 pub struct IdleProbe {
+    /// The window the indices below point into.
+    words: SharedWords,
     tx: Option<TxDoorbell>,
-    irq: Option<(SharedWords, [usize; 4])>,
+    irq: IrqWords,
 }
 
-/// A TX queue's doorbell in shared words: enabled when `ctl & enable != 0`, idle when the
-/// head and tail words are equal under `index_mask`.
+/// A TX queue's doorbell: enabled when word `ctl & enable != 0`, idle when the head and tail
+/// words are equal under `index_mask`.
 #[derive(Debug, Clone)]
 struct TxDoorbell {
-    words: SharedWords,
     ctl: usize,
     enable: u32,
     head: usize,
     tail: usize,
     index_mask: u32,
+}
+
+/// Where the guest stores interrupt requests without trapping.
+#[derive(Debug, Clone, Default)]
+enum IrqWords {
+    /// It cannot: nothing to look at.
+    #[default]
+    None,
+    /// Words `at` of the window (all zero: no request).
+    At([usize; 4]),
+    /// It can, but not in this window: the locked path must always look.
+    Elsewhere,
 }
 
 impl IdleProbe {
@@ -240,17 +254,22 @@ impl IdleProbe {
         IdleProbe::default()
     }
 
-    /// A TX queue whose control, head and tail registers are words `ctl`, `head`, `tail` of
-    /// `words`.
+    /// A probe reading `words` (the indices given later point into it).
+    pub fn over(words: SharedWords) -> Self {
+        IdleProbe {
+            words,
+            ..IdleProbe::default()
+        }
+    }
+
+    /// A TX queue whose control, head and tail registers are words `ctl`, `head`, `tail`.
     pub fn with_tx(
         mut self,
-        words: SharedWords,
         (ctl, enable): (usize, u32),
         (head, tail): (usize, usize),
         index_mask: u32,
     ) -> Self {
         self.tx = Some(TxDoorbell {
-            words,
             ctl,
             enable,
             head,
@@ -260,18 +279,42 @@ impl IdleProbe {
         self
     }
 
-    /// Interrupt requests the guest stores to words `at` of `words` (all zero: none).
-    pub fn with_irq(mut self, words: SharedWords, at: [usize; 4]) -> Self {
-        self.irq = Some((words, at));
+    /// Interrupt requests the guest stores to words `at` (all zero: none).
+    pub fn with_irq(mut self, at: [usize; 4]) -> Self {
+        self.irq = IrqWords::At(at);
         self
+    }
+
+    /// The guest stores interrupt requests where this probe cannot read them: never quiet.
+    pub fn with_irq_elsewhere(mut self) -> Self {
+        self.irq = IrqWords::Elsewhere;
+        self
+    }
+
+    /// Whether a pass can skip the VF without its lock: the TX queue is enabled and empty
+    /// (or the rate limiter did not `admit` it this pass) and the guest stored no interrupt
+    /// request since the last locked pass.
+    #[inline]
+    pub fn nothing_to_do(&self, admitted: bool) -> bool {
+        let words = self.words.words();
+        (!admitted || self.tx_idle_in(words)) && self.irq_quiet_in(words)
     }
 
     /// Whether the TX queue is enabled and empty (head == tail): a pass has nothing to take.
     /// False without a TX doorbell (the locked path decides).
-    #[inline]
     pub fn tx_idle(&self) -> bool {
+        self.tx_idle_in(self.words.words())
+    }
+
+    /// Whether the guest stored no interrupt request since the last locked pass (true without
+    /// such words).
+    pub fn irq_quiet(&self) -> bool {
+        self.irq_quiet_in(self.words.words())
+    }
+
+    #[inline]
+    fn tx_idle_in(&self, words: &[std::sync::atomic::AtomicU32]) -> bool {
         self.tx.as_ref().is_some_and(|d| {
-            let words = d.words.words();
             let at = |i: usize| {
                 words
                     .get(i)
@@ -281,18 +324,17 @@ impl IdleProbe {
         })
     }
 
-    /// Whether the guest stored no interrupt request since the last locked pass (true without
-    /// such words).
     #[inline]
-    pub fn irq_quiet(&self) -> bool {
-        self.irq.as_ref().is_none_or(|(page, at)| {
-            let words = page.words();
-            at.iter().all(|&i| {
+    fn irq_quiet_in(&self, words: &[std::sync::atomic::AtomicU32]) -> bool {
+        match &self.irq {
+            IrqWords::None => true,
+            IrqWords::Elsewhere => false,
+            IrqWords::At(at) => at.iter().all(|&i| {
                 words
                     .get(i)
                     .is_none_or(|w| w.load(std::sync::atomic::Ordering::Relaxed) == 0)
-            })
-        })
+            }),
+        }
     }
 }
 
