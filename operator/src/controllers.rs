@@ -43,6 +43,13 @@ pub const NETWORK_FINALIZER: &str = "emu.sriov/network-attachment-definition";
 /// happen only when something differs).
 const RESYNC: Duration = Duration::from_secs(600);
 
+/// How often a pool's status is recomputed even without events. The status is read from the
+/// NodeState cache, a reflector of its own: the watch event that triggers the reconcile can
+/// arrive a moment before that cache has the change, and the reconcile then sees the old
+/// NodeState. Found by the operator test as a pool that stayed un-Ready for the whole 600 s
+/// RESYNC. The recompute is in memory; a write happens only when the status differs.
+const POOL_RECHECK: Duration = Duration::from_secs(3);
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("API request failed: {0}")]
@@ -410,7 +417,7 @@ async fn reconcile_pool(pool: Arc<VfPool>, ctx: Arc<Ctx>) -> Result<Action, Erro
     let old = pool.status.clone().unwrap_or_default();
     status.conditions = stamp(&conds, &old.conditions, me.generation);
     if status == old {
-        return Ok(Action::requeue(RESYNC));
+        return Ok(Action::requeue(POOL_RECHECK));
     }
     publish_pool_events(&ctx, &pool, &old, &conds).await;
     let body = json!({
@@ -422,7 +429,7 @@ async fn reconcile_pool(pool: Arc<VfPool>, ctx: Arc<Ctx>) -> Result<Action, Erro
         .patch_status(&name, &apply_params(), &Patch::Apply(&body))
         .await?;
     ctx.metrics.wrote("VfPool", "apply-status");
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(POOL_RECHECK))
 }
 
 /// Turns conditions into API conditions, keeping the old transition time of any condition
