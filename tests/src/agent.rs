@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::env::workspace_root;
 use crate::proc::{spawn_guarded, stop_child};
 
 /// Path of the agent binary: `EMU_SRIOV_AGENT_BIN` if set, otherwise builds it with
@@ -26,46 +25,7 @@ pub fn agent_bin() -> Result<PathBuf, String> {
 
 /// [`agent_bin`] with the profile chosen by the caller (`EMU_SRIOV_AGENT_BIN` still wins).
 pub fn agent_bin_for(release: bool) -> Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os("EMU_SRIOV_AGENT_BIN") {
-        let p = PathBuf::from(p);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(format!("EMU_SRIOV_AGENT_BIN={} is not a file", p.display()))
-        };
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let root = workspace_root();
-    let mut cmd = Command::new(&cargo);
-    cmd.args(["build", "-p", "emu-sriov-agent"])
-        .current_dir(&root)
-        .stdin(Stdio::null());
-    if release {
-        cmd.arg("--release");
-    }
-    let status = cmd
-        .status()
-        .map_err(|e| format!("cannot run {cargo:?} build -p emu-sriov-agent: {e}"))?;
-    if !status.success() {
-        return Err(format!(
-            "`cargo build -p emu-sriov-agent` failed ({status}); see the compiler output above"
-        ));
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|p| if p.is_relative() { root.join(p) } else { p })
-        .unwrap_or_else(|| root.join("target"));
-    let bin = target
-        .join(if release { "release" } else { "debug" })
-        .join("emu-sriov-agent");
-    if bin.is_file() {
-        Ok(bin)
-    } else {
-        Err(format!(
-            "built the agent but {} does not exist",
-            bin.display()
-        ))
-    }
+    crate::env::cargo_bin("emu-sriov-agent", "emu-sriov-agent", release)
 }
 
 /// One VF as reported by `list`.

@@ -15,30 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Builds `-p package` (release when asked) and returns `target/<profile>/<bin>`.
+/// [`crate::env::cargo_bin`]: builds `-p package` (release when asked), returns its path.
 pub fn workspace_bin(package: &str, bin: &str, release: bool) -> Result<PathBuf, String> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let root = workspace_root();
-    let mut cmd = Command::new(&cargo);
-    cmd.args(["build", "-p", package, "--bin", bin])
-        .current_dir(&root)
-        .stdin(Stdio::null());
-    if release {
-        cmd.arg("--release");
-    }
-    let status = cmd
-        .status()
-        .map_err(|e| format!("cannot run cargo build -p {package}: {e}"))?;
-    if !status.success() {
-        return Err(format!("`cargo build -p {package}` failed ({status})"));
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|p| if p.is_relative() { root.join(p) } else { p })
-        .unwrap_or_else(|| root.join("target"));
-    Ok(target
-        .join(if release { "release" } else { "debug" })
-        .join(bin))
+    crate::env::cargo_bin(package, bin, release)
 }
 
 /// The directory with `cnitool`, `host-local`, `static` and `bridge`: `EMU_CNI_BIN`, else what

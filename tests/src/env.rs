@@ -12,6 +12,51 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
+/// Builds (if needed) binary `bin` of workspace package `package` and returns its path:
+/// `$CARGO build -q -p PACKAGE --bin BIN [--release]`, then
+/// `$CARGO_TARGET_DIR|<workspace>/target` + `/<profile>/BIN`. `<BIN>_BIN` (upper-case, `-` →
+/// `_`, e.g. `EMU_SRIOV_AGENT_BIN`) names a prebuilt one instead.
+pub fn cargo_bin(package: &str, bin: &str, release: bool) -> Result<PathBuf, String> {
+    let var = format!("{}_BIN", bin.to_uppercase().replace('-', "_"));
+    if let Some(p) = std::env::var_os(&var) {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!("{var}={} is not a file", p.display()))
+        };
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let root = workspace_root();
+    let mut cmd = Command::new(&cargo);
+    cmd.args(["build", "-q", "-p", package, "--bin", bin])
+        .current_dir(&root)
+        .stdin(Stdio::null());
+    if release {
+        cmd.arg("--release");
+    }
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run {cargo:?} build -p {package}: {e}"))?;
+    if !status.success() {
+        return Err(format!(
+            "`cargo build -p {package} --bin {bin}` failed ({status}); see the compiler output above"
+        ));
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| if p.is_relative() { root.join(p) } else { p })
+        .unwrap_or_else(|| root.join("target"));
+    let path = target
+        .join(if release { "release" } else { "debug" })
+        .join(bin);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!("built {bin} but {} does not exist", path.display()))
+    }
+}
+
 /// `tests/guest/` (prepare.sh, init.sh).
 pub fn guest_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("guest")

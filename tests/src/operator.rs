@@ -7,45 +7,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::env::workspace_root;
 use crate::proc::{spawn_guarded, stop_child, tail};
 
 /// Builds (if needed) a binary of this workspace and returns its path:
 /// `cargo build -p PACKAGE --bin BIN`, then `<target>/debug/BIN`. `EMU_SRIOV_<BIN>_BIN`
 /// (upper-case, `-` → `_`) names a prebuilt one instead.
 pub fn workspace_bin(package: &str, bin: &str) -> Result<PathBuf, String> {
-    let var = format!("{}_BIN", bin.to_uppercase().replace('-', "_"));
-    if let Some(p) = std::env::var_os(&var) {
-        let p = PathBuf::from(p);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(format!("{var}={} is not a file", p.display()))
-        };
-    }
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let root = workspace_root();
-    let status = Command::new(&cargo)
-        .args(["build", "-q", "-p", package, "--bin", bin])
-        .current_dir(&root)
-        .stdin(Stdio::null())
-        .status()
-        .map_err(|e| format!("cannot run {cargo:?} build -p {package}: {e}"))?;
-    if !status.success() {
-        return Err(format!(
-            "`cargo build -p {package} --bin {bin}` failed ({status}); see the compiler output above"
-        ));
-    }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .map(|p| if p.is_relative() { root.join(p) } else { p })
-        .unwrap_or_else(|| root.join("target"));
-    let path = target.join("debug").join(bin);
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(format!("built {bin} but {} does not exist", path.display()))
-    }
+    crate::env::cargo_bin(package, bin, false)
 }
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
